@@ -1,0 +1,36 @@
+# Switchboard — the two set-up commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint unit bench check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: the bot; with no MM_URL set, the built-in sandbox with a terminal chat
+run: $(STAMP)
+	$(BIN)/switchboard run
+
+## test: lint, type-check and the whole test suite
+test: $(STAMP) lint
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check plugin bridge tests bench
+	$(BIN)/mypy
+
+## check: validate plugin.yaml without connecting
+check: $(STAMP)
+	$(BIN)/switchboard check
+
+## bench: throughput and latency figures (never part of `make test`)
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,474 @@
+"""The Bot: builds the clients, the route table, the stream and the listener; owns start and stop.
+
+The path of a message: the stream hands a frame to `on_frame` → `ingest` decides (cheaply, on the
+loop) whether any handler wants it → the dispatcher runs the handler in its conversation's order →
+the handler's run is claimed in the store first (so it happens once, whichever way the message
+arrived: live, by backfill after a gap, or twice) and marked done after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Iterable
+from typing import Any
+
+from . import __version__
+from .config import Config
+from .context import Context
+from .cursors import CursorTracker
+from .dispatch import Dispatcher
+from .events import BadPayload, Click, DialogSubmission, Message, Post, SlashCommand, Webhook
+from .listener import HTTPError, Listener, build
+from .mattermost import MattermostAPI, MattermostAuthError, MattermostError
+from .metrics import Metrics
+from .router import Match, Router, RouteTable
+from .signing import BadSignature, Signer
+from .store import SQLiteStore, Store
+from .stream import EventStream, FatalStreamError
+
+log = logging.getLogger("switchboard")
+
+#: Exit status when Mattermost refuses the bot's credentials.
+EXIT_AUTH = 3
+
+
+class BotError(Exception):
+    """The bot cannot start or go on; the message says what to do."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Bot:
+    def __init__(self, config: Config, routers: Iterable[Router], *,
+                 url: str | None = None, token: str | None = None, secret: str | None = None,
+                 public_url: str | None = None, store: Store | None = None) -> None:
+        s = config.settings
+        self.config = config
+        self.settings = s
+        self.metrics = Metrics()
+        root = Router("switchboard").include(*routers)
+        self.routes = RouteTable(root)
+        mm_url = url if url is not None else s.mattermost.url
+        mm_token = token if token is not None else s.mattermost.token.get_secret_value()
+        verify: bool | str = s.mattermost.ca_bundle or s.mattermost.verify_tls
+        self.api = MattermostAPI(mm_url, mm_token, timeout=s.mattermost.request_timeout,
+                                 retries=s.mattermost.retries,
+                                 max_retry_after=s.mattermost.max_retry_after,
+                                 threads=s.mattermost.rest_threads, verify=verify)
+        self.signer = Signer(secret or s.security.secret.get_secret_value(),
+                             s.security.action_ttl)
+        self.public_url = (public_url or s.listener.public_url).rstrip("/")
+        self.ephemeral_permission = s.mattermost.ephemeral_permission
+        self.store: Store = store or SQLiteStore(s.state.path)
+        self.dispatcher = Dispatcher(s.dispatch.concurrency)
+        self.cursors = CursorTracker()
+        self.listener = Listener(build(self, s.listener.max_body_bytes),
+                                 s.listener.host, s.listener.port)
+        self.stream = EventStream(
+            self.api.ws_url, mm_token, s.stream,
+            on_event=self.on_frame, on_connected=self._on_connected,
+            check_token=self._token_valid, probe=self._probe,
+            on_reconnect=lambda reason: self.metrics.reconnects.labels(reason).inc(),
+            on_state=lambda up: self.metrics.connected.set(1 if up else 0))
+        self._stopping = asyncio.Event()
+        self._fresh = False
+        self._started_ms = int(time.time() * 1000)
+        self._mention = ""
+        self._probe_channel = ""
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Begin a graceful shutdown (idempotent)."""
+        if not self._stopping.is_set():
+            log.info("stopping")
+            self._stopping.set()
+            self.stream.stop()
+
+    async def run(self) -> None:
+        """Run until stopped; raises BotError when the bot cannot work."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            await self.start()
+            stream = asyncio.create_task(self.stream.run(), name="stream")
+            stopper = asyncio.create_task(self._stopping.wait(), name="stop")
+            done, _ = await asyncio.wait({stream, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stream in done and stream.exception() is not None:
+                exc = stream.exception()
+                stopper.cancel()
+                if isinstance(exc, FatalStreamError):
+                    raise BotError(str(exc), EXIT_AUTH)
+                raise exc  # type: ignore[misc]
+            self.stream.stop()
+            await asyncio.gather(stream, return_exceptions=True)
+            stopper.cancel()
+        finally:
+            await self.shutdown()
+
+    async def start(self) -> None:
+        await self.store.open()
+        self._fresh = await self.store.get("initialized") is None
+        try:
+            me = await self.api.login()
+        except MattermostAuthError:
+            raise BotError("Mattermost rejected the bot's token (401); check MM_BOT_TOKEN",
+                           EXIT_AUTH) from None
+        except MattermostError as exc:
+            raise BotError(f"cannot reach Mattermost at {self.api.base_url}: {exc}") from None
+        self._mention = "@" + str(me.get("username", ""))
+        port = await self.listener.start()
+        if not self.public_url:
+            self.public_url = f"http://{self.listener.host}:{port}"
+        log.info("Switchboard %s started as %s; listener on %s:%d", __version__, self._mention,
+                 self.listener.host, port)
+        await self.recover()
+        self.dispatcher.spawn(self._housekeeping(), "housekeeping")
+
+    async def shutdown(self) -> None:
+        grace = self.settings.dispatch.shutdown_grace
+        self._stopping.set()
+        if not await self.dispatcher.join(grace):
+            log.warning("handlers still running after %.0f s; they will resume after restart",
+                        grace)
+        await self.dispatcher.cancel()
+        try:
+            await self._flush_cursors()
+        except Exception:
+            log.exception("could not save cursors")
+        await self.listener.stop()
+        await self.store.close()
+        self.api.close()
+
+    async def _housekeeping(self) -> None:
+        last_prune = 0.0
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), 1.0)
+            except TimeoutError:
+                pass
+            try:
+                await self._flush_cursors()
+                if time.time() - last_prune > 3600:
+                    last_prune = time.time()
+                    await self.store.prune(time.time() - self.settings.state.retention)
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def _flush_cursors(self) -> None:
+        dirty = self.cursors.take_dirty()
+        if dirty:
+            await self.store.save_cursors(dirty)
+            await self.store.put("last_seen", str(self.cursors.newest))
+
+    # --- the stream -----------------------------------------------------------------------------
+    def on_frame(self, frame: dict[str, Any]) -> None:
+        """Every websocket event; runs on the receive loop, so it stays cheap."""
+        event = frame.get("event")
+        self.metrics.events_received.labels(event if isinstance(event, str) else "?").inc()
+        self.metrics.last_event.set(time.time())
+        if event != "posted":
+            return
+        try:
+            msg = Message.from_frame(frame.get("data"))
+        except BadPayload as exc:
+            log.warning("ignored a malformed posted event: %s", exc)
+            return
+        self.ingest(msg, time.monotonic())
+
+    def ingest(self, msg: Message, received: float) -> None:
+        post = msg.post
+        self.cursors.observe(post.channel_id, post.create_at)
+        if post.user_id == self.api.bot_id or post.type or post.delete_at:
+            return
+        d = self.settings.dispatch
+        if (d.ignore_bots and post.from_bot) or (d.ignore_webhooks and post.from_webhook):
+            return
+        if msg.source == "backfill":
+            cutoff = time.time() * 1000 - self.settings.backfill.max_age * 1000
+            if post.create_at < cutoff:
+                return
+        match = self.routes.match_message(msg, self._mention)
+        if match is None:
+            return
+        self.cursors.hold(post.channel_id, post.id, post.create_at)
+        self.metrics.in_flight.inc()
+        self.dispatcher.submit(post.thread_id,
+                               lambda: self._handle_message(msg, match, received))
+
+    async def _handle_message(self, msg: Message, match: Match, received: float) -> None:
+        post = msg.post
+        try:
+            claimed = True if msg.attempt > 1 else await self.store.claim(post.id,
+                                                                          post.channel_id)
+        finally:
+            self.cursors.release(post.channel_id, post.id)
+            self.metrics.in_flight.dec()
+        if not claimed:
+            self.metrics.duplicates.inc()
+            return
+        ctx = Context(self, key=post.id, user_id=post.user_id, channel_id=post.channel_id,
+                      root_id=post.thread_id, post_id=post.id, attempt=msg.attempt, message=msg)
+        available = {"ctx": ctx, "event": msg, "post": post, "text": post.message,
+                     "user_id": post.user_id, "channel_id": post.channel_id} | match.captured
+        name = match.route.handler.__name__
+        try:
+            await match.route.call(available)
+            self.metrics.handled.labels("message").inc()
+        except Exception:
+            self.metrics.handler_errors.labels("message").inc()
+            log.exception("handler %s failed on post %s", name, post.id)
+            try:
+                await ctx.reply(self.settings.dispatch.apology)
+            except Exception as exc:
+                log.error("could not send the apology for post %s: %s", post.id, exc)
+        finally:
+            self.metrics.latency.labels("message").observe(time.monotonic() - received)
+        await self.store.complete(post.id)
+
+    async def _token_valid(self) -> bool:
+        try:
+            await self.api.login()
+        except MattermostAuthError:
+            return False
+        except MattermostError:
+            pass
+        return True
+
+    async def _probe(self) -> None:
+        """Provoke an event addressed to the bot alone (`channel_viewed`) to test the stream."""
+        if not self._probe_channel:
+            self._probe_channel = await self.api.direct_channel(self.api.bot_id)
+        await self.api.view_channel(self._probe_channel)
+
+    async def _on_connected(self, first: bool) -> None:
+        try:
+            await self.backfill()
+        except MattermostError as exc:
+            log.error("backfill failed (%s); it is retried at the next reconnect", exc)
+
+    async def backfill(self) -> None:
+        """Handle what was posted while the stream was down (or the bot stopped)."""
+        channels = await self.api.my_channels()
+        await self._flush_cursors()
+        cursors = await self.store.cursors()
+        now_ms = int(time.time() * 1000)
+        floor = now_ms - int(self.settings.backfill.max_age * 1000)
+        overlap = self.settings.backfill.overlap_ms
+        if self._fresh:
+            # A new installation answers nothing from before it started.
+            start = {c["id"]: self._started_ms for c in channels if c["id"] not in cursors}
+            await self.store.save_cursors(start)
+            cursors.update(start)
+            await self.store.put("initialized", str(now_ms))
+            self._fresh = False
+        last_seen_raw = await self.store.get("last_seen")
+        last_seen = int(last_seen_raw) if last_seen_raw else floor
+        limit = asyncio.Semaphore(self.settings.backfill.concurrency)
+        found = 0
+
+        async def one(channel: dict[str, Any]) -> None:
+            nonlocal found
+            cid = channel["id"]
+            since = max(cursors.get(cid, last_seen) - overlap, floor)
+            async with limit:
+                posts = await self.api.posts_since(cid, since)
+            ctype = channel.get("type", "")
+            for raw in posts:
+                if int(raw.get("create_at") or 0) <= since:
+                    continue  # an old post that was edited
+                try:
+                    post = Post.from_dict(raw)
+                except BadPayload:
+                    continue
+                sender = ""
+                if post.user_id != self.api.bot_id:
+                    try:
+                        sender = "@" + str((await self.api.user(post.user_id)).get("username"))
+                    except MattermostError:
+                        pass
+                found += 1
+                self.ingest(Message(post=post, channel_type=ctype if ctype in "OPDG" else "",
+                                    channel_name=str(channel.get("name", "")),
+                                    sender_name=sender, team_id=str(channel.get("team_id", "")),
+                                    source="backfill"), time.monotonic())
+
+        results = await asyncio.gather(*(one(c) for c in channels), return_exceptions=True)
+        for c, r in zip(channels, results, strict=True):
+            if isinstance(r, Exception):
+                log.warning("backfill of channel %s failed: %s", c.get("id"), r)
+        self.metrics.messages_backfilled.inc(found)
+        log.info("backfill: %d channels, %d posts re-read", len(channels), found)
+
+    async def recover(self) -> None:
+        """Re-run handlers that a previous run claimed but never finished."""
+        for claim in await self.store.pending():
+            try:
+                raw = await self.api.get_post(claim.post_id)
+                post = Post.from_dict(raw)
+                channel = await self.api.channel(post.channel_id)
+            except (MattermostError, BadPayload) as exc:
+                log.warning("cannot recover post %s (%s); dropping it", claim.post_id, exc)
+                await self.store.complete(claim.post_id)
+                continue
+            if post.create_at < time.time() * 1000 - self.settings.backfill.max_age * 1000:
+                await self.store.complete(claim.post_id)
+                continue
+            attempt = await self.store.reclaim(claim.post_id)
+            if not attempt:
+                continue
+            ctype = channel.get("type", "")
+            msg = Message(post=post, channel_type=ctype if ctype in "OPDG" else "",
+                          channel_name=str(channel.get("name", "")), source="recovery",
+                          attempt=attempt)
+            match = self.routes.match_message(msg, self._mention)
+            if match is None:
+                await self.store.complete(claim.post_id)
+                continue
+            log.info("resuming the handler for post %s (attempt %d)", post.id, attempt)
+            self.metrics.in_flight.inc()
+            self._resume(msg, match)
+
+    def _resume(self, msg: Message, match: Match) -> None:
+        self.dispatcher.submit(msg.post.thread_id,
+                               lambda: self._handle_message(msg, match, time.monotonic()))
+
+    # --- services for handlers ----------------------------------------------------------------
+    def spawn(self, coro: Awaitable[None], name: str = "background") -> Any:
+        return self.dispatcher.spawn(coro, name)
+
+    def help_text(self) -> str:
+        return self.routes.help_text()
+
+    # --- the listener's side ------------------------------------------------------------------
+    async def on_click(self, click: Click) -> dict[str, Any]:
+        try:
+            payload = self.signer.unpack(click.context)
+        except BadSignature as exc:
+            if str(exc) == "expired":
+                return {"ephemeral_text": "This button has expired."}
+            log.warning("refused a click with a bad signature from %s", click.user_id)
+            raise HTTPError(403, "the click's signature is not valid") from None
+        route = self.routes.get("action", payload.action)
+        if route is None:
+            raise HTTPError(404, f"no handler for action {payload.action!r}")
+        ctx = Context(self, key=f"click:{click.post_id}:{click.trigger_id[-24:]}",
+                      user_id=click.user_id, channel_id=click.channel_id, root_id=None,
+                      post_id=click.post_id)
+        available = {"ctx": ctx, "event": click, "click": click, "payload": payload,
+                     "subject": payload.subject, "data": payload.data,
+                     "user_id": click.user_id, "channel_id": click.channel_id,
+                     "post_id": click.post_id}
+        return self._answer(await self._run_interactive(route.call(available), "action",
+                                                        route.handler.__name__), "ephemeral_text")
+
+    async def on_dialog(self, submission: DialogSubmission) -> dict[str, Any]:
+        route = self.routes.get("dialog", submission.callback_id)
+        if route is None:
+            raise HTTPError(404, f"no handler for dialog {submission.callback_id!r}")
+        ctx = Context(self, key=f"dialog:{submission.callback_id}:{submission.state}",
+                      user_id=submission.user_id, channel_id=submission.channel_id)
+        available = {"ctx": ctx, "event": submission, "submission": submission.submission,
+                     "state": submission.state, "cancelled": submission.cancelled,
+                     "user_id": submission.user_id, "channel_id": submission.channel_id}
+        result = await self._run_interactive(route.call(available), "dialog",
+                                             route.handler.__name__)
+        return result if isinstance(result, dict) else {}
+
+    async def on_slash(self, command: SlashCommand, token: str) -> dict[str, Any]:
+        tokens = [t.get_secret_value() for t in self.settings.listener.slash_tokens]
+        if not token or not any(hmac.compare_digest(token.encode(), t.encode())
+                                for t in tokens):
+            raise HTTPError(401, "missing or wrong slash command token")
+        route = self.routes.get("slash", command.command.lower())
+        if route is None:
+            return {"response_type": "ephemeral",
+                    "text": f"{command.command} is not a command I know."}
+        ctx = Context(self, key=f"slash:{command.trigger_id[-24:]}", user_id=command.user_id,
+                      channel_id=command.channel_id)
+        available = {"ctx": ctx, "event": command, "command": command, "text": command.text,
+                     "user_id": command.user_id, "channel_id": command.channel_id}
+        answer = self._answer(await self._run_interactive(
+            route.call(available), "slash", route.handler.__name__), "text")
+        answer.setdefault("response_type", "ephemeral")
+        return answer
+
+    async def on_webhook(self, hook: Webhook) -> dict[str, Any]:
+        route = self.routes.get("webhook", hook.name)
+        expected = self.settings.listener.webhook_tokens.get(hook.name)
+        if route is None:
+            raise HTTPError(404, f"no webhook named {hook.name!r}")
+        auth = hook.headers.get("Authorization", "")
+        given = auth[7:].strip() if auth.startswith("Bearer ") else ""
+        if not given and isinstance(hook.body, dict) and isinstance(hook.body.get("token"), str):
+            given = hook.body["token"]
+        if expected is None or not given or not hmac.compare_digest(
+                given.encode(), expected.get_secret_value().encode()):
+            raise HTTPError(401, "missing or wrong webhook token")
+        ctx = Context(self, key=f"hook:{hook.name}:{time.time_ns()}", user_id="", channel_id="")
+        available = {"ctx": ctx, "event": hook, "hook": hook, "body": hook.body}
+        result = await self._run_interactive(route.call(available), "webhook",
+                                             route.handler.__name__)
+        return result if isinstance(result, dict) else {}
+
+    async def _run_interactive(self, call: Awaitable[Any], kind: str, name: str) -> Any:
+        """Run a listener handler; past the deadline it finishes in the background."""
+        started = time.monotonic()
+        task: asyncio.Task[Any] = asyncio.ensure_future(call)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(task),
+                                            self.settings.listener.action_timeout)
+            self.metrics.handled.labels(kind).inc()
+            return result
+        except TimeoutError:
+            self.dispatcher.spawn(self._finish_late(task, kind, name), f"late-{kind}")
+            return "Still working on it…"
+        except (HTTPError, BadPayload):
+            raise
+        except Exception:
+            self.metrics.handler_errors.labels(kind).inc()
+            log.exception("%s handler %s failed", kind, name)
+            return self.settings.dispatch.apology
+        finally:
+            self.metrics.latency.labels(kind).observe(time.monotonic() - started)
+
+    async def _finish_late(self, task: asyncio.Task[Any], kind: str, name: str) -> None:
+        try:
+            await task
+            self.metrics.handled.labels(kind).inc()
+        except Exception:
+            self.metrics.handler_errors.labels(kind).inc()
+            log.exception("%s handler %s failed", kind, name)
+
+    @staticmethod
+    def _answer(result: Any, text_key: str) -> dict[str, Any]:
+        if result is None:
+            return {}
+        if isinstance(result, str):
+            return {text_key: result}
+        if isinstance(result, dict):
+            return result
+        return json.loads(json.dumps(result, default=str)) if result else {}
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        s = self.settings.stream
+        age = time.monotonic() - self.stream.last_event if self.stream.last_event else None
+        deaf_after = s.idle_probe_after + s.probe_timeout + s.pong_timeout
+        ok = self.stream.connected and age is not None and age < deaf_after
+        return ok, {
+            "websocket": "connected" if self.stream.connected else "disconnected",
+            "last_event_age_seconds": None if age is None else round(age, 3),
+            "connections": self.stream.connections,
+            "handlers_queued": self.dispatcher.queued,
+            "version": __version__,
+        }

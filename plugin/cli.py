@@ -1,0 +1,135 @@
+"""The `switchboard` command: run | check | doctor | console."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from . import __version__, logs
+from .app import Bot, BotError
+from .config import Config, ConfigError, check_runnable, load
+from .handlers import default_routers
+
+
+def _load(path: str | None) -> Config:
+    return load(path)
+
+
+def _secrets(config: Config) -> list[str]:
+    s = config.settings
+    values = [s.mattermost.token.get_secret_value(), s.security.secret.get_secret_value()]
+    values += [t.get_secret_value() for t in s.listener.slash_tokens]
+    values += [t.get_secret_value() for t in s.listener.webhook_tokens.values()]
+    return values
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    problems = check_runnable(config)
+    s = config.settings
+    if problems:
+        print("plugin.yaml is valid, but the bot cannot run with it:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    target = "the built-in sandbox" if s.sandbox else s.mattermost.url
+    print(f"{config.manifest.name} {config.manifest.version}: configuration is valid "
+          f"(Mattermost: {target}; listener: {s.listener.listen}; state: {s.state.path})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    s = config.settings
+    if s.sandbox:
+        from .sandbox.run import run_sandbox
+        return run_sandbox(config, console=not args.no_console)
+    problems = check_runnable(config)
+    if problems:
+        print("Cannot start:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    logs.setup(s.logging.level, s.logging.format, _secrets(config))
+    return run_bot(Bot(config, default_routers()))
+
+
+def run_bot(bot: Bot) -> int:
+    try:
+        asyncio.run(bot.run())
+    except BotError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import doctor
+    config = _load(args.config)
+    logs.setup("WARNING", "text", _secrets(config))
+    return asyncio.run(doctor(config))
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from .sandbox.console import run_console
+    token = os.environ.get("SWITCHBOARD_CONSOLE_TOKEN", "alice-token")
+    return asyncio.run(run_console(args.url, token, channel=args.channel))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="switchboard",
+                                description="Chat-ops bridge for Mattermost.")
+    p.add_argument("--version", action="version", version=f"switchboard {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("-c", "--config", default=None,
+                        help="configuration file (default: ./plugin.yaml or $SWITCHBOARD_CONFIG)")
+        return sp
+
+    r = with_config(sub.add_parser("run", help="run the bot (the sandbox when MM_URL is unset)"))
+    r.add_argument("--no-console", action="store_true",
+                   help="sandbox only: no terminal chat, just the bot and the simulator")
+    r.set_defaults(fn=cmd_run)
+    with_config(sub.add_parser("check", help="validate the configuration without connecting")
+                ).set_defaults(fn=cmd_check)
+    with_config(sub.add_parser("doctor", help="check the connection to Mattermost")
+                ).set_defaults(fn=cmd_doctor)
+    c = sub.add_parser("console", help="chat with a running sandbox as a user")
+    c.add_argument("--url", default="http://127.0.0.1:8065")
+    c.add_argument("--channel", default="helpdesk")
+    c.set_defaults(fn=cmd_console)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.fn(args)
+        return code
+    except ConfigError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+
+
+def sandbox_secret(state_dir: Path) -> str:
+    """A signing key for the sandbox, kept beside its state so buttons survive a restart."""
+    path = state_dir / "sandbox-secret"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(32)
+        path.write_text(value)
+        path.chmod(0o600)
+        return value
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""What a handler gets: the event, and ways to answer it.
+
+`reply` answers in the message's thread, `dm` in a direct message, `ephemeral` only to the user,
+`update_post` edits an earlier post, `button` builds a signed button, `spawn` runs slow work after
+the handler has answered (a click must be answered within seconds).
+
+Replies carry an idempotency key derived from the event and their order in the handler, so a
+handler re-run after a crash, or a post creation retried after a timeout, never posts twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+from .events import Message
+from .mattermost import MattermostAPI, MattermostError
+from .signing import Signer
+
+log = logging.getLogger("switchboard.context")
+
+#: Mattermost refuses messages longer than this (in runes).
+MAX_MESSAGE = 16383
+
+
+class Services(Protocol):
+    """The part of the bot a handler's context uses."""
+
+    api: MattermostAPI
+    signer: Signer
+    public_url: str
+    ephemeral_permission: bool
+
+    def spawn(self, coro: Awaitable[None], name: str = ...) -> Any: ...
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """Keep a message within Mattermost's limit, saying so when it was cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 20].rstrip() + "\n… (truncated)"
+
+
+class Context:
+    """One handler run's view of the bot."""
+
+    def __init__(self, services: Services, *, key: str, user_id: str, channel_id: str,
+                 root_id: str | None = "", post_id: str = "", attempt: int = 1,
+                 message: Message | None = None) -> None:
+        self.services = services
+        self.api = services.api
+        self.key = key
+        self.user_id = user_id
+        self.channel_id = channel_id
+        self.root_id = root_id
+        self.post_id = post_id
+        self.attempt = attempt
+        self.message = message
+        self._n = 0
+
+    def _next_key(self) -> str:
+        self._n += 1
+        return f"{self.key}:{self._n}"
+
+    async def post(self, channel_id: str, text: str, *, root_id: str = "",
+                   attachments: list[dict[str, Any]] | None = None,
+                   props: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Create a post (exactly once for this handler run and position)."""
+        props = dict(props or {})
+        if attachments is not None:
+            props["attachments"] = attachments
+        return await self.api.create_post(channel_id, clip(text), root_id=root_id, props=props,
+                                          key=self._next_key(), check_first=self.attempt > 1)
+
+    async def reply(self, text: str, *, attachments: list[dict[str, Any]] | None = None,
+                    props: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Answer in the thread of the message (a DM reply stays in the DM)."""
+        if self.root_id is None:
+            # A click names only its post, which may itself be a reply.
+            clicked = await self.api.get_post(self.post_id)
+            self.root_id = str(clicked.get("root_id") or clicked.get("id") or "")
+        return await self.post(self.channel_id, text, root_id=self.root_id,
+                               attachments=attachments, props=props)
+
+    async def dm(self, user_id: str, text: str, *,
+                 attachments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Send a direct message to a user."""
+        channel_id = await self.api.direct_channel(user_id)
+        return await self.post(channel_id, text, attachments=attachments)
+
+    async def ephemeral(self, text: str) -> None:
+        """Show a message only to the user. Needs a permission most bots lack; without it the
+        message goes to the user in a DM instead."""
+        if self.services.ephemeral_permission:
+            try:
+                await self.api.create_ephemeral(self.user_id, self.channel_id, clip(text),
+                                                self.root_id or "")
+                return
+            except MattermostError as exc:
+                if exc.status != 403:
+                    raise
+                log.warning("ephemeral posts are not permitted; answering in a DM")
+        await self.dm(self.user_id, text)
+
+    async def update_post(self, post_id: str, text: str | None = None, *,
+                          attachments: list[dict[str, Any]] | None = None,
+                          props: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Edit an earlier post; props not given are kept."""
+        if attachments is not None:
+            props = dict(props or {}) | {"attachments": attachments}
+        return await self.api.update_post(post_id, None if text is None else clip(text), props)
+
+    async def react(self, emoji: str, post_id: str = "") -> None:
+        await self.api.add_reaction(post_id or self.post_id, emoji)
+
+    def spawn(self, coro: Awaitable[None], name: str = "follow-up") -> None:
+        """Run slow work after the handler has answered."""
+        self.services.spawn(coro, name)
+
+    def button(self, name: str, action: str, subject: str = "",
+               data: dict[str, Any] | None = None, *, style: str = "default",
+               ttl: float | None = None) -> dict[str, Any]:
+        """A button whose click reaches the `action` handler, signed against forgery."""
+        return {
+            "id": re.sub(r"[^A-Za-z0-9]", "", action + subject)[:60] or "action",
+            "type": "button",
+            "name": name,
+            "style": style,
+            "integration": {
+                "url": f"{self.services.public_url}/actions/{action}",
+                "context": self.services.signer.pack(action, subject, data, ttl),
+            },
+        }

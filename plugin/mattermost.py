@@ -1,0 +1,315 @@
+"""Mattermost's REST API through mattermostdriver, made fit for a long-running bot.
+
+The driver is kept for its endpoint catalogue, but its HTTP layer is replaced (`PooledClient`):
+one pooled `requests.Session`, a timeout on every call, retries on 429 (honouring Retry-After) and
+on 5xx and connection failures with backoff, and errors mapped to `MattermostError` with
+Mattermost's error id. Every call runs on a bounded thread pool, never on the event loop.
+
+Creating a post is not idempotent, so it is never blindly retried: a post carries an idempotency key
+in its props, and after a failure the thread is searched for that key before posting again (a 5.36
+server can answer 500 to two simultaneous first replies in one thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from mattermostdriver import Driver
+from mattermostdriver.client import Client
+from requests.adapters import HTTPAdapter
+
+log = logging.getLogger("switchboard.mattermost")
+
+T = TypeVar("T")
+
+#: Props key holding a reply's idempotency key.
+KEY_PROP = "switchboard_key"
+
+
+class MattermostError(Exception):
+    """A failed REST call: HTTP status, Mattermost's error id and message (never a token)."""
+
+    def __init__(self, status: int, error_id: str, message: str, path: str = "") -> None:
+        self.status = status
+        self.error_id = error_id
+        self.path = path
+        super().__init__(f"Mattermost answered {status} {error_id or ''} on {path}: {message}"
+                         if status else f"Mattermost unreachable on {path}: {message}")
+
+
+class MattermostAuthError(MattermostError):
+    """401: the bot's token is wrong, expired or revoked."""
+
+
+class _RetryPolicy:
+    def __init__(self, retries: int, max_retry_after: float) -> None:
+        self.retries = retries
+        self.max_retry_after = max_retry_after
+
+
+class PooledClient(Client):  # type: ignore[misc]
+    """The driver's client with connection pooling, timeouts, retries and clean errors."""
+
+    policy = _RetryPolicy(4, 30.0)
+    pool_size = 8
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        super().__init__(options)
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["User-Agent"] = "Switchboard"
+        self.session.headers["X-Requested-With"] = "XMLHttpRequest"
+
+    def make_request(self, method: str, endpoint: str, options: Any = None,
+                     params: Any = None, data: Any = None, files: Any = None,
+                     basepath: str | None = None) -> requests.Response:
+        method = method.upper()
+        url = self.url + endpoint
+        kwargs: dict[str, Any] = {
+            "headers": self.auth_header() or {},
+            "verify": self._verify,
+            "params": params or None,
+            "data": data or None,
+            "files": files or None,
+            "timeout": self.request_timeout,
+        }
+        # The driver passes `{}` as a JSON body even on GET; send a body only when there is one.
+        if options is not None and (options != {} or method in ("POST", "PUT")):
+            kwargs["json"] = options
+        # Creating a post is retried by the caller, which first checks it did not land.
+        safe_to_retry = not (method == "POST" and endpoint == "/posts")
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self.session.request(method, url, **kwargs)
+            except requests.RequestException as exc:
+                if not safe_to_retry or attempt > self.policy.retries:
+                    raise MattermostError(0, "", type(exc).__name__, endpoint) from None
+                self._sleep(attempt, None)
+                continue
+            status = response.status_code
+            if status < 400:
+                return response
+            retryable = status == 429 or (status >= 500 and safe_to_retry)
+            if retryable and attempt <= self.policy.retries:
+                log.warning("Mattermost answered %s on %s %s; retrying (attempt %d)",
+                            status, method, endpoint, attempt)
+                self._sleep(attempt, response.headers.get("Retry-After") if status == 429 else None)
+                continue
+            raise _error(response, endpoint)
+
+    def _sleep(self, attempt: int, retry_after: str | None) -> None:
+        delay = 0.25 * (2 ** (attempt - 1)) * (0.5 + random.random())
+        if retry_after:
+            try:
+                delay = max(float(retry_after), 0.0)
+            except ValueError:
+                pass
+        time.sleep(min(delay, self.policy.max_retry_after))
+
+
+def _error(response: requests.Response, path: str) -> MattermostError:
+    error_id, message = "", response.reason or "error"
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            error_id = str(body.get("id", ""))
+            message = str(body.get("message", message))
+    except ValueError:
+        text = response.text.strip()
+        if text:
+            message = text[:200]
+    cls = MattermostAuthError if response.status_code == 401 else MattermostError
+    return cls(response.status_code, error_id, message, path)
+
+
+class MattermostAPI:
+    """Async facade over the driver: each call runs on a bounded thread pool."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 10.0, retries: int = 4,
+                 max_retry_after: float = 30.0, threads: int = 8, verify: bool | str = True
+                 ) -> None:
+        parts = urlsplit(url)
+        scheme = parts.scheme or "http"
+        port = parts.port or (443 if scheme == "https" else 80)
+        client_cls = type("SwitchboardClient", (PooledClient,), {
+            "policy": _RetryPolicy(retries, max_retry_after), "pool_size": threads})
+        self.driver = Driver({
+            "url": parts.hostname or "localhost",
+            "port": port,
+            "scheme": scheme,
+            "basepath": (parts.path.rstrip("/") or "") + "/api/v4",
+            "token": token,
+            "verify": verify,
+            "timeout": timeout,
+            "request_timeout": timeout,
+        }, client_cls=client_cls)
+        self.driver.client.token = token
+        self.base_url = url.rstrip("/")
+        self.ws_url = ("wss" if scheme == "https" else "ws") + self.base_url[len(scheme):] \
+            + "/api/v4/websocket"
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mm-rest")
+        self._users: dict[str, dict[str, Any]] = {}
+        self._channels: dict[str, dict[str, Any]] = {}
+        self.me: dict[str, Any] = {}
+
+    async def call(self, fn: Callable[[Driver], T]) -> T:
+        """Run one driver call off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self.driver)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.driver.client.session.close()
+
+    # --- identity -----------------------------------------------------------------------------
+    async def login(self) -> dict[str, Any]:
+        """Who the bot is; raises MattermostAuthError for a bad token."""
+        self.me = await self.call(lambda d: d.users.get_user("me"))
+        return self.me
+
+    @property
+    def bot_id(self) -> str:
+        return str(self.me.get("id", ""))
+
+    async def user(self, user_id: str) -> dict[str, Any]:
+        cached = self._users.get(user_id)
+        if cached is None:
+            fetched: dict[str, Any] = await self.call(lambda d: d.users.get_user(user_id))
+            self._users[user_id] = cached = fetched
+        return cached
+
+    # --- channels -----------------------------------------------------------------------------
+    async def channel(self, channel_id: str) -> dict[str, Any]:
+        cached = self._channels.get(channel_id)
+        if cached is None:
+            fetched: dict[str, Any] = await self.call(
+                lambda d: d.channels.get_channel(channel_id))
+            self._channels[channel_id] = cached = fetched
+        return cached
+
+    async def my_channels(self) -> list[dict[str, Any]]:
+        """Every channel the bot is in, DMs and group messages included, without duplicates."""
+        teams = await self.call(lambda d: d.teams.get_user_teams("me"))
+        seen: dict[str, dict[str, Any]] = {}
+        for team in teams:
+            tid = team["id"]
+            chans: list[dict[str, Any]] = await self.call(
+                lambda d, tid=tid: d.channels.get_channels_for_user(  # type: ignore[misc]
+                    self.bot_id, tid))
+            for ch in chans:
+                if not ch.get("delete_at"):
+                    seen[ch["id"]] = ch
+        self._channels.update(seen)
+        return list(seen.values())
+
+    async def direct_channel(self, user_id: str) -> str:
+        ch = await self.call(lambda d: d.channels.create_direct_message_channel(
+            [self.bot_id, user_id]))
+        self._channels[ch["id"]] = ch
+        return str(ch["id"])
+
+    async def view_channel(self, channel_id: str) -> None:
+        await self.call(lambda d: d.client.post(
+            "/channels/members/me/view", {"channel_id": channel_id}))
+
+    # --- posts --------------------------------------------------------------------------------
+    async def posts_since(self, channel_id: str, since_ms: int) -> list[dict[str, Any]]:
+        """Live posts created or changed after `since_ms`, oldest first."""
+        body = await self.call(lambda d: d.posts.get_posts_for_channel(
+            channel_id, params={"since": since_ms}))
+        posts = body.get("posts") or {}
+        live = [p for p in posts.values() if not p.get("delete_at")]
+        live.sort(key=lambda p: (p.get("create_at", 0), p.get("id", "")))
+        return live
+
+    async def get_post(self, post_id: str) -> dict[str, Any]:
+        return dict(await self.call(lambda d: d.posts.get_post(post_id)))
+
+    async def thread(self, post_id: str) -> list[dict[str, Any]]:
+        body = await self.call(lambda d: d.posts.get_thread(post_id))
+        return list((body.get("posts") or {}).values())
+
+    async def create_post(self, channel_id: str, message: str, *, root_id: str = "",
+                          props: dict[str, Any] | None = None, key: str = "",
+                          check_first: bool = False) -> dict[str, Any]:
+        """Create a post exactly once per `key`.
+
+        With a key, a failed attempt (5xx, timeout, dropped connection) is followed by a look for
+        a post carrying the key before the next attempt; `check_first` looks before the first try
+        too (for a handler re-run after a crash).
+        """
+        props = dict(props or {})
+        if key:
+            props[KEY_PROP] = key
+        body: dict[str, Any] = {"channel_id": channel_id, "message": message}
+        if root_id:
+            body["root_id"] = root_id
+        if props:
+            body["props"] = props
+        policy: _RetryPolicy = self.driver.client.policy
+        attempt = 0
+        while True:
+            if key and (check_first or attempt > 0):
+                found = await self._find_keyed(channel_id, root_id, key)
+                if found is not None:
+                    return found
+            attempt += 1
+            try:
+                return dict(await self.call(lambda d: d.posts.create_post(body)))
+            except MattermostError as exc:
+                if (exc.status and exc.status < 500) or attempt > policy.retries:
+                    raise
+                log.warning("creating a post failed (%s); retrying", exc.status or "no answer")
+                await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0) * (0.5 + random.random()))
+
+    async def _find_keyed(self, channel_id: str, root_id: str, key: str
+                          ) -> dict[str, Any] | None:
+        try:
+            if root_id:
+                candidates = await self.thread(root_id)
+            else:
+                since = int(time.time() * 1000) - 15 * 60 * 1000
+                candidates = await self.posts_since(channel_id, since)
+        except MattermostError:
+            return None
+        for post in candidates:
+            if (post.get("props") or {}).get(KEY_PROP) == key and not post.get("delete_at"):
+                return post
+        return None
+
+    async def update_post(self, post_id: str, message: str | None = None,
+                          props: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Patch a post: absent fields are kept (Mattermost keeps props when none are sent)."""
+        patch: dict[str, Any] = {}
+        if message is not None:
+            patch["message"] = message
+        if props is not None:
+            patch["props"] = props
+        return dict(await self.call(lambda d: d.posts.patch_post(post_id, patch)))
+
+    async def create_ephemeral(self, user_id: str, channel_id: str, message: str,
+                               root_id: str = "") -> dict[str, Any]:
+        post: dict[str, Any] = {"channel_id": channel_id, "message": message}
+        if root_id:
+            post["root_id"] = root_id
+        return dict(await self.call(lambda d: d.posts.create_ephemeral_post(
+            {"user_id": user_id, "post": post})))
+
+    async def add_reaction(self, post_id: str, emoji: str) -> None:
+        await self.call(lambda d: d.reactions.create_reaction({
+            "user_id": self.bot_id, "post_id": post_id, "emoji_name": emoji}))
+
+    async def open_dialog(self, trigger_id: str, url: str, dialog: dict[str, Any]) -> None:
+        await self.call(lambda d: d.client.post("/actions/dialogs/open", {
+            "trigger_id": trigger_id, "url": url, "dialog": dialog}))

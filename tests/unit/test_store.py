@@ -1,0 +1,80 @@
+"""The SQLite state store: claims, recovery of unfinished work, cursors, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from plugin.store import MIGRATIONS, SQLiteStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> SQLiteStore:
+    s = SQLiteStore(tmp_path / "state" / "s.db")
+    await s.open()
+    yield s  # type: ignore[misc]
+    await s.close()
+
+
+async def test_claim_is_once_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = SQLiteStore(path)
+    await s.open()
+    assert await s.claim("p1", "c1") is True
+    assert await s.claim("p1", "c1") is False
+    await s.close()
+    s2 = SQLiteStore(path)
+    await s2.open()
+    assert await s2.claim("p1", "c1") is False
+    assert await s2.is_handled("p1")
+    assert not await s2.is_handled("p2")
+    await s2.close()
+
+
+async def test_pending_claims_are_recovered_and_completed(store: SQLiteStore) -> None:
+    await store.claim("a", "c")
+    await store.claim("b", "c")
+    await store.complete("a")
+    pending = await store.pending()
+    assert [p.post_id for p in pending] == ["b"]
+    assert await store.reclaim("b") == 2
+    assert await store.reclaim("a") == 0  # done: nothing to take over
+    await store.complete("b")
+    assert await store.pending() == []
+
+
+async def test_cursors_never_move_backwards(store: SQLiteStore) -> None:
+    await store.save_cursors({"c1": 100, "c2": 50})
+    await store.save_cursors({"c1": 90, "c2": 60})
+    assert await store.cursors() == {"c1": 100, "c2": 60}
+
+
+async def test_kv_and_prune(store: SQLiteStore) -> None:
+    assert await store.get("k") is None
+    await store.put("k", "v1")
+    await store.put("k", "v2")
+    assert await store.get("k") == "v2"
+    await store.claim("old", "c")
+    await store.complete("old")
+    await store.claim("open", "c")
+    assert await store.prune(older_than=10**12) == 1  # only finished claims go
+    assert not await store.is_handled("old")
+    assert await store.is_handled("open")
+
+
+async def test_schema_is_versioned_and_newer_files_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = SQLiteStore(path)
+    await s.open()
+    await s.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    db.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    db.commit()
+    db.close()
+    s2 = SQLiteStore(path)
+    with pytest.raises(RuntimeError, match="newer than this Switchboard"):
+        await s2.open()
+    await s2.close()
