@@ -248,7 +248,10 @@ class Bot:
     async def _probe(self) -> None:
         """Provoke an event addressed to the bot alone (`channel_viewed`) to test the stream."""
         if not self._probe_channel:
-            self._probe_channel = await self.api.direct_channel(self.api.bot_id)
+            channels = await self.api.my_channels()
+            if not channels:
+                raise MattermostError(0, "", "the bot is in no channel to probe with", "probe")
+            self._probe_channel = str(channels[0]["id"])
         await self.api.view_channel(self._probe_channel)
 
     async def _on_connected(self, first: bool) -> None:
@@ -260,6 +263,8 @@ class Bot:
     async def backfill(self) -> None:
         """Handle what was posted while the stream was down (or the bot stopped)."""
         channels = await self.api.my_channels()
+        if channels and not self._probe_channel:
+            self._probe_channel = str(channels[0]["id"])
         await self._flush_cursors()
         cursors = await self.store.cursors()
         now_ms = int(time.time() * 1000)

@@ -58,5 +58,6 @@ def setup(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = (),
     root.addHandler(handler)
     root.setLevel(level)
     # Libraries speak at WARNING and above only.
-    for noisy in ("websockets", "aiohttp.access", "urllib3", "mattermostdriver"):
+    for noisy in ("websockets", "aiohttp.access", "urllib3", "mattermostdriver", "httpx",
+                  "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -212,13 +212,14 @@ class RouteTable:
         for r in self.commands:
             lines.append(f"- `{r.usage}` — {r.description}" if r.description
                          else f"- `{r.usage}`")
-        triggers = [r for r in self.messages if r.usage or r.description]
+        # Catch-all routes have no usage to show; only declared triggers are listed.
+        triggers = [r for r in self.messages if r.usage]
         if triggers:
             lines.append("")
             lines.append("**In channels:**")
             for r in triggers:
-                lines.append(f"- `{r.usage}` — {r.description}" if r.usage
-                             else f"- {r.description}")
+                lines.append(f"- `{r.usage}` — {r.description}" if r.description
+                             else f"- `{r.usage}`")
         slashes = [r for r in self.keyed.values() if r.kind == "slash"]
         if slashes:
             lines.append("")

@@ -1,0 +1,121 @@
+"""`make bench`: figures for the runtime, through the Mattermost simulator over real sockets.
+
+1. Throughput: a flood of chatter that matches no trigger; how many events per second the bot
+   absorbs, with the bot pinned to one core (the simulator runs on another when there is one).
+2. Latency: a person posts `@switchboard ping` and waits for the reply, one at a time; the time from
+   posting to seeing the bot's reply on the person's own websocket (median, p90, p99).
+
+The bot is the real `switchboard run` process. Nothing here is a pass/fail test: it prints figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import connect
+
+from plugin.sandbox.mattermost import SimulatorThread
+from tests.e2e.harness import BOT_TOKEN, BotProcess, wait_until
+
+CHATTER = int(os.environ.get("BENCH_EVENTS", "50000"))
+PINGS = int(os.environ.get("BENCH_PINGS", "300"))
+
+
+def pin(cpus: set[int]) -> None:
+    try:
+        os.sched_setaffinity(0, cpus)
+    except (AttributeError, OSError):
+        pass
+
+
+def throughput(st: SimulatorThread, bot: BotProcess) -> tuple[float, float]:
+    sim = st.simulator
+    assert sim is not None
+    messages = [f"just chatting about lunch, message {i}" for i in range(CHATTER)]
+    marker_root: dict[str, Any] = {}
+    started = time.perf_counter()
+    st.call(sim.flood("town-square", "bob", messages))
+    flooded = time.perf_counter()
+    # The stream is ordered: once the marker after the flood is answered, the flood was read.
+    marker_root.update(st.call(sim.dm_as("carol", "ping")))
+    dm_channel = marker_root["channel_id"]
+
+    def answered() -> bool:
+        return any(p.get("root_id") == marker_root["id"]
+                   for p in st.call(lambda: sim.posts(dm_channel)))
+    wait_until(answered, 600, "the marker's reply", interval=0.005)
+    elapsed = time.perf_counter() - started
+    metrics = httpx.get(bot.url + "/metrics", timeout=5).text
+    received = 0.0
+    for line in metrics.splitlines():
+        if line.startswith('switchboard_events_received_total{event="posted"}'):
+            received = float(line.split()[-1])
+    assert received >= CHATTER, f"the bot saw {received} of {CHATTER} events"
+    return CHATTER / elapsed, CHATTER / (flooded - started)
+
+
+async def latency(url: str, channel_id: str) -> list[float]:
+    headers = {"Authorization": "Bearer alice-token"}
+    samples: list[float] = []
+    async with httpx.AsyncClient(base_url=url + "/api/v4", headers=headers) as http, \
+            connect("ws" + url[4:] + "/api/v4/websocket", additional_headers=headers) as ws:
+        await ws.recv()  # hello
+        bot_id = (await http.get("/users/username/switchboard")).json()["id"]
+        for _ in range(PINGS):
+            t0 = time.perf_counter()
+            r = await http.post("/posts", json={"channel_id": channel_id,
+                                               "message": "@switchboard ping"})
+            root = r.json()["id"]
+            while True:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if frame.get("event") != "posted":
+                    continue
+                post = json.loads(frame["data"]["post"])
+                if post["user_id"] == bot_id and post["root_id"] == root:
+                    samples.append((time.perf_counter() - t0) * 1000)
+                    break
+    return samples
+
+
+def main() -> int:
+    cores = os.cpu_count() or 1
+    bot_cpu, sim_cpu = {0}, ({1} if cores > 1 else {0})
+    pin(sim_cpu)
+    print(f"machine: {cores} cores; bot pinned to core {min(bot_cpu)}, "
+          f"simulator and client on core {min(sim_cpu)}")
+    st = SimulatorThread(bot_token=BOT_TOKEN)
+    sim = st.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        bot = BotProcess(sim, Path(tmp), settings={"logging": {"level": "WARNING"}},
+                         env={"SWITCHBOARD_LOG_LEVEL": "WARNING"})
+        bot.start(cpus=bot_cpu)
+        try:
+            bot.wait_ready()
+            rate, offered = throughput(st, bot)
+            print(f"throughput: {rate:,.0f} non-matching events/s absorbed on one core "
+                  f"({CHATTER:,} events; the simulator offered {offered:,.0f}/s) "
+                  f"[target >= 5,000]")
+            samples = asyncio.run(latency(sim.url, sim.channel_id("helpdesk")))
+            samples.sort()
+            med = statistics.median(samples)
+            p90 = samples[int(len(samples) * 0.9) - 1]
+            p99 = samples[int(len(samples) * 0.99) - 1]
+            print(f"latency: event to reply for a trivial handler over {len(samples)} messages: "
+                  f"median {med:.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms [target median < 20]")
+        finally:
+            bot.stop()
+            st.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

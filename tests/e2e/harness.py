@@ -1,0 +1,156 @@
+"""Runs the real `switchboard run` process against the Mattermost simulator over real sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "plugin.yaml"
+BOT_TOKEN = "e2e-bot-token-0123456789"
+SECRET = "e2e-signing-secret-0123456789"
+
+#: Short supervision intervals so that failure detection happens within a test's patience.
+FAST: dict[str, Any] = {
+    "stream": {"ping_interval": 1, "pong_timeout": 2, "transport_ping_interval": 1,
+               "hello_timeout": 3, "idle_probe_after": 1.5, "probe_timeout": 1,
+               "backoff_initial": 0.1, "backoff_max": 0.5, "stable_after": 5},
+    "dispatch": {"shutdown_grace": 5},
+}
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition",
+               interval: float = 0.02) -> Any:
+    """Poll until the predicate is truthy; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def write_config(tmp: Path, settings: dict[str, Any] | None = None) -> Path:
+    """The shipped plugin.yaml with test settings merged into `settings`."""
+    data = yaml.safe_load(SHIPPED.read_text())
+    data["settings"] = merge(data["settings"], merge(FAST, settings or {}))
+    path = tmp / f"plugin-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class BotProcess:
+    """One `switchboard run` subprocess; its stderr goes to a file the test can read."""
+
+    def __init__(self, sim: MattermostSimulator, tmp: Path, *, token: str = BOT_TOKEN,
+                 config: Path | None = None, env: dict[str, str] | None = None,
+                 settings: dict[str, Any] | None = None) -> None:
+        self.sim = sim
+        self.tmp = tmp
+        self.port = free_port()
+        self.config = config or write_config(tmp, settings)
+        self.log_path = tmp / f"bot-{time.monotonic_ns()}.log"
+        self.env = dict(os.environ)
+        for var in list(self.env):
+            if var.startswith(("MM_", "SWITCHBOARD_")):
+                del self.env[var]
+        self.env.update({
+            "MM_URL": sim.url, "MM_BOT_TOKEN": token, "SWITCHBOARD_SECRET": SECRET,
+            "SWITCHBOARD_LISTEN": f"127.0.0.1:{self.port}",
+            "SWITCHBOARD_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
+            "SWITCHBOARD_DB": str(tmp / "state.db"), "SWITCHBOARD_LOG_LEVEL": "DEBUG",
+        })
+        self.env.update(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, cpus: set[int] | None = None) -> BotProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop/kill/wait_exit
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "plugin.cli", "run", "-c", str(self.config)],
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Until /healthz says the stream is up."""
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"the bot exited ({self.proc.returncode}):\n{self.log()}")
+            try:
+                return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(ready, timeout, "the bot to become healthy")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+            raise AssertionError(f"the bot did not stop on SIGTERM:\n{self.log()}") from None
+        finally:
+            self._log.close()
+        return code
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+
+def replies_to(sim: MattermostSimulator, root_id: str) -> list[dict[str, Any]]:
+    """The bot's posts in the thread of `root_id`."""
+    return [p for p in sim.posts()
+            if p.get("root_id") == root_id and p.get("user_id") == sim.bot_id]
+
+
+__all__ = ["BOT_TOKEN", "SECRET", "BotProcess", "SimulatorThread", "free_port", "replies_to",
+           "wait_until", "write_config"]

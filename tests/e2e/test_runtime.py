@@ -1,0 +1,235 @@
+"""End to end: the real `switchboard run` process against the Mattermost simulator.
+
+Each test counts the bot's replies per message: zero lost and zero doubled is the bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
+
+from .harness import BOT_TOKEN, SECRET, BotProcess, replies_to, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def sim_thread() -> Iterator[SimulatorThread]:
+    thread = SimulatorThread(bot_token=BOT_TOKEN, auth_deadline_s=1.0)
+    thread.start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+def sim(sim_thread: SimulatorThread) -> MattermostSimulator:
+    assert sim_thread.simulator is not None
+    return sim_thread.simulator
+
+
+@pytest.fixture
+def bot(sim: MattermostSimulator, tmp_path: Path) -> Iterator[BotProcess]:
+    b = BotProcess(sim, tmp_path).start()
+    b.wait_ready()
+    yield b
+    if b.proc is not None and b.proc.poll() is None:
+        assert b.stop() == 0, b.log()
+
+
+def dm(st: SimulatorThread, text: str, user: str = "alice") -> dict[str, Any]:
+    return st.call(st.simulator.dm_as(user, text))  # type: ignore[union-attr,no-any-return]
+
+
+def say(st: SimulatorThread, channel: str, text: str, user: str = "alice",
+        root_id: str = "") -> dict[str, Any]:
+    return st.call(st.simulator.post_as(user, channel, text, root_id=root_id))  # type: ignore
+
+
+def one_reply_each(sim: MattermostSimulator, posts: list[dict[str, Any]],
+                   timeout: float = 20.0) -> None:
+    """Every post gets exactly one reply from the bot, in its thread."""
+    wait_until(lambda: all(replies_to(sim, p["id"]) for p in posts), timeout,
+               f"a reply to each of {len(posts)} messages")
+    counts = {p["id"]: len(replies_to(sim, p["id"])) for p in posts}
+    assert all(n == 1 for n in counts.values()), counts
+
+
+def test_a_message_gets_a_threaded_reply(sim_thread: SimulatorThread, sim: MattermostSimulator,
+                                         bot: BotProcess) -> None:
+    p = say(sim_thread, "helpdesk", "@switchboard ping")
+    one_reply_each(sim, [p])
+    reply = replies_to(sim, p["id"])[0]
+    assert reply["message"].startswith("pong")
+    assert reply["channel_id"] == sim.channel_id("helpdesk")
+    assert reply["props"].get("from_bot") == "true"
+    # Chatter that matches nothing gets no answer, in channels.
+    quiet = say(sim_thread, "helpdesk", "just chatting")
+    p2 = say(sim_thread, "helpdesk", "@switchboard ping")
+    one_reply_each(sim, [p2])
+    assert replies_to(sim, quiet["id"]) == []
+
+
+def test_direct_help_lists_the_commands(sim_thread: SimulatorThread, sim: MattermostSimulator,
+                                        bot: BotProcess) -> None:
+    p = dm(sim_thread, "help")
+    one_reply_each(sim, [p])
+    text = replies_to(sim, p["id"])[0]["message"]
+    for command in ("`help`", "`ping`", "`selftest`"):
+        assert command in text
+    unknown = dm(sim_thread, "make me a sandwich")
+    one_reply_each(sim, [unknown])
+    assert "help" in replies_to(sim, unknown["id"])[0]["message"]
+
+
+def test_dropped_connection_loses_nothing(sim_thread: SimulatorThread,
+                                          sim: MattermostSimulator, bot: BotProcess) -> None:
+    before = sim.ws_connects
+    posts = [dm(sim_thread, "ping")]
+    one_reply_each(sim, posts)
+    for round_ in range(3):
+        sim_thread.call(sim.drop_connections(close_frame=False))
+        # Posted while the bot is disconnected: only backfill can find these.
+        posts.append(dm(sim_thread, f"ping {round_}"))
+        posts.append(say(sim_thread, "helpdesk", f"@switchboard ping {round_}"))
+        wait_until(lambda r=round_: sim.ws_connects >= before + r + 1, 15, "a reconnect")
+        posts.append(dm(sim_thread, f"ping after {round_}"))
+    one_reply_each(sim, posts, timeout=30)
+    assert "backfill" in bot.log()
+
+
+def test_deaf_socket_is_replaced(sim_thread: SimulatorThread, sim: MattermostSimulator,
+                                 bot: BotProcess) -> None:
+    before = sim.ws_connects
+    sim.set_deaf(True)
+    p = dm(sim_thread, "ping while deaf")
+    wait_until(lambda: sim.ws_connects > before, 20, "the bot to replace the deaf socket")
+    sim.set_deaf(False)
+    one_reply_each(sim, [p], timeout=20)
+    assert "deaf" in bot.log()
+    health = httpx.get(bot.url + "/healthz", timeout=2)
+    wait_until(lambda: httpx.get(bot.url + "/healthz", timeout=2).status_code == 200, 10,
+               "healthy again")
+    assert health.headers["content-type"].startswith("application/json")
+
+
+def test_bot_stopped_and_started_handles_each_message_once(
+        sim_thread: SimulatorThread, sim: MattermostSimulator, bot: BotProcess,
+        tmp_path: Path) -> None:
+    handled = [dm(sim_thread, "ping one")]
+    one_reply_each(sim, handled)
+    assert bot.stop() == 0
+    missed = [dm(sim_thread, "ping two"), say(sim_thread, "helpdesk", "@switchboard ping 3"),
+              dm(sim_thread, "ping four", user="bob")]
+    again = BotProcess(sim, tmp_path).start()
+    try:
+        again.wait_ready()
+        one_reply_each(sim, handled + missed)
+        later = [dm(sim_thread, "ping five")]
+        one_reply_each(sim, later)
+    finally:
+        assert again.stop() == 0
+
+
+def test_sigkill_and_restart_loses_and_doubles_nothing(
+        sim_thread: SimulatorThread, sim: MattermostSimulator, bot: BotProcess,
+        tmp_path: Path) -> None:
+    posts = [dm(sim_thread, f"ping {i}", user=("alice", "bob", "carol")[i % 3])
+             for i in range(30)]
+    bot.kill()
+    posts += [dm(sim_thread, f"ping late {i}") for i in range(5)]
+    again = BotProcess(sim, tmp_path).start()
+    try:
+        again.wait_ready()
+        one_reply_each(sim, posts, timeout=30)
+    finally:
+        assert again.stop() == 0
+
+
+def test_bad_token_exits_with_a_readable_message(sim: MattermostSimulator,
+                                                 tmp_path: Path) -> None:
+    b = BotProcess(sim, tmp_path, token="wrong-token-abcdef").start()
+    code = b.wait_exit(20)
+    log = b.log()
+    assert code == 3, log
+    assert "rejected the bot's token" in log and "MM_BOT_TOKEN" in log
+    assert "wrong-token-abcdef" not in log
+    assert "Traceback" not in log
+
+
+def test_rate_limit_is_retried_after_retry_after(sim_thread: SimulatorThread,
+                                                 sim: MattermostSimulator,
+                                                 bot: BotProcess) -> None:
+    sim.rate_limit(2, retry_after=1)
+    p = dm(sim_thread, "ping under load")
+    one_reply_each(sim, [p])
+    log = list(sim.request_log)
+    limited = [r for r in log if r.status == 429]
+    assert len(limited) == 2
+    for r in limited:
+        # The same request, answered later, no sooner than Retry-After said.
+        retried = [x for x in log if (x.method, x.path, x.query) == (r.method, r.path, r.query)
+                   and x.time > r.time and x.status < 400]
+        assert retried, f"{r.method} {r.path} was not retried"
+        assert retried[0].time - r.time >= 0.95, retried[0].time - r.time
+
+
+def test_server_errors_on_create_post_do_not_double_the_reply(
+        sim_thread: SimulatorThread, sim: MattermostSimulator, bot: BotProcess) -> None:
+    sim.fail_next("POST", r"^/api/v4/posts$", 500, count=2)
+    p = dm(sim_thread, "ping through errors")
+    one_reply_each(sim, [p])
+
+
+def test_listener_health_metrics_and_forged_clicks(sim_thread: SimulatorThread,
+                                                   sim: MattermostSimulator,
+                                                   bot: BotProcess) -> None:
+    health = httpx.get(bot.url + "/healthz", timeout=2).json()
+    assert health["status"] == "ok" and health["websocket"] == "connected"
+    p = dm(sim_thread, "ping")
+    one_reply_each(sim, [p])
+    metrics = httpx.get(bot.url + "/metrics", timeout=2).text
+    assert 'switchboard_events_received_total{event="posted"}' in metrics
+    assert 'switchboard_handled_total{kind="message"}' in metrics
+    assert "switchboard_handler_latency_seconds_bucket" in metrics
+    # The selftest button round-trips through Mattermost's click path.
+    t = dm(sim_thread, "selftest")
+    one_reply_each(sim, [t])
+    post = replies_to(sim, t["id"])[0]
+    action = post["props"]["attachments"][0]["actions"][0]
+    signed = action_context(sim, post)
+    assert signed is not None and signed["action"] == "selftest"
+    status, body = sim_thread.call(sim.click("alice", post["id"], action["id"]))
+    assert status == 200, body
+    wait_until(lambda: "passed" in next(x for x in sim.posts() if x["id"] == post["id"])[
+        "message"], 10, "the post to be updated")
+    # A forged click: a context not signed by the bot.
+    forged = {"user_id": sim.user_id("bob"), "post_id": post["id"], "trigger_id": "t",
+              "channel_id": post["channel_id"], "type": "button",
+              "context": dict(signed, subject="other")}
+    r = httpx.post(bot.url + "/actions/selftest", json=forged, timeout=2)
+    assert r.status_code == 403 and r.json()["error"]
+    for bad in (b"", b"{not json", b"[]", b'{"context": 1}'):
+        r = httpx.post(bot.url + "/actions/selftest", content=bad, timeout=2,
+                       headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and "error" in r.json()
+    r = httpx.post(bot.url + "/actions/selftest", content=b"x" * 2_000_000, timeout=5)
+    assert r.status_code == 413
+    assert httpx.get(bot.url + "/nope", timeout=2).json()["error"].startswith("no such")
+    assert SECRET not in bot.log() and BOT_TOKEN not in bot.log()
+
+
+def action_context(sim: MattermostSimulator, post: dict[str, Any]) -> dict[str, Any] | None:
+    """The signed context the simulator keeps for a post's first button."""
+    stored = next(p for p in sim.posts() if p["id"] == post["id"])
+    for att in stored.get("props", {}).get("attachments", []):
+        for action in att.get("actions", []):
+            ctx = (action.get("integration") or {}).get("context")
+            if isinstance(ctx, dict):
+                return ctx
+    return None

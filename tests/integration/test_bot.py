@@ -1,0 +1,142 @@
+"""The Bot in-process with handlers of the test's own, against the simulator over real sockets:
+failing and slow handlers, ordering within a thread, what the bot ignores."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugin import filters as F
+from plugin.app import Bot
+from plugin.config import load
+from plugin.context import Context
+from plugin.handlers import default_routers
+from plugin.router import Router
+from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
+from tests.e2e.harness import BOT_TOKEN, SECRET, free_port, write_config
+
+seen: list[tuple[str, str]] = []
+router = Router("test")
+
+
+@router.message(F.Keyword("boom"))
+async def boom(text: str) -> None:
+    raise RuntimeError("handler bug " + text)
+
+
+@router.message(F.Keyword("slow"))
+async def slow(ctx: Context, text: str) -> None:
+    await asyncio.sleep(float(text or "3"))
+    await ctx.reply("slow done")
+
+
+@router.message(F.Keyword("order"))
+async def order(ctx: Context, text: str, post: Any) -> None:
+    # Later messages sleep less: only the per-thread queue keeps them in order.
+    n = int(text)
+    await asyncio.sleep(0.01 * (10 - n))
+    seen.append((post.root_id or post.id, text))
+
+
+@router.message(F.Regex(r"^echo (?P<word>\w+)$"))
+async def echo(ctx: Context, word: str) -> None:
+    await ctx.reply(f"echo: {word}")
+
+
+@pytest.fixture
+def st() -> Iterator[SimulatorThread]:
+    thread = SimulatorThread(bot_token=BOT_TOKEN)
+    thread.start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+async def bot(st: SimulatorThread, tmp_path: Path) -> AsyncIterator[Bot]:
+    env = {"MM_URL": st.simulator.url, "MM_BOT_TOKEN": BOT_TOKEN, "SWITCHBOARD_SECRET": SECRET,
+           "SWITCHBOARD_LISTEN": f"127.0.0.1:{free_port()}",
+           "SWITCHBOARD_DB": str(tmp_path / "state.db")}
+    config = load(write_config(tmp_path, {"dispatch": {"concurrency": 4}}), env)
+    b = Bot(config, [router, *default_routers()])
+    task = asyncio.create_task(b.run())
+    await until(lambda: b.stream.connected, 10, "the stream")
+    yield b
+    b.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 15)
+
+
+async def until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := pred()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def post(st: SimulatorThread, channel: str, text: str, user: str = "alice",
+               root_id: str = "") -> dict[str, Any]:
+    return await asyncio.to_thread(st.call, st.simulator.post_as(user, channel, text,
+                                                           root_id=root_id))
+
+
+def replies(sim: MattermostSimulator, root: str) -> list[str]:
+    return [p["message"] for p in sim.posts()
+            if p.get("root_id") == root and p["user_id"] == sim.bot_id]
+
+
+async def test_failing_handler_apologises_and_the_stream_goes_on(
+        st: SimulatorThread, bot: Bot, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR)
+    p = await post(st, "helpdesk", "boom now")
+    await until(lambda: replies(st.simulator, p["id"]), 10, "the apology")
+    assert replies(st.simulator, p["id"]) == [bot.settings.dispatch.apology]
+    assert "Traceback" not in replies(st.simulator, p["id"])[0]
+    assert any(p["id"] in r.getMessage() and r.exc_info for r in caplog.records)
+    q = await post(st, "helpdesk", "echo again")
+    await until(lambda: replies(st.simulator, q["id"]), 10, "the next reply")
+    assert replies(st.simulator, q["id"]) == ["echo: again"]
+
+
+async def test_a_slow_handler_blocks_nobody(st: SimulatorThread, bot: Bot) -> None:
+    s = await post(st, "helpdesk", "slow 3")
+    await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    quick = [await post(st, "helpdesk", f"echo w{i}") for i in range(5)]
+    await until(lambda: all(replies(st.simulator, q["id"]) for q in quick), 10, "quick replies")
+    assert time.monotonic() - t0 < 2.5
+    assert replies(st.simulator, s["id"]) == []
+    await until(lambda: replies(st.simulator, s["id"]), 10, "the slow reply")
+
+
+async def test_order_is_kept_within_a_thread(st: SimulatorThread, bot: Bot) -> None:
+    seen.clear()
+    root = await post(st, "helpdesk", "order 0")
+    for n in range(1, 10):
+        await post(st, "helpdesk", f"order {n}", root_id=root["id"])
+    await until(lambda: len(seen) == 10, 10, "all ten")
+    assert [t for _, t in seen] == [str(n) for n in range(10)]
+
+
+async def test_the_bot_ignores_itself_other_bots_and_edits(st: SimulatorThread,
+                                                           bot: Bot) -> None:
+    sim = st.simulator
+    own = await bot.api.create_post(sim.channel_id("helpdesk"), "echo mine")
+    other_bot = await asyncio.to_thread(st.call, sim.post_as(
+        "bob", "helpdesk", "echo botty", props={"from_bot": "true"}))
+    hook = await asyncio.to_thread(st.call, sim.post_as(
+        "bob", "helpdesk", "echo hooky", props={"from_webhook": "true"}))
+    edited = await post(st, "helpdesk", "plain words")
+    await asyncio.to_thread(st.call, sim.edit_as("alice", edited["id"], "echo edited"))
+    marker = await post(st, "helpdesk", "echo marker")
+    await until(lambda: replies(sim, marker["id"]), 10, "the marker's reply")
+    for p in (own, other_bot, hook, edited):
+        assert replies(sim, p["id"]) == []
