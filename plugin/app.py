@@ -9,13 +9,14 @@ arrived: live, by backfill after a gap, or twice) and marked done after.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from . import __version__
 from .config import Config
@@ -26,6 +27,7 @@ from .events import BadPayload, Click, DialogSubmission, Message, Post, SlashCom
 from .listener import HTTPError, Listener, build
 from .mattermost import MattermostAPI, MattermostAuthError, MattermostError
 from .metrics import Metrics
+from .outbox import Outbox
 from .router import Match, Router, RouteTable
 from .signing import BadSignature, Signer
 from .store import SQLiteStore, Store
@@ -45,15 +47,26 @@ class BotError(Exception):
         self.exit_code = exit_code
 
 
+class Feature(Protocol):
+    """A feature with state: its router, and start/stop hooks around the bot's run."""
+
+    router: Router
+
+    async def start(self, bot: Bot) -> None: ...
+    async def stop(self) -> None: ...
+
+
 class Bot:
-    def __init__(self, config: Config, routers: Iterable[Router], *,
+    def __init__(self, config: Config, features: Iterable[Router | Feature], *,
                  url: str | None = None, token: str | None = None, secret: str | None = None,
                  public_url: str | None = None, store: Store | None = None) -> None:
         s = config.settings
         self.config = config
         self.settings = s
         self.metrics = Metrics()
-        root = Router("switchboard").include(*routers)
+        self.features = [f for f in features if not isinstance(f, Router)]
+        root = Router("switchboard").include(
+            *(f if isinstance(f, Router) else f.router for f in features))
         self.routes = RouteTable(root)
         mm_url = url if url is not None else s.mattermost.url
         mm_token = token if token is not None else s.mattermost.token.get_secret_value()
@@ -68,6 +81,10 @@ class Bot:
         self.ephemeral_permission = s.mattermost.ephemeral_permission
         self.store: Store = store or SQLiteStore(s.state.path)
         self.dispatcher = Dispatcher(s.dispatch.concurrency)
+        self.outbox = Outbox(self.store, concurrency=s.helpdesk.concurrency,
+                             retry_initial=s.helpdesk.retry_initial,
+                             retry_max=s.helpdesk.retry_max)
+        self.started_at = time.time()
         self.cursors = CursorTracker()
         self.listener = Listener(build(self, s.listener.max_body_bytes),
                                  s.listener.host, s.listener.port)
@@ -132,8 +149,11 @@ class Bot:
             self.public_url = f"http://{self.listener.host}:{port}"
         log.info("Switchboard %s started as %s; listener on %s:%d", __version__, self._mention,
                  self.listener.host, port)
+        for feature in self.features:
+            await feature.start(self)
         await self.recover()
         self.dispatcher.spawn(self._housekeeping(), "housekeeping")
+        self.dispatcher.spawn(self.outbox.run(self._stopping), "outbox")
 
     async def shutdown(self) -> None:
         grace = self.settings.dispatch.shutdown_grace
@@ -142,6 +162,11 @@ class Bot:
             log.warning("handlers still running after %.0f s; they will resume after restart",
                         grace)
         await self.dispatcher.cancel()
+        for feature in self.features:
+            try:
+                await feature.stop()
+            except Exception:
+                log.exception("stopping a feature failed")
         try:
             await self._flush_cursors()
         except Exception:
@@ -149,6 +174,15 @@ class Bot:
         await self.listener.stop()
         await self.store.close()
         self.api.close()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when the bot stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _housekeeping(self) -> None:
         last_prune = 0.0

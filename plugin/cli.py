@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import secrets
 import sys
@@ -11,8 +12,9 @@ from pathlib import Path
 
 from . import __version__, logs
 from .app import Bot, BotError
-from .config import Config, ConfigError, check_runnable, load
-from .handlers import default_routers
+from .config import Config, ConfigError, check_runnable, load, warnings
+from .handlers import default_features
+from .trackers import build_trackers
 
 
 def _load(path: str | None) -> Config:
@@ -24,6 +26,11 @@ def _secrets(config: Config) -> list[str]:
     values = [s.mattermost.token.get_secret_value(), s.security.secret.get_secret_value()]
     values += [t.get_secret_value() for t in s.listener.slash_tokens]
     values += [t.get_secret_value() for t in s.listener.webhook_tokens.values()]
+    for tracker in s.trackers.values():
+        for field in ("user_token", "app_token", "api_key"):
+            secret = getattr(tracker, field, None)
+            if secret is not None:
+                values.append(secret.get_secret_value())
     return values
 
 
@@ -36,6 +43,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
         return 1
+    for warning in warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     target = "the built-in sandbox" if s.sandbox else s.mattermost.url
     print(f"{config.manifest.name} {config.manifest.version}: configuration is valid "
           f"(Mattermost: {target}; listener: {s.listener.listen}; state: {s.state.path})")
@@ -55,7 +64,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  - {p}", file=sys.stderr)
         return 1
     logs.setup(s.logging.level, s.logging.format, _secrets(config))
-    return run_bot(Bot(config, default_routers()))
+    for warning in warnings(config):
+        logging.getLogger("switchboard").warning("%s", warning)
+    return run_bot(Bot(config, default_features(config, build_trackers(s))))
 
 
 def run_bot(bot: Bot) -> int:

@@ -12,11 +12,19 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONFIG = "plugin.yaml"
 
@@ -179,6 +187,105 @@ class DispatchSettings(_Model):
     apology: str = "Sorry, something went wrong while handling your message. It has been logged."
 
 
+class TLSSettings(_Model):
+    #: Verify the server's certificate (on by default).
+    verify: bool = True
+    #: A CA bundle file for servers signed by a private CA.
+    ca_bundle: str = ""
+    #: Accept any certificate, for self-signed servers. Say so explicitly; never the default.
+    insecure: bool = False
+
+
+class _TrackerBase(_Model):
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: Any) -> Any:
+        # `${VAR:-}` gives "" for an unset optional number: treat it as not given.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (v == "" and k.endswith("_id"))}
+        return data
+
+    timeout: float = Field(15.0, gt=0, le=300)
+    max_in_flight: int = Field(8, ge=1, le=256)
+    tls: TLSSettings = Field(default_factory=lambda: TLSSettings())
+    #: Base of links to tickets in the tracker's web UI (default: derived from url).
+    web_url: str = ""
+
+
+class GLPISettings(_TrackerBase):
+    kind: Literal["glpi"]
+    #: The legacy API's base, e.g. https://glpi.example.org/apirest.php
+    url: str = ""
+    user_token: SecretStr = SecretStr("")
+    app_token: SecretStr = SecretStr("")
+    ticket_type: Literal[1, 2] = 1
+    requesttypes_id: int | None = None
+    itilcategories_id: int | None = None
+    entities_id: int | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url and self.user_token.get_secret_value())
+
+
+class RedmineSettings(_TrackerBase):
+    kind: Literal["redmine"]
+    url: str = ""
+    api_key: SecretStr = SecretStr("")
+    project: str = ""
+    tracker_id: int | None = None
+    #: Urgency (1 very low .. 5 very high) → Redmine priority id.
+    priority_ids: dict[int, int] = Field(default_factory=dict)
+    #: Author tickets and notes as the matching Redmine user (needs an admin key).
+    switch_user: bool = False
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url and self.api_key.get_secret_value() and self.project)
+
+
+TrackerSettings = Annotated[GLPISettings | RedmineSettings, Field(discriminator="kind")]
+
+
+class Trigger(_Model):
+    """A keyword at the start of a message that opens a ticket."""
+
+    keyword: str = Field(min_length=1, pattern=r"^\S+$")
+    #: Words that open the ticket with high urgency (e.g. `112!`).
+    urgent_keywords: list[str] = Field(default_factory=list)
+    tracker: str
+    urgency: int = Field(3, ge=1, le=5)
+    urgent_urgency: int = Field(5, ge=1, le=5)
+    #: Tracker-specific fields for tickets from this trigger (project, category, type...).
+    fields: dict[str, Any] = Field(default_factory=dict)
+    #: Only in these channels (names or ids); empty: every channel the bot is in, and DMs.
+    channels: list[str] = Field(default_factory=list)
+
+
+class StaffSettings(_Model):
+    """Who may see every ticket with `status N` (others see only their own)."""
+
+    users: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list)
+    teams: list[str] = Field(default_factory=list)
+
+
+class HelpdeskSettings(_Model):
+    triggers: list[Trigger] = Field(default_factory=list)
+    #: Seconds between looks at linked tickets for status changes and technicians' follow-ups.
+    poll_interval: float = Field(60.0, gt=0)
+    #: Retries of queued requests while a tracker is down: first delay and cap, in seconds.
+    retry_initial: float = Field(5.0, gt=0)
+    retry_max: float = Field(300.0, gt=0)
+    #: Requests to trackers in flight at once, over all trackers.
+    concurrency: int = Field(16, ge=1, le=256)
+    #: Largest file copied from a chat message to a ticket.
+    max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=0)
+    staff: StaffSettings = Field(default_factory=lambda: StaffSettings())
+    #: The tracker `status N` and `my tickets` use (default: the first trigger's).
+    default_tracker: str = ""
+
+
 class LoggingSettings(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -193,6 +300,20 @@ class Settings(_Model):
     backfill: BackfillSettings = Field(default_factory=lambda: BackfillSettings())
     dispatch: DispatchSettings = Field(default_factory=lambda: DispatchSettings())
     logging: LoggingSettings = Field(default_factory=lambda: LoggingSettings())
+    trackers: dict[str, TrackerSettings] = Field(default_factory=dict)
+    helpdesk: HelpdeskSettings = Field(default_factory=lambda: HelpdeskSettings())
+
+    @model_validator(mode="after")
+    def _triggers_name_trackers(self) -> Settings:
+        for i, trigger in enumerate(self.helpdesk.triggers):
+            if trigger.tracker not in self.trackers:
+                known = ", ".join(sorted(self.trackers)) or "none"
+                raise ValueError(f"helpdesk.triggers[{i}].tracker: no tracker named "
+                                 f"{trigger.tracker!r} (known: {known})")
+        if self.helpdesk.default_tracker and self.helpdesk.default_tracker not in self.trackers:
+            raise ValueError(f"helpdesk.default_tracker: no tracker named "
+                             f"{self.helpdesk.default_tracker!r}")
+        return self
 
     @property
     def sandbox(self) -> bool:
@@ -241,7 +362,13 @@ def interpolate(
     return result
 
 
+_TRACKER_KINDS = ("glpi", "redmine")
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
+    # A tagged union adds its tag (`trackers.x.glpi.url`); the path a person wrote has none.
+    loc = tuple(p for i, p in enumerate(loc)
+                if not (i >= 2 and loc[i - 2] == "trackers" and p in _TRACKER_KINDS))
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -267,11 +394,18 @@ def parse(text: str, env: Mapping[str, str] | None = None, source: str = DEFAULT
     except ValidationError as exc:
         for err in exc.errors(include_input=False, include_url=False):
             msg = err["msg"]
+            loc = _loc(err["loc"])
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
             elif err["type"] == "missing":
                 msg = "is required"
-            problems.append(f"{_loc(err['loc'])}: {msg}")
+            elif err["type"] == "value_error":
+                msg = msg.removeprefix("Value error, ")
+                # A model-level check names its own key path below `loc`.
+                if re.match(r"^[\w\[\].]+: ", msg):
+                    problems.append(f"{loc}.{msg}")
+                    continue
+            problems.append(f"{loc}: {msg}")
         raise ConfigError(problems, source) from None
     if problems:
         raise ConfigError(problems, source)
@@ -304,3 +438,18 @@ def check_runnable(config: Config) -> list[str]:
             problems.append("settings.listener.public_url: is empty (set SWITCHBOARD_PUBLIC_URL "
                             "to the URL Mattermost uses to reach the listener)")
     return problems
+
+
+def warnings(config: Config) -> list[str]:
+    """What works but is probably not meant: features left off for want of settings."""
+    s = config.settings
+    out = []
+    for name, tracker in s.trackers.items():
+        users = [t.keyword for t in s.helpdesk.triggers if t.tracker == name]
+        if users and not tracker.configured and not s.sandbox:
+            needs = "url and user_token" if tracker.kind == "glpi" else "url, api_key and project"
+            out.append(f"settings.trackers.{name}: not configured ({needs} empty); "
+                       f"the trigger(s) {', '.join(users)} are off")
+        if tracker.tls.insecure:
+            out.append(f"settings.trackers.{name}.tls.insecure: certificates are not checked")
+    return out

@@ -162,6 +162,7 @@ class MattermostAPI:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mm-rest")
         self._users: dict[str, dict[str, Any]] = {}
         self._channels: dict[str, dict[str, Any]] = {}
+        self._teams: dict[str, dict[str, Any]] = {}
         self.me: dict[str, Any] = {}
 
     async def call(self, fn: Callable[[Driver], T]) -> T:
@@ -212,6 +213,48 @@ class MattermostAPI:
                     seen[ch["id"]] = ch
         self._channels.update(seen)
         return list(seen.values())
+
+    async def teams(self) -> list[dict[str, Any]]:
+        """The bot's teams (cached: they seldom change)."""
+        if not self._teams:
+            found: list[dict[str, Any]] = await self.call(
+                lambda d: d.teams.get_user_teams("me"))
+            self._teams = {t["id"]: t for t in found}
+        return list(self._teams.values())
+
+    async def team(self, team_id: str) -> dict[str, Any]:
+        cached = self._teams.get(team_id)
+        if cached is None:
+            fetched: dict[str, Any] = await self.call(lambda d: d.teams.get_team(team_id))
+            self._teams[team_id] = cached = fetched
+        return cached
+
+    async def is_member(self, channel_id: str, user_id: str) -> bool:
+        """Whether a user is in a channel (False when the bot may not tell)."""
+        try:
+            await self.call(lambda d: d.client.get(f"/channels/{channel_id}/members/{user_id}"))
+            return True
+        except MattermostError as exc:
+            if exc.status in (403, 404):
+                return False
+            raise
+
+    async def is_team_member(self, team_id: str, user_id: str) -> bool:
+        try:
+            await self.call(lambda d: d.client.get(f"/teams/{team_id}/members/{user_id}"))
+            return True
+        except MattermostError as exc:
+            if exc.status in (403, 404):
+                return False
+            raise
+
+    async def file(self, file_id: str) -> tuple[dict[str, Any], bytes]:
+        """A file's info and bytes."""
+        info: dict[str, Any] = await self.call(
+            lambda d: d.client.get(f"/files/{file_id}/info"))
+        response = await self.call(
+            lambda d: d.client.make_request("get", f"/files/{file_id}"))
+        return info, bytes(response.content)
 
     async def direct_channel(self, user_id: str) -> str:
         ch = await self.call(lambda d: d.channels.create_direct_message_channel(

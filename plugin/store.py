@@ -10,13 +10,14 @@ before the caller acts on it.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -42,6 +43,52 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # The outbox (requests to outside systems, durable until done), ticket ↔ thread links, the
+    # tracker comments already shown in (or written from) chat, and leases for periodic work.
+    """
+    CREATE TABLE outbox (
+        key TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('queued', 'filed', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        lease_until REAL NOT NULL DEFAULT 0,
+        notified INTEGER NOT NULL DEFAULT 0,
+        result TEXT NOT NULL DEFAULT '{}',
+        last_error TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_at);
+    CREATE TABLE tickets (
+        tracker TEXT NOT NULL,
+        ticket_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        root_id TEXT NOT NULL,
+        requester_id TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        title TEXT NOT NULL,
+        url TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_changes INTEGER NOT NULL DEFAULT 0,
+        open INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (tracker, ticket_id)
+    );
+    CREATE INDEX tickets_root ON tickets(root_id);
+    CREATE INDEX tickets_requester ON tickets(requester_id);
+    CREATE TABLE seen_comments (
+        tracker TEXT NOT NULL,
+        ticket_id TEXT NOT NULL,
+        comment_id TEXT NOT NULL,
+        PRIMARY KEY (tracker, ticket_id, comment_id)
+    );
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        until REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -53,6 +100,37 @@ class PendingClaim:
     channel_id: str
     attempts: int
     claimed_at: float
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A request to an outside system, kept until it is done."""
+
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    state: str
+    attempts: int
+    notified: bool
+    result: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class TicketLink:
+    """A ticket and the chat thread that follows it."""
+
+    tracker: str
+    ticket_id: str
+    channel_id: str
+    root_id: str
+    requester_id: str
+    requester: str
+    title: str
+    url: str
+    status: str
+    status_changes: int
+    open: bool
 
 
 class Store(Protocol):
@@ -70,6 +148,25 @@ class Store(Protocol):
     async def get(self, key: str) -> str | None: ...
     async def put(self, key: str, value: str) -> None: ...
     async def prune(self, older_than: float) -> int: ...
+    async def outbox_put(self, key: str, kind: str, payload: dict[str, Any]) -> bool: ...
+    async def outbox_get(self, key: str) -> OutboxEntry | None: ...
+    async def outbox_due(self, now: float, lease: float, limit: int) -> list[OutboxEntry]: ...
+    async def outbox_update(self, key: str, *, state: str | None = None,
+                            result: dict[str, Any] | None = None, retry_at: float | None = None,
+                            error: str | None = None, notified: bool | None = None) -> None: ...
+    async def outbox_counts(self) -> dict[str, int]: ...
+    async def link_ticket(self, link: TicketLink) -> None: ...
+    async def ticket_by_root(self, root_id: str) -> TicketLink | None: ...
+    async def ticket(self, tracker: str, ticket_id: str) -> TicketLink | None: ...
+    async def tickets(self, *, open_only: bool = True,
+                      requester_id: str | None = None) -> list[TicketLink]: ...
+    async def linked_roots(self) -> set[str]: ...
+    async def set_ticket_status(self, tracker: str, ticket_id: str, status: str,
+                                is_open: bool) -> int: ...
+    async def mark_comments_seen(self, tracker: str, ticket_id: str,
+                                 comment_ids: list[str]) -> None: ...
+    async def seen_comments(self, tracker: str, ticket_id: str) -> set[str]: ...
+    async def take_lease(self, name: str, owner: str, seconds: float) -> bool: ...
 
 
 class SQLiteStore:
@@ -101,6 +198,9 @@ class SQLiteStore:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             self._migrate(db)
+            # An embedded store serves one process: leases held by an earlier run are void.
+            db.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0")
+            db.execute("DELETE FROM leases")
             self._db = db
 
         await asyncio.get_running_loop().run_in_executor(self._pool, connect)
@@ -202,3 +302,156 @@ class SQLiteStore:
         return await self._run(lambda db: db.execute(
             "DELETE FROM handled WHERE state = 'done' AND claimed_at < ?",
             (older_than,)).rowcount)
+
+    # --- outbox -------------------------------------------------------------------------------
+    async def outbox_put(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
+        """Queue a request once; False when the key was queued before."""
+        now = time.time()
+        body = json.dumps(payload)
+        return await self._run(lambda db: db.execute(
+            "INSERT OR IGNORE INTO outbox(key, kind, payload, state, next_at, created_at) "
+            "VALUES (?, ?, ?, 'queued', ?, ?)", (key, kind, body, now, now)).rowcount == 1)
+
+    _OUTBOX_COLUMNS = "key, kind, payload, state, attempts, notified, result, created_at"
+
+    @staticmethod
+    def _entry(row: tuple[Any, ...]) -> OutboxEntry:
+        key, kind, payload, state, attempts, notified, result, created_at = row
+        return OutboxEntry(key, kind, json.loads(payload), state, int(attempts), bool(notified),
+                           json.loads(result), float(created_at))
+
+    async def outbox_get(self, key: str) -> OutboxEntry | None:
+        row = await self._run(lambda db: db.execute(
+            f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone())
+        return None if row is None else self._entry(row)
+
+    async def outbox_due(self, now: float, lease: float, limit: int) -> list[OutboxEntry]:
+        """Entries whose time has come, leased to the caller for `lease` seconds."""
+        def go(db: sqlite3.Connection) -> list[OutboxEntry]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    f"SELECT {self._OUTBOX_COLUMNS} FROM outbox "
+                    "WHERE state IN ('queued', 'filed') AND next_at <= ? AND lease_until <= ? "
+                    "ORDER BY next_at LIMIT ?", (now, now, limit)).fetchall()
+                db.executemany("UPDATE outbox SET lease_until = ? WHERE key = ?",
+                               [(now + lease, r[0]) for r in rows])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return [self._entry(r) for r in rows]
+
+        return await self._run(go)
+
+    async def outbox_update(self, key: str, *, state: str | None = None,
+                            result: dict[str, Any] | None = None, retry_at: float | None = None,
+                            error: str | None = None, notified: bool | None = None) -> None:
+        sets: list[str] = ["lease_until = 0"]
+        args: list[Any] = []
+        if state is not None:
+            sets.append("state = ?")
+            args.append(state)
+        if result is not None:
+            sets.append("result = ?")
+            args.append(json.dumps(result))
+        if retry_at is not None:
+            sets.append("next_at = ?")
+            sets.append("attempts = attempts + 1")
+            args.append(retry_at)
+        if error is not None:
+            sets.append("last_error = ?")
+            args.append(error[:500])
+        if notified is not None:
+            sets.append("notified = ?")
+            args.append(int(notified))
+        args.append(key)
+        sql = f"UPDATE outbox SET {', '.join(sets)} WHERE key = ?"
+        await self._run(lambda db: db.execute(sql, args))
+
+    async def outbox_counts(self) -> dict[str, int]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+        return {state: int(n) for state, n in rows}
+
+    # --- tickets ------------------------------------------------------------------------------
+    _LINK_COLUMNS = ("tracker, ticket_id, channel_id, root_id, requester_id, requester, title, "
+                     "url, status, status_changes, open")
+
+    @staticmethod
+    def _link(row: tuple[Any, ...]) -> TicketLink:
+        values = list(row)
+        values[-1] = bool(values[-1])
+        return TicketLink(*values)
+
+    async def link_ticket(self, link: TicketLink) -> None:
+        now = time.time()
+        await self._run(lambda db: db.execute(
+            f"INSERT OR IGNORE INTO tickets({self._LINK_COLUMNS}, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (link.tracker, link.ticket_id, link.channel_id, link.root_id, link.requester_id,
+             link.requester, link.title, link.url, link.status, link.status_changes,
+             int(link.open), now)))
+
+    async def ticket_by_root(self, root_id: str) -> TicketLink | None:
+        row = await self._run(lambda db: db.execute(
+            f"SELECT {self._LINK_COLUMNS} FROM tickets WHERE root_id = ? "
+            "ORDER BY created_at DESC LIMIT 1", (root_id,)).fetchone())
+        return None if row is None else self._link(row)
+
+    async def ticket(self, tracker: str, ticket_id: str) -> TicketLink | None:
+        row = await self._run(lambda db: db.execute(
+            f"SELECT {self._LINK_COLUMNS} FROM tickets WHERE tracker = ? AND ticket_id = ?",
+            (tracker, ticket_id)).fetchone())
+        return None if row is None else self._link(row)
+
+    async def tickets(self, *, open_only: bool = True,
+                      requester_id: str | None = None) -> list[TicketLink]:
+        sql = f"SELECT {self._LINK_COLUMNS} FROM tickets WHERE 1 = 1"
+        args: list[Any] = []
+        if open_only:
+            sql += " AND open = 1"
+        if requester_id is not None:
+            sql += " AND requester_id = ?"
+            args.append(requester_id)
+        rows = await self._run(lambda db: db.execute(sql + " ORDER BY created_at",
+                                                     args).fetchall())
+        return [self._link(r) for r in rows]
+
+    async def linked_roots(self) -> set[str]:
+        rows = await self._run(lambda db: db.execute("SELECT root_id FROM tickets").fetchall())
+        return {r[0] for r in rows}
+
+    async def set_ticket_status(self, tracker: str, ticket_id: str, status: str,
+                                is_open: bool) -> int:
+        """Record a new status; returns how many changes the ticket has had."""
+        def go(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "UPDATE tickets SET status = ?, open = ?, status_changes = status_changes + 1 "
+                "WHERE tracker = ? AND ticket_id = ? RETURNING status_changes",
+                (status, int(is_open), tracker, ticket_id)).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._run(go)
+
+    async def mark_comments_seen(self, tracker: str, ticket_id: str,
+                                 comment_ids: list[str]) -> None:
+        if comment_ids:
+            await self._run(lambda db: db.executemany(
+                "INSERT OR IGNORE INTO seen_comments(tracker, ticket_id, comment_id) "
+                "VALUES (?, ?, ?)", [(tracker, ticket_id, c) for c in comment_ids]))
+
+    async def seen_comments(self, tracker: str, ticket_id: str) -> set[str]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT comment_id FROM seen_comments WHERE tracker = ? AND ticket_id = ?",
+            (tracker, ticket_id)).fetchall())
+        return {r[0] for r in rows}
+
+    async def take_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Hold a named lease (for periodic work) unless another owner holds it."""
+        now = time.time()
+        return await self._run(lambda db: db.execute(
+            "INSERT INTO leases(name, owner, until) VALUES (?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until "
+            "WHERE leases.until < ? OR leases.owner = excluded.owner",
+            (name, owner, now + seconds, now)).rowcount == 1)

@@ -1,11 +1,25 @@
-"""The product's behaviour: one router per feature. `default_routers` is what `run` serves."""
+"""The product's behaviour: one router (or feature) per concern."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from bridge.tickets import Tracker
+
+from ..config import Config
 from ..router import Router
 from . import core
+from .helpdesk import Helpdesk
+
+if TYPE_CHECKING:
+    from ..app import Feature
+
+
+def default_features(config: Config, trackers: dict[str, Tracker]) -> list[Router | Feature]:
+    """Feature routers first; the core router (help, fallbacks) last, so features win."""
+    return [Helpdesk(config.settings.helpdesk, trackers), core.router]
 
 
 def default_routers() -> list[Router]:
-    """Feature routers first; the core router (help, fallbacks) last, so features win."""
+    """Only the built-in commands (no trackers)."""
     return [core.router]

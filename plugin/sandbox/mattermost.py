@@ -30,7 +30,7 @@ from aiohttp import web
 
 from .mm_core import SandboxCore
 from .mm_integrations import Integrations
-from .mm_model import JSON, AppError, Post, go_json, new_id
+from .mm_model import JSON, AppError, Post, new_id, router_404_body
 from .mm_rest import FailRule, Faults, RateLimiter, RequestRecord, RestApi, fault_error
 
 __all__ = ["AppError", "MattermostSimulator", "RequestRecord", "SimulatorThread"]
@@ -135,6 +135,11 @@ class MattermostSimulator:
         """How many websocket upgrades were accepted."""
         return self._api.ws_connects
 
+    @property
+    def open_sockets(self) -> int:
+        """How many websockets are open right now (authenticated or not)."""
+        return len(self._core.hub.connections)
+
     # -- the world ----------------------------------------------------------------------------
 
     def user_id(self, username: str) -> str:
@@ -186,7 +191,9 @@ class MattermostSimulator:
             body["file_ids"] = file_ids
         if props is not None:
             body["props"] = props
-        return self._core.post_view(self._core.create_post(user, body))
+        view = self._core.post_view(self._core.create_post(user, body))
+        await _yield()
+        return view
 
     async def dm_as(self, username: str, message: str, *, root_id: str = "") -> JSON:
         """Post as `username` in their direct channel with the bot (opened if needed)."""
@@ -194,16 +201,20 @@ class MattermostSimulator:
         ch, _ = self._core.direct_channel([user.id, self.bot_id], user)
         post = self._core.create_post(user, {"channel_id": ch.id, "message": message,
                                              "root_id": root_id})
+        await _yield()
         return self._core.post_view(post)
 
     async def edit_as(self, username: str, post_id: str, message: str) -> JSON:
         """Change a post's message as `username` (a patch: other fields stay)."""
         post = self._core.editable_post(self._core.user_named(username), post_id)
-        return self._core.post_view(self._core.edit_post(post, message, dict(post.props)))
+        view = self._core.post_view(self._core.edit_post(post, message, dict(post.props)))
+        await _yield()
+        return view
 
     async def delete_as(self, username: str, post_id: str) -> None:
         """Delete a post as `username`."""
         self._core.delete_post(self._core.user_named(username), post_id)
+        await _yield()
 
     async def upload_file(self, username: str, channel: str, name: str, data: bytes) -> str:
         """Upload a file as `username`; returns its id, for `post_as(file_ids=...)`."""
@@ -219,9 +230,8 @@ class MattermostSimulator:
         the error status and AppError body (400 when the integration fails in any way).
         """
         if not re.fullmatch(r"[A-Za-z0-9]+", action_id):
-            return 404, {"id": "api.context.404.app_error",
-                         "message": "Sorry, we could not find the page.",
-                         "detailed_error": "", "status_code": 404}
+            # The route itself does not match such ids: the router's own 404.
+            return 404, router_404_body(f"/api/v4/posts/{post_id}/actions/{action_id}")
         try:
             body = await self._integrations.click(self._core.user_named(username), post_id,
                                                   action_id, selected_option)
@@ -298,6 +308,12 @@ class MattermostSimulator:
             create(user, {"channel_id": channel_id, "message": message})
             # Let the socket writers drain between posts, as a real server's would.
             await asyncio.sleep(0)
+
+
+async def _yield() -> None:
+    # A real request takes a round trip: let the socket writers run, so a test posting in a
+    # tight loop does not pile frames up past the slow-reader limit.
+    await asyncio.sleep(0)
 
 
 class SimulatorThread:
@@ -388,8 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  bot:  switchboard ({sim.bot_id}) token {args.bot_token}")
         for name in ("alice", "bob", "carol", "admin"):
             print(f"  user: {name} ({sim.user_id(name)}) token {name}-token")
-        print(go_json({c: sim.channel_id(c) for c in ("town-square", "helpdesk", "off-topic",
-                                                      "ops")}), flush=True)
+        for name in ("town-square", "helpdesk", "off-topic", "ops"):
+            print(f"  channel: {name} ({sim.channel_id(name)})")
+        print("Ctrl-C stops it.", flush=True)
         try:
             await asyncio.Event().wait()
         finally:

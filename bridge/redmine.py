@@ -1,0 +1,474 @@
+"""Redmine as a ticket tracker, over its REST API (JSON, `X-Redmine-API-Key`).
+
+Tickets are issues of one project. The description ends with two lines this module writes and
+reads back:
+
+    Requester: Alice Liddell (@alice, alice@example.org)
+    Chat ref: <ref>
+
+The ref line lets `find_by_ref` find an issue whose creation timed out after Redmine made it; the
+requester line lets `open_tickets` find a person's issues when they were filed by the bot's own
+account. With `switch_user`, the key must be an administrator's: issues and notes are then
+authored (`X-Redmine-Switch-User`) by the Redmine user whose login is the chat username or whose
+email is the chat email, and by the key's own account when there is no such user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from bridge.tickets import (
+    Attachment,
+    Comment,
+    NewTicket,
+    Person,
+    Status,
+    Ticket,
+    TicketNotFound,
+    TLSOptions,
+    TrackerRejected,
+    TrackerUnavailable,
+    clean_text,
+    short_error,
+)
+
+#: `fields` keys passed on to Redmine's issue as they are; any other key is ignored.
+ISSUE_FIELDS = frozenset({
+    "project_id", "tracker_id", "priority_id", "custom_fields", "category_id",
+    "assigned_to_id", "fixed_version_id", "is_private", "parent_issue_id", "watcher_user_ids",
+    "start_date", "due_date", "estimated_hours",
+})
+_DEFAULT_TLS = TLSOptions()
+REF_PREFIX = "Chat ref: "
+REQUESTER_PREFIX = "Requester: "
+_REQUESTER_LINE = re.compile(r"^Requester: .*\(@(?P<username>[^,\s)]+)")
+
+_NEW = frozenset({"new", "open", "opened", "nouveau", "nouvelle", "neu", "nuevo", "nueva",
+                  "novo", "nova", "nuovo"})
+_SOLVED = frozenset({"resolved", "solved", "done", "fixed", "résolu", "resolu", "gelöst",
+                     "erledigt", "resuelto", "resolvido", "risolto"})
+_PENDING = frozenset({"feedback", "pending", "waiting", "on hold", "waiting for customer",
+                      "waiting for feedback", "commentaire", "en attente", "rückmeldung",
+                      "comentario", "em espera"})
+_CLOSED = frozenset({"closed", "rejected", "fermé", "ferme", "rejeté", "rejete",
+                     "geschlossen", "abgewiesen", "cerrado", "rechazado", "fechado", "chiuso"})
+
+#: How long a "no such Redmine user" answer is trusted before asking again (seconds).
+NEGATIVE_USER_TTL = 300.0
+#: Pages of 100 issues read at most by one search.
+MAX_PAGES = 20
+#: `find_by_ref` looks this much before `since`, for clocks that disagree.
+CLOCK_SLACK = timedelta(minutes=5)
+
+
+def map_status(name: str, is_closed: bool | None = None) -> Status:
+    """Redmine's status (a free name plus an `is_closed` flag) as a common `Status`."""
+    label = name.strip().lower()
+    if is_closed or (is_closed is None and label in _CLOSED):
+        return Status.CLOSED
+    if label in _NEW:
+        return Status.NEW
+    if label in _SOLVED:
+        return Status.SOLVED
+    if label in _PENDING:
+        return Status.PENDING
+    return Status.IN_PROGRESS
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def ref_line(ref: str) -> str:
+    return REF_PREFIX + " ".join(clean_text(ref).split())
+
+
+def requester_line(person: Person) -> str:
+    display = " ".join(clean_text(person.display_name or person.username).split())
+    inside = f"@{person.username}" + (f", {person.email}" if person.email else "")
+    return f"{REQUESTER_PREFIX}{display} ({clean_text(inside)})"
+
+
+def description_for(ticket: NewTicket) -> str:
+    body = clean_text(ticket.content).rstrip()
+    footer = f"{requester_line(ticket.requester)}\n{ref_line(ticket.ref)}"
+    return f"{body}\n\n{footer}" if body else footer
+
+
+def _lines(text: Any) -> list[str]:
+    if not isinstance(text, str):
+        return []
+    return [line.strip() for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
+
+
+def has_ref(description: Any, ref: str) -> bool:
+    lines = _lines(description)
+    return bool(lines) and lines[-1] == ref_line(ref)
+
+
+def named_requester(description: Any) -> str:
+    """The chat username in the requester line this module wrote, or ""."""
+    for line in reversed(_lines(description)[-3:]):
+        match = _REQUESTER_LINE.match(line)
+        if match:
+            return match.group("username")
+    return ""
+
+
+def subject_for(title: str, limit: int) -> str:
+    return " ".join(clean_text(title).split())[:limit].rstrip()
+
+
+def _same_text(a: Any, b: str) -> bool:
+    return isinstance(a, str) and a.replace("\r\n", "\n").strip() == b.replace(
+        "\r\n", "\n").strip()
+
+
+def _search_token(text: str) -> str:
+    """A value for Redmine's "contains" filter: no '|' (a value separator), no blanks."""
+    return "".join(text.replace("|", " ").split()[:1])
+
+
+class _Forbidden(TrackerRejected):
+    """403: the key's account may not do this."""
+
+
+@dataclass(frozen=True)
+class _User:
+    id: int
+    login: str
+
+
+class RedmineTracker:
+    """The `Tracker` protocol on Redmine's REST API."""
+
+    title_limit = 255
+
+    def __init__(self, *, url: str, api_key: str, project: str, tracker_id: int | None = None,
+                 priority_ids: dict[int, int] | None = None, switch_user: bool = False,
+                 web_url: str = "", tls: TLSOptions = _DEFAULT_TLS, timeout: float = 15.0,
+                 max_in_flight: int = 8, transport: httpx.AsyncBaseTransport | None = None,
+                 name: str = "redmine") -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.name = name
+        self.project = project
+        self.tracker_id = tracker_id
+        self.priority_ids = dict(priority_ids or {})
+        self.switch_user = switch_user
+        self.web_url = (web_url or url).rstrip("/")
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._client = httpx.AsyncClient(
+            base_url=url.rstrip("/"),
+            headers={"X-Redmine-API-Key": api_key, "Accept": "application/json",
+                     "User-Agent": "switchboard"},
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=max_in_flight,
+                                max_keepalive_connections=max_in_flight),
+            verify=tls.httpx_verify(), transport=transport, follow_redirects=False)
+        self._users: dict[str, tuple[_User | None, float]] = {}
+        self._logins: dict[int, str] = {}
+        self._can_list_users = True
+
+    async def __aenter__(self) -> RedmineTracker:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _send(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                    json: Any = None, content: bytes | None = None,
+                    headers: dict[str, str] | None = None) -> httpx.Response:
+        try:
+            async with self._slots:
+                return await self._client.request(method, path, params=params, json=json,
+                                                  content=content, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise TrackerUnavailable(f"Redmine timed out on {method} {path}") from exc
+        except httpx.HTTPError as exc:
+            reason = type(exc).__name__
+            raise TrackerUnavailable(f"Redmine unreachable on {method} {path}: {reason}") from exc
+
+    @staticmethod
+    def _check(response: httpx.Response, *, ticket: bool = False) -> None:
+        code = response.status_code
+        if code < 300:
+            return
+        if code == 401:
+            raise TrackerRejected("Redmine rejected the API key")
+        if code == 403:
+            raise _Forbidden(short_error(response, "the Redmine account may not do this"))
+        if code == 404:
+            if ticket:
+                raise TicketNotFound(short_error(response, "no such issue"))
+            raise TrackerRejected(short_error(response, "not found: check the URL and project"))
+        if code == 412:
+            raise TrackerRejected(short_error(response, "no such Redmine user to act as"))
+        if code == 422:
+            raise TrackerRejected(short_error(response, _errors(response) or "invalid"))
+        if code >= 500 or code in (408, 429):
+            raise TrackerUnavailable(short_error(response))
+        raise TrackerRejected(short_error(response))
+
+    async def _call(self, method: str, path: str, *, ticket: bool = False,
+                    switch: str | None = None, **kwargs: Any) -> httpx.Response:
+        """One request, acting as `switch` when given; if Redmine does not know that login
+        (412) or does not let it act (403), the request is made again as the key's account."""
+        if switch:
+            response = await self._send(method, path, headers={"X-Redmine-Switch-User": switch},
+                                        **kwargs)
+            if response.status_code not in (403, 412):
+                self._check(response, ticket=ticket)
+                return response
+            self._forget_login(switch)
+        response = await self._send(method, path, **kwargs)
+        self._check(response, ticket=ticket)
+        return response
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self._call(method, path, **kwargs)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise TrackerUnavailable(short_error(response, "the answer is not a JSON object"))
+        return data
+
+    async def _issues(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """All issues matching `params`, newest first, read page by page."""
+        found: list[dict[str, Any]] = []
+        offset = 0
+        for _ in range(MAX_PAGES):
+            page = await self._json("GET", "/issues.json", params={
+                "project_id": self.project, "sort": "id:desc", "limit": 100, "offset": offset,
+                **params})
+            issues = [i for i in page.get("issues") or [] if isinstance(i, dict)]
+            found.extend(issues)
+            offset += len(issues)
+            total = page.get("total_count")
+            if not issues or not isinstance(total, int) or offset >= total:
+                break
+        return found
+
+    # ------------------------------------------------------------------ people
+
+    def _forget_login(self, login: str) -> None:
+        for key, (user, _) in list(self._users.items()):
+            if user is not None and user.login == login:
+                del self._users[key]
+
+    async def _find_user(self, person: Person) -> _User | None:
+        """The active Redmine user whose login is the chat username or whose email is the chat
+        email (needs an administrator's key; cached)."""
+        if not self._can_list_users:
+            return None
+        key = f"{person.username.lower()}\n{person.email.lower()}"
+        cached = self._users.get(key)
+        if cached is not None and (cached[0] is not None or cached[1] > time.monotonic()):
+            return cached[0]
+        user: _User | None = None
+        try:
+            for query, field_name in ((person.username, "login"), (person.email, "mail")):
+                if not query:
+                    continue
+                data = await self._json("GET", "/users.json",
+                                        params={"name": query, "status": 1, "limit": 100})
+                for entry in data.get("users") or []:
+                    value = entry.get(field_name) if isinstance(entry, dict) else None
+                    if isinstance(value, str) and value.lower() == query.lower():
+                        user = _User(int(entry["id"]), str(entry["login"]))
+                        break
+                if user is not None:
+                    break
+        except _Forbidden:
+            # Not an administrator's key: no one can be looked up, so no one is switched to.
+            self._can_list_users = False
+            return None
+        self._users[key] = (user, time.monotonic() + NEGATIVE_USER_TTL)
+        if user is not None:
+            self._logins[user.id] = user.login
+        return user
+
+    async def _login_of(self, user_id: int) -> str:
+        if user_id not in self._logins:
+            try:
+                data = await self._json("GET", f"/users/{user_id}.json")
+            except (_Forbidden, TicketNotFound):
+                data = {}
+            login = (data.get("user") or {}).get("login")
+            # Redmine shows a login only to administrators and to its own user.
+            self._logins[user_id] = login if isinstance(login, str) else ""
+        return self._logins[user_id]
+
+    async def _acting_login(self, person: Person | None) -> str | None:
+        if not self.switch_user or person is None:
+            return None
+        user = await self._find_user(person)
+        return user.login if user else None
+
+    # ------------------------------------------------------------------ mapping
+
+    async def _ticket(self, issue: dict[str, Any]) -> Ticket:
+        try:
+            issue_id = int(issue["id"])
+        except (KeyError, TypeError, ValueError):
+            raise TrackerUnavailable("Redmine answered an issue without an id") from None
+        status = issue.get("status") or {}
+        label = str(status.get("name") or "")
+        closed = status.get("is_closed")
+        author = issue.get("author") or {}
+        requester = ""
+        if isinstance(author.get("id"), int):
+            requester = await self._login_of(author["id"])
+        return Ticket(
+            id=str(issue_id), title=str(issue.get("subject") or ""),
+            status=map_status(label, closed if isinstance(closed, bool) else None),
+            url=f"{self.web_url}/issues/{issue_id}", status_label=label,
+            assignee=str((issue.get("assigned_to") or {}).get("name") or ""),
+            requester=requester, updated_at=parse_time(issue.get("updated_on")))
+
+    @staticmethod
+    def _issue_id(ticket_id: str) -> int:
+        text = str(ticket_id).strip().lstrip("#")
+        if not text.isdigit() or not text.isascii():
+            raise TicketNotFound(f"not a Redmine issue number: {str(ticket_id)[:40]!r}")
+        return int(text)
+
+    # ------------------------------------------------------------------ the protocol
+
+    async def create(self, ticket: NewTicket) -> Ticket:
+        issue: dict[str, Any] = {
+            "project_id": self.project,
+            "subject": subject_for(ticket.title, self.title_limit),
+            "description": description_for(ticket),
+        }
+        if self.tracker_id is not None:
+            issue["tracker_id"] = self.tracker_id
+        priority = self.priority_ids.get(ticket.urgency)
+        if priority is not None:
+            issue["priority_id"] = priority
+        issue.update({k: v for k, v in ticket.fields.items() if k in ISSUE_FIELDS})
+        login = await self._acting_login(ticket.requester)
+        data = await self._json("POST", "/issues.json", json={"issue": issue}, switch=login)
+        made = data.get("issue")
+        if not isinstance(made, dict):
+            raise TrackerUnavailable("Redmine answered the creation without the issue")
+        return await self._ticket(made)
+
+    async def find_by_ref(self, ref: str, since: datetime) -> Ticket | None:
+        moment = since if since.tzinfo else since.replace(tzinfo=UTC)
+        moment = (moment - CLOCK_SLACK).astimezone(UTC)
+        params: dict[str, Any] = {"status_id": "*",
+                                  "created_on": ">=" + moment.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        token = _search_token(ref)
+        if len(token) > 1:
+            params["description"] = "~" + token
+        for issue in await self._issues(params):
+            if has_ref(issue.get("description"), ref):
+                return await self._ticket(issue)
+        return None
+
+    async def get(self, ticket_id: str) -> Ticket:
+        issue_id = self._issue_id(ticket_id)
+        data = await self._json("GET", f"/issues/{issue_id}.json", ticket=True)
+        issue = data.get("issue")
+        if not isinstance(issue, dict):
+            raise TrackerUnavailable(f"Redmine answered issue {issue_id} without the issue")
+        return await self._ticket(issue)
+
+    async def _journals(self, issue_id: int) -> list[dict[str, Any]]:
+        data = await self._json("GET", f"/issues/{issue_id}.json",
+                                params={"include": "journals"}, ticket=True)
+        issue = data.get("issue") or {}
+        return [j for j in issue.get("journals") or [] if isinstance(j, dict)]
+
+    async def comment(self, ticket_id: str, text: str, author: Person | None = None) -> str:
+        issue_id = self._issue_id(ticket_id)
+        notes = clean_text(text)
+        if not notes.strip():
+            raise TrackerRejected("an empty comment is not sent to Redmine")
+        login = await self._acting_login(author)
+        await self._call("PUT", f"/issues/{issue_id}.json", json={"issue": {"notes": notes}},
+                         ticket=True, switch=login)
+        # Redmine answers 204 without the journal: read it back to learn its id.
+        mine = [j for j in await self._journals(issue_id) if _same_text(j.get("notes"), notes)]
+        if not mine:
+            raise TrackerUnavailable(f"the note on issue {issue_id} was not found after saving")
+        user = await self._find_user(author) if login and author else None
+        by_author = [j for j in mine if user and (j.get("user") or {}).get("id") == user.id]
+        newest = max(by_author or mine, key=lambda j: int(j.get("id") or 0))
+        return str(newest["id"])
+
+    async def comments(self, ticket_id: str) -> list[Comment]:
+        issue_id = self._issue_id(ticket_id)
+        out = []
+        for journal in await self._journals(issue_id):
+            notes = journal.get("notes")
+            if not isinstance(notes, str) or not notes.strip() or journal.get("private_notes"):
+                continue
+            out.append(Comment(id=str(journal.get("id")),
+                               author=str((journal.get("user") or {}).get("name") or ""),
+                               text=notes, created_at=parse_time(journal.get("created_on"))))
+        return out
+
+    async def attach(self, ticket_id: str, attachment: Attachment) -> None:
+        issue_id = self._issue_id(ticket_id)
+        filename = " ".join(clean_text(attachment.filename).split()) or "attachment"
+        data = await self._json("POST", "/uploads.json", params={"filename": filename},
+                                content=attachment.content,
+                                headers={"Content-Type": "application/octet-stream"})
+        token = (data.get("upload") or {}).get("token")
+        if not isinstance(token, str) or not token:
+            raise TrackerUnavailable("Redmine answered the upload without a token")
+        upload = {"token": token, "filename": filename,
+                  "content_type": attachment.content_type or "application/octet-stream"}
+        await self._call("PUT", f"/issues/{issue_id}.json",
+                         json={"issue": {"uploads": [upload]}}, ticket=True)
+
+    async def open_tickets(self, requester: Person) -> list[Ticket]:
+        """Open issues of the project authored by the requester's Redmine user, and those the
+        bot filed naming the requester in the description; newest first."""
+        issues: dict[int, dict[str, Any]] = {}
+        user = await self._find_user(requester)
+        if user is not None:
+            for issue in await self._issues({"status_id": "open", "author_id": user.id}):
+                issues[int(issue["id"])] = issue
+        token = _search_token(f"(@{requester.username}")
+        if len(token) > 2:
+            for issue in await self._issues({"status_id": "open", "description": "~" + token}):
+                if named_requester(issue.get("description")) == requester.username:
+                    issues[int(issue["id"])] = issue
+        return [await self._ticket(issues[i]) for i in sorted(issues, reverse=True)]
+
+
+def _errors(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return ""
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if isinstance(errors, list):
+        return "; ".join(str(e) for e in errors if e)
+    return str(errors or "")
+
+
+__all__ = ["RedmineTracker", "description_for", "has_ref", "map_status", "named_requester"]

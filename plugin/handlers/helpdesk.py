@@ -1,0 +1,495 @@
+"""Helpdesk from chat: `112 printer broken` opens a ticket, the thread follows the ticket, and a DM
+answers `status 123` and `my tickets`.
+
+Every request to a tracker goes through the outbox, so a message creates exactly one ticket whatever
+happens (websocket drop, the bot killed and restarted, a tracker that times out after creating the
+ticket, a tracker that is down for an hour): the request is durable before anything is answered,
+an interrupted creation first looks for the ticket it may have made, and every post the bot makes
+for it carries an idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from bridge.tickets import (
+    Attachment,
+    NewTicket,
+    Person,
+    Status,
+    Ticket,
+    TicketNotFound,
+    Tracker,
+    TrackerError,
+    TrackerRejected,
+    TrackerUnavailable,
+    clean_text,
+)
+
+from .. import filters as F
+from ..config import HelpdeskSettings, Trigger
+from ..context import Context
+from ..events import Message, Post
+from ..mattermost import MattermostError
+from ..outbox import Outbox, Retry
+from ..router import Router
+from ..store import OutboxEntry, TicketLink
+
+if TYPE_CHECKING:
+    from ..app import Bot
+
+log = logging.getLogger("switchboard.helpdesk")
+
+NOT_FOUND = "Ticket #{number} was not found, or it is not yours."
+
+
+def label(tracker_name: str) -> str:
+    """How a tracker is named to people: `glpi` → GLPI, `redmine` → Redmine."""
+    return tracker_name.upper() if tracker_name.lower() == "glpi" else tracker_name.capitalize()
+
+
+def title_of(text: str, limit: int) -> str:
+    """The first non-empty line, without markup noise, within the tracker's limit."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    first = re.sub(r"\s+", " ", clean_text(first)).strip()
+    first = first.strip("*_`~# ")
+    if len(first) > limit:
+        first = first[: limit - 1].rstrip() + "…"
+    return first or "Request from chat"
+
+
+class Helpdesk:
+    """The helpdesk feature: its router, outbox executors and ticket watcher."""
+
+    def __init__(self, settings: HelpdeskSettings, trackers: dict[str, Tracker]) -> None:
+        self.settings = settings
+        self.trackers = trackers
+        self.router = Router("helpdesk")
+        self.linked: set[str] = set()
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._bot: Bot | None = None
+        self._outbox: Outbox | None = None
+        self.default_tracker = settings.default_tracker or next(
+            (t.tracker for t in settings.triggers if t.tracker in trackers), "")
+        self._declare()
+
+    # --- declarations ---------------------------------------------------------------------------
+    def _declare(self) -> None:
+        r = self.router
+        # Replies in a linked thread go to the ticket first, whatever they say.
+        r.message(self._in_linked_thread)(self.thread_reply)
+        for trigger in self.settings.triggers:
+            if trigger.tracker not in self.trackers:
+                continue
+            words = [trigger.keyword, *trigger.urgent_keywords]
+            handler = self._opener(trigger)
+            description = f"open a ticket in {label(trigger.tracker)}"
+            if trigger.urgent_keywords:
+                description += f" (`{trigger.urgent_keywords[0]}` for an urgent one)"
+            r.message(F.Keyword(*words), channels=trigger.channels or None,
+                      usage=f"{trigger.keyword} <problem>", description=description)(handler)
+        if self.trackers and self.default_tracker:
+            r.command("status", args=r"(?:(?P<tracker>[A-Za-z][\w-]*)\s+)?#?(?P<number>\d+)",
+                      usage="status <number>",
+                      description="a ticket's status, assignee and link")(self.status)
+            r.message(F.Regex(r"^\s*#(?P<number>\d+)\s*$"), direct=True)(self.status)
+            r.command("my tickets", description="your open tickets")(self.my_tickets)
+
+    def _in_linked_thread(self, msg: Message) -> bool:
+        return bool(msg.post.root_id) and msg.post.root_id in self.linked
+
+    def _opener(self, trigger: Trigger) -> Callable[..., Awaitable[None]]:
+        async def open_ticket(ctx: Context, event: Message, text: str, keyword: str) -> None:
+            await self.open_ticket(ctx, event, text, keyword, trigger)
+        open_ticket.__name__ = f"open_ticket_{trigger.keyword}"
+        return open_ticket
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    @property
+    def bot(self) -> Bot:
+        if self._bot is None:
+            raise RuntimeError("the helpdesk has not been started")
+        return self._bot
+
+    @property
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            raise RuntimeError("the helpdesk has not been started")
+        return self._outbox
+
+    async def start(self, bot: Bot) -> None:
+        self._bot = bot
+        self.linked = await bot.store.linked_roots()
+        self._outbox = bot.outbox
+        bot.outbox.register("ticket", self._file_ticket, self._queued_notice)
+        bot.outbox.register("comment", self._file_comment)
+        bot.spawn(self._watch(), "helpdesk-watch")
+
+    async def stop(self) -> None:
+        for tracker in self.trackers.values():
+            try:
+                await tracker.aclose()
+            except Exception as exc:
+                log.warning("closing %s: %s", tracker.name, exc)
+
+    # --- opening tickets ------------------------------------------------------------------------
+    async def open_ticket(self, ctx: Context, event: Message, text: str, keyword: str,
+                          trigger: Trigger) -> None:
+        post = event.post
+        if not text.strip():
+            await ctx.reply(f"Describe the problem after `{trigger.keyword}`, for example "
+                            f"`{trigger.keyword} printer on floor 2 is jammed`.")
+            return
+        urgent = keyword in trigger.urgent_keywords
+        full = post.message[post.message.find(keyword) + len(keyword):].strip()
+        await self.outbox.put(f"ticket:{post.id}", "ticket", {
+            "tracker": trigger.tracker, "post_id": post.id, "channel_id": post.channel_id,
+            "root_id": post.thread_id, "user_id": post.user_id, "text": full,
+            "urgency": trigger.urgent_urgency if urgent else trigger.urgency,
+            "fields": trigger.fields, "file_ids": list(post.file_ids),
+            "channel_type": event.channel_type, "created_ms": post.create_at,
+        })
+
+    async def _person(self, user_id: str) -> Person:
+        try:
+            user = await self.bot.api.user(user_id)
+        except MattermostError:
+            return Person(username=user_id)
+        name = " ".join(x for x in (user.get("first_name"), user.get("last_name")) if x)
+        return Person(username=str(user.get("username", user_id)),
+                      email=str(user.get("email") or ""),
+                      display_name=name or str(user.get("nickname") or ""))
+
+    async def _permalink(self, channel_id: str, post_id: str) -> tuple[str, str]:
+        """(where, permalink) for the ticket's body."""
+        api = self.bot.api
+        where, team_name = "a direct message to the bot", ""
+        try:
+            channel = await api.channel(channel_id)
+            if channel.get("type") in ("O", "P"):
+                where = f"~{channel.get('name')} ({channel.get('display_name')})"
+            team_id = str(channel.get("team_id") or "")
+            if team_id:
+                team_name = str((await api.team(team_id)).get("name", ""))
+            else:
+                teams = await api.teams()
+                team_name = str(teams[0].get("name", "")) if teams else ""
+        except MattermostError as exc:
+            log.warning("cannot describe channel %s: %s", channel_id, exc)
+        base = api.base_url
+        link = f"{base}/{team_name}/pl/{post_id}" if team_name else f"{base}/pl/{post_id}"
+        return where, link
+
+    async def _files(self, file_ids: list[str]) -> list[Attachment]:
+        out = []
+        for file_id in file_ids:
+            try:
+                info, data = await self.bot.api.file(file_id)
+            except MattermostError as exc:
+                log.warning("cannot read file %s: %s", file_id, exc)
+                continue
+            if len(data) > self.settings.max_attachment_bytes:
+                log.warning("file %s is larger than max_attachment_bytes; not copied", file_id)
+                continue
+            out.append(Attachment(str(info.get("name") or file_id), data,
+                                  str(info.get("mime_type") or "application/octet-stream")))
+        return out
+
+    async def _file_ticket(self, entry: OutboxEntry) -> None:
+        p = entry.payload
+        tracker = self.trackers.get(p["tracker"])
+        if tracker is None:
+            raise TrackerRejected(f"no tracker named {p['tracker']!r} is configured")
+        key = entry.key
+        ticket: Ticket | None = None
+        if entry.state == "queued":
+            ticket = await self._create(entry, tracker)
+            if ticket is None:
+                return
+            result = {"id": ticket.id, "title": ticket.title, "url": ticket.url,
+                      "status": ticket.status.value}
+            await self.bot.store.outbox_update(key, state="filed", result=result)
+            person = await self._person(p["user_id"])
+            await self.bot.store.link_ticket(TicketLink(
+                p["tracker"], ticket.id, p["channel_id"], p["root_id"], p["user_id"],
+                person.username, ticket.title, ticket.url, ticket.status.value, 0,
+                ticket.status.is_open))
+            self.linked.add(p["root_id"])
+            await self._attach(tracker, ticket.id, p.get("file_ids") or [])
+            fresh = True
+        else:
+            result = entry.result
+            fresh = False
+        await self.bot.api.create_post(
+            p["channel_id"],
+            f":ticket: Ticket **#{result['id']}** opened in {label(tracker.name)}: "
+            f"{result['title']}\n"
+            f"{result['url']}\nReplies in this thread are added to the ticket.",
+            root_id=p["root_id"], key=f"{key}:filed", check_first=not fresh)
+        await self.bot.store.outbox_update(key, state="done")
+
+    async def _create(self, entry: OutboxEntry, tracker: Tracker) -> Ticket | None:
+        """Create the ticket, unless an earlier try already did; None when refused."""
+        p = entry.payload
+        ref = f"mattermost-post:{p['post_id']}"
+        started_before = entry.attempts > 0 or entry.created_at < self.bot.started_at
+        try:
+            if started_before:
+                since = datetime.fromtimestamp(entry.created_at - 600, UTC)
+                found = await tracker.find_by_ref(ref, since)
+                if found is not None:
+                    log.info("ticket %s already existed for %s", found.id, entry.key)
+                    return found
+            person = await self._person(p["user_id"])
+            where, link = await self._permalink(p["channel_id"], p["post_id"])
+            text = clean_text(p["text"])
+            who = f"{person.display_name} (@{person.username}" + (
+                f", {person.email})" if person.email else ")")
+            content = (f"{text}\n\n---\nRequested by: {who}\nIn: {where}\n"
+                       f"Message: {link}")
+            return await tracker.create(NewTicket(
+                title=title_of(text, tracker.title_limit), content=content, requester=person,
+                ref=ref, urgency=int(p.get("urgency", 3)), fields=dict(p.get("fields") or {})))
+        except TrackerUnavailable as exc:
+            raise Retry(str(exc)) from None
+        except TrackerError as exc:
+            await self.bot.api.create_post(
+                p["channel_id"],
+                f":warning: {label(tracker.name)} refused the ticket: {exc}\n"
+                "Please contact the support team another way.",
+                root_id=p["root_id"], key=f"{entry.key}:refused", check_first=True)
+            await self.bot.store.outbox_update(entry.key, state="failed", error=str(exc))
+            return None
+
+    async def _attach(self, tracker: Tracker, ticket_id: str, file_ids: list[str]) -> None:
+        for attachment in await self._files(file_ids):
+            try:
+                await tracker.attach(ticket_id, attachment)
+            except TrackerError as exc:
+                log.warning("could not attach %s to %s #%s: %s", attachment.filename,
+                            tracker.name, ticket_id, exc)
+
+    async def _queued_notice(self, entry: OutboxEntry, reason: str) -> None:
+        if entry.notified:
+            return
+        p = entry.payload
+        name = label(p["tracker"])
+        await self.bot.api.create_post(
+            p["channel_id"],
+            f":hourglass: {name} is not reachable right now. Your request is queued and will be "
+            "filed automatically when it is back; the ticket number will follow here.",
+            root_id=p["root_id"], key=f"{entry.key}:queued", check_first=True)
+        await self.bot.store.outbox_update(entry.key, notified=True)
+
+    # --- the thread follows the ticket ----------------------------------------------------------
+    async def thread_reply(self, ctx: Context, post: Post) -> None:
+        link = await self.bot.store.ticket_by_root(post.root_id)
+        if link is None:
+            return
+        await self.outbox.put(f"comment:{post.id}", "comment", {
+            "tracker": link.tracker, "ticket_id": link.ticket_id, "post_id": post.id,
+            "user_id": post.user_id, "text": post.message, "file_ids": list(post.file_ids)})
+
+    def _lock(self, tracker: str, ticket_id: str) -> asyncio.Lock:
+        return self._locks.setdefault((tracker, ticket_id), asyncio.Lock())
+
+    async def _file_comment(self, entry: OutboxEntry) -> None:
+        p = entry.payload
+        tracker = self.trackers.get(p["tracker"])
+        if tracker is None:
+            await self.bot.store.outbox_update(entry.key, state="failed", error="no tracker")
+            return
+        person = await self._person(p["user_id"])
+        text = clean_text(p["text"])
+        try:
+            async with self._lock(p["tracker"], p["ticket_id"]):
+                comment_id = ""
+                if entry.attempts > 0 or entry.created_at < self.bot.started_at:
+                    # An earlier try may have landed: look before writing it again.
+                    for c in await tracker.comments(p["ticket_id"]):
+                        if text and text in c.text:
+                            comment_id = c.id
+                if not comment_id:
+                    comment_id = await tracker.comment(p["ticket_id"], text, person)
+                if comment_id:
+                    await self.bot.store.mark_comments_seen(p["tracker"], p["ticket_id"],
+                                                            [comment_id])
+            await self._attach(tracker, p["ticket_id"], p.get("file_ids") or [])
+        except TrackerUnavailable as exc:
+            raise Retry(str(exc)) from None
+        except TrackerError as exc:
+            log.warning("%s refused a comment on #%s: %s", tracker.name, p["ticket_id"], exc)
+            await self.bot.store.outbox_update(entry.key, state="failed", error=str(exc))
+            return
+        try:
+            await self.bot.api.add_reaction(p["post_id"], "white_check_mark")
+        except MattermostError as exc:
+            log.warning("could not confirm comment %s: %s", p["post_id"], exc)
+        await self.bot.store.outbox_update(entry.key, state="done")
+
+    # --- watching linked tickets ----------------------------------------------------------------
+    async def _watch(self) -> None:
+        bot = self.bot
+        owner = f"watch-{id(self)}"
+        while not bot.stopping:
+            try:
+                if await bot.store.take_lease("helpdesk-watch", owner,
+                                              self.settings.poll_interval * 3):
+                    await self.poll_once()
+            except Exception:
+                log.exception("ticket watch failed")
+            await bot.sleep(self.settings.poll_interval)
+
+    async def poll_once(self) -> None:
+        """Post status changes and technicians' public follow-ups into linked threads."""
+        links = await self.bot.store.tickets(open_only=True)
+        limit = asyncio.Semaphore(self.settings.concurrency)
+
+        async def one(link: TicketLink) -> None:
+            tracker = self.trackers.get(link.tracker)
+            if tracker is None:
+                return
+            async with limit:
+                try:
+                    await self._poll_ticket(tracker, link)
+                except TrackerUnavailable as exc:
+                    log.info("%s unavailable while watching #%s: %s", tracker.name,
+                             link.ticket_id, exc)
+                except TicketNotFound:
+                    log.warning("%s #%s is gone; no longer watched", tracker.name,
+                                link.ticket_id)
+                    await self.bot.store.set_ticket_status(link.tracker, link.ticket_id,
+                                                           link.status, False)
+                except (TrackerError, MattermostError) as exc:
+                    log.warning("watching %s #%s: %s", tracker.name, link.ticket_id, exc)
+
+        await asyncio.gather(*(one(link) for link in links))
+
+    async def _poll_ticket(self, tracker: Tracker, link: TicketLink) -> None:
+        api = self.bot.api
+        async with self._lock(link.tracker, link.ticket_id):
+            comments = await tracker.comments(link.ticket_id)
+            seen = await self.bot.store.seen_comments(link.tracker, link.ticket_id)
+            for c in comments:
+                if c.id in seen:
+                    continue
+                await api.create_post(
+                    link.channel_id, f":speech_balloon: **{c.author or 'Support'}** on "
+                    f"#{link.ticket_id}:\n{c.text}", root_id=link.root_id,
+                    key=f"followup:{link.tracker}:{link.ticket_id}:{c.id}", check_first=True)
+                await self.bot.store.mark_comments_seen(link.tracker, link.ticket_id, [c.id])
+        ticket = await tracker.get(link.ticket_id)
+        if ticket.status.value == link.status:
+            return
+        n = await self.bot.store.set_ticket_status(link.tracker, link.ticket_id,
+                                                   ticket.status.value, ticket.status.is_open)
+        label = ticket.status_label or ticket.status.value
+        await api.create_post(
+            link.channel_id, f":arrows_counterclockwise: Ticket **#{link.ticket_id}** is now "
+            f"**{label}** (was {link.status}).", root_id=link.root_id,
+            key=f"status:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
+        if ticket.status in (Status.SOLVED, Status.CLOSED):
+            channel_id = await api.direct_channel(link.requester_id)
+            await api.create_post(
+                channel_id, f":white_check_mark: Your ticket **#{link.ticket_id}** "
+                f"({link.title}) is {label}.\n{link.url}",
+                key=f"statusdm:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
+
+    # --- DM commands ----------------------------------------------------------------------------
+    async def _is_staff(self, user_id: str) -> bool:
+        staff = self.settings.staff
+        api = self.bot.api
+        try:
+            person = await api.user(user_id)
+        except MattermostError:
+            return False
+        if user_id in staff.users or person.get("username") in {
+                u.lstrip("@") for u in staff.users}:
+            return True
+        if staff.channels:
+            for ch in await api.my_channels():
+                if (ch["id"] in staff.channels or ch.get("name") in staff.channels) and \
+                        await api.is_member(ch["id"], user_id):
+                    return True
+        if staff.teams:
+            for team in await api.teams():
+                if (team["id"] in staff.teams or team.get("name") in staff.teams) and \
+                        await api.is_team_member(team["id"], user_id):
+                    return True
+        return False
+
+    async def status(self, ctx: Context, user_id: str, number: str,
+                     tracker: str | None = None, usage_error: bool = False) -> None:
+        if usage_error:
+            await ctx.reply("Usage: `status <number>`, for example `status 123`.")
+            return
+        name = tracker or self.default_tracker
+        t = self.trackers.get(name)
+        if t is None:
+            await ctx.reply(f"I know no tracker named `{name}`. "
+                            f"Known: {', '.join(sorted(self.trackers))}.")
+            return
+        try:
+            ticket = await t.get(number)
+        except TicketNotFound:
+            await ctx.reply(NOT_FOUND.format(number=number))
+            return
+        except TrackerUnavailable:
+            await ctx.reply(f"{label(t.name)} is not reachable right now; "
+                            "try again in a few minutes.")
+            return
+        except TrackerError as exc:
+            log.warning("status %s on %s: %s", number, t.name, exc)
+            await ctx.reply(NOT_FOUND.format(number=number))
+            return
+        if not await self._may_see(user_id, name, ticket):
+            await ctx.reply(NOT_FOUND.format(number=number))
+            return
+        updated = ticket.updated_at.strftime("%Y-%m-%d %H:%M UTC") if ticket.updated_at else "—"
+        await ctx.reply(
+            f"**#{ticket.id}** {ticket.title}\n"
+            f"Status: **{ticket.status_label or ticket.status.value}** · "
+            f"Assigned to: {ticket.assignee or 'nobody yet'} · Last update: {updated}\n"
+            f"{ticket.url}")
+
+    async def _may_see(self, user_id: str, tracker: str, ticket: Ticket) -> bool:
+        link = await self.bot.store.ticket(tracker, ticket.id)
+        if link is not None and link.requester_id == user_id:
+            return True
+        person = await self._person(user_id)
+        if ticket.requester and ticket.requester.lower() in {
+                person.username.lower(), person.email.lower()} - {""}:
+            return True
+        return await self._is_staff(user_id)
+
+    async def my_tickets(self, ctx: Context, user_id: str) -> None:
+        name = self.default_tracker
+        t = self.trackers[name]
+        person = await self._person(user_id)
+        found: dict[str, tuple[str, str, str]] = {}
+        for link in await self.bot.store.tickets(open_only=True, requester_id=user_id):
+            if link.tracker == name:
+                found[link.ticket_id] = (link.title, link.status, link.url)
+        try:
+            for ticket in await t.open_tickets(person):
+                found[ticket.id] = (ticket.title, ticket.status_label or ticket.status.value,
+                                    ticket.url)
+        except TrackerUnavailable:
+            if not found:
+                await ctx.reply(f"{label(t.name)} is not reachable right now; try again later.")
+                return
+        except TrackerError as exc:
+            log.warning("open tickets of %s: %s", person.username, exc)
+        if not found:
+            await ctx.reply("You have no open tickets.")
+            return
+        lines = [f"Your open tickets ({len(found)}):"]
+        for tid in sorted(found, key=lambda x: int(x) if x.isdigit() else 0, reverse=True):
+            title, status, url = found[tid]
+            lines.append(f"- **#{tid}** {title} — {status} — {url}")
+        await ctx.reply("\n".join(lines))

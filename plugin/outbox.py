@@ -1,0 +1,122 @@
+"""The outbox: requests to outside systems, durable until they are done.
+
+A request is written to the store before anyone is told it was accepted; a worker then carries it
+out, retrying with backoff while the outside system is down. Executors are registered per kind and
+drive an entry through its states themselves (`queued` → `filed` → `done`, or `failed`), so a
+request interrupted at any point resumes at the right step after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from .store import OutboxEntry, Store
+
+log = logging.getLogger("switchboard.outbox")
+
+Executor = Callable[[OutboxEntry], Awaitable[None]]
+
+
+class Retry(Exception):
+    """The request may succeed later; the message says why it did not now."""
+
+
+class Outbox:
+    def __init__(self, store: Store, *, concurrency: int = 16, retry_initial: float = 5.0,
+                 retry_max: float = 300.0, lease: float = 120.0) -> None:
+        self.store = store
+        self.concurrency = concurrency
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.lease = lease
+        self._executors: dict[str, Executor] = {}
+        self._on_retry: dict[str, Callable[[OutboxEntry, str], Awaitable[None]]] = {}
+        self._kick = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def register(self, kind: str, executor: Executor,
+                 on_retry: Callable[[OutboxEntry, str], Awaitable[None]] | None = None) -> None:
+        """`executor` carries out entries of `kind`; `on_retry` hears of each retryable failure."""
+        self._executors[kind] = executor
+        if on_retry is not None:
+            self._on_retry[kind] = on_retry
+
+    async def put(self, key: str, kind: str, payload: dict[str, object]) -> bool:
+        """Durably queue a request (once per key) and wake the worker."""
+        if kind not in self._executors:
+            raise ValueError(f"no executor for outbox entries of kind {kind!r}")
+        inserted = await self.store.outbox_put(key, kind, payload)
+        self._kick.set()
+        return inserted
+
+    def backoff(self, attempts: int) -> float:
+        delay: float = min(self.retry_initial * 2.0 ** attempts, self.retry_max)
+        return delay * (0.8 + 0.4 * random.random())
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Work until `stopping` is set; in-flight entries finish or resume after a restart."""
+        while not stopping.is_set():
+            self._kick.clear()
+            free = self.concurrency * 2 - len(self._running)
+            if free > 0:
+                try:
+                    due = await self.store.outbox_due(time.time(), self.lease, free)
+                except Exception:
+                    log.exception("cannot read the outbox")
+                    due = []
+                for entry in due:
+                    if entry.key not in self._running:
+                        self._start(entry)
+                if len(due) >= free:
+                    await asyncio.sleep(0)
+                    continue
+            waits = [asyncio.ensure_future(self._kick.wait()),
+                     asyncio.ensure_future(stopping.wait())]
+            await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=5)
+
+    def _start(self, entry: OutboxEntry) -> None:
+        key = entry.key
+        task = asyncio.create_task(self._process(entry), name=f"outbox-{key}")
+        self._running[key] = task
+
+        def forget(_: asyncio.Task[None]) -> None:
+            self._running.pop(key, None)
+            self._kick.set()  # a slot is free
+
+        task.add_done_callback(forget)
+
+    async def _process(self, entry: OutboxEntry) -> None:
+        executor = self._executors.get(entry.kind)
+        if executor is None:
+            log.error("outbox entry %s has unknown kind %s", entry.key, entry.kind)
+            await self.store.outbox_update(entry.key, state="failed", error="unknown kind")
+            return
+        async with self._slots:
+            try:
+                await executor(entry)
+            except Retry as exc:
+                delay = self.backoff(entry.attempts)
+                log.warning("%s %s not done (%s); retrying in %.0f s", entry.kind, entry.key,
+                            exc, delay)
+                await self.store.outbox_update(entry.key, retry_at=time.time() + delay,
+                                               error=str(exc))
+                hook = self._on_retry.get(entry.kind)
+                if hook is not None:
+                    try:
+                        await hook(entry, str(exc))
+                    except Exception:
+                        log.exception("retry notice for %s failed", entry.key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("%s %s failed", entry.kind, entry.key)
+                await self.store.outbox_update(entry.key, state="failed", error=str(exc))

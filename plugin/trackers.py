@@ -1,0 +1,35 @@
+"""Builds the configured ticket trackers (bridge/) from settings."""
+
+from __future__ import annotations
+
+from bridge.tickets import TLSOptions, Tracker
+
+from .config import GLPISettings, RedmineSettings, Settings, TLSSettings
+
+
+def _tls(t: TLSSettings) -> TLSOptions:
+    return TLSOptions(verify=not t.insecure and t.verify, ca_bundle=t.ca_bundle)
+
+
+def build_trackers(settings: Settings) -> dict[str, Tracker]:
+    """Every tracker whose settings are complete, by its configured name."""
+    out: dict[str, Tracker] = {}
+    for name, t in settings.trackers.items():
+        if not t.configured:
+            continue
+        if isinstance(t, GLPISettings):
+            from bridge.glpi import GLPITracker
+            out[name] = GLPITracker(
+                url=t.url, user_token=t.user_token.get_secret_value(),
+                app_token=t.app_token.get_secret_value(), web_url=t.web_url,
+                ticket_type=t.ticket_type, requesttypes_id=t.requesttypes_id,
+                itilcategories_id=t.itilcategories_id, entities_id=t.entities_id,
+                tls=_tls(t.tls), timeout=t.timeout, max_in_flight=t.max_in_flight, name=name)
+        elif isinstance(t, RedmineSettings):
+            from bridge.redmine import RedmineTracker
+            out[name] = RedmineTracker(
+                url=t.url, api_key=t.api_key.get_secret_value(), project=t.project,
+                tracker_id=t.tracker_id, priority_ids=dict(t.priority_ids) or None,
+                switch_user=t.switch_user, web_url=t.web_url, tls=_tls(t.tls),
+                timeout=t.timeout, max_in_flight=t.max_in_flight, name=name)
+    return out

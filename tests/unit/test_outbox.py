@@ -1,0 +1,118 @@
+"""The outbox: durable once-per-key requests, retries with backoff, resumption after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from plugin.outbox import Outbox, Retry
+from plugin.store import OutboxEntry, SQLiteStore, TicketLink
+
+
+async def run_until(outbox: Outbox, cond: object, timeout: float = 5.0) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(outbox.run(stop))
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not (await cond() if asyncio.iscoroutinefunction(cond) else cond()):  # type: ignore
+            assert asyncio.get_running_loop().time() < deadline, "timed out"
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_put_is_once_and_entries_run_to_done(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    done: list[str] = []
+
+    async def execute(entry: OutboxEntry) -> None:
+        done.append(entry.key)
+        await store.outbox_update(entry.key, state="done", result={"n": len(done)})
+
+    box = Outbox(store, concurrency=4)
+    box.register("job", execute)
+    assert await box.put("a", "job", {"x": 1})
+    assert not await box.put("a", "job", {"x": 2})
+    await box.put("b", "job", {})
+    await run_until(box, lambda: len(done) == 2)
+    entry = await store.outbox_get("a")
+    assert entry is not None and entry.state == "done" and entry.payload == {"x": 1}
+    assert await store.outbox_counts() == {"done": 2}
+    await store.close()
+
+
+async def test_retry_backs_off_and_notifies_each_time(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    calls: list[int] = []
+    notices: list[str] = []
+
+    async def flaky(entry: OutboxEntry) -> None:
+        calls.append(entry.attempts)
+        if len(calls) < 3:
+            raise Retry("down")
+        await store.outbox_update(entry.key, state="done")
+
+    async def notice(entry: OutboxEntry, reason: str) -> None:
+        notices.append(reason)
+
+    box = Outbox(store, retry_initial=0.05, retry_max=0.1)
+    box.register("job", flaky, notice)
+    await box.put("k", "job", {})
+    await run_until(box, lambda: len(calls) == 3)
+    assert calls == [0, 1, 2]
+    assert notices == ["down", "down"]
+    entry = await store.outbox_get("k")
+    assert entry is not None and entry.state == "done"
+    await store.close()
+
+
+async def test_an_unexpected_error_fails_the_entry_and_leases_die_with_the_process(
+        tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    await store.open()
+
+    async def broken(entry: OutboxEntry) -> None:
+        raise KeyError("bug")
+
+    box = Outbox(store)
+    box.register("job", broken)
+    await box.put("k", "job", {})
+    async def failed() -> bool:
+        entry = await store.outbox_get("k")
+        return entry is not None and entry.state == "failed"
+
+    await run_until(box, failed)
+    # A lease taken by a run that died does not hold up the next run.
+    await store.outbox_put("held", "job", {})
+    assert [e.key for e in await store.outbox_due(10**12, 600, 10)] == ["held"]
+    assert await store.outbox_due(10**12, 600, 10) == []
+    await store.close()
+    again = SQLiteStore(path)
+    await again.open()
+    assert [e.key for e in await again.outbox_due(10**12, 600, 10)] == ["held"]
+    await again.close()
+
+
+async def test_ticket_links_and_comments(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    link = TicketLink("glpi", "7", "c", "root", "u1", "alice", "Printer", "http://x/7", "new",
+                      0, True)
+    await store.link_ticket(link)
+    await store.link_ticket(link)
+    assert await store.ticket_by_root("root") == link
+    assert await store.linked_roots() == {"root"}
+    assert await store.set_ticket_status("glpi", "7", "solved", False) == 1
+    assert await store.tickets(open_only=True) == []
+    assert (await store.tickets(open_only=False, requester_id="u1"))[0].status == "solved"
+    await store.mark_comments_seen("glpi", "7", ["1", "2"])
+    await store.mark_comments_seen("glpi", "7", ["2"])
+    assert await store.seen_comments("glpi", "7") == {"1", "2"}
+    assert await store.take_lease("w", "me", 60)
+    assert not await store.take_lease("w", "other", 60)
+    assert await store.take_lease("w", "me", 60)
+    await store.close()
