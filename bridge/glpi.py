@@ -209,6 +209,7 @@ class GLPITracker:
         self._session: str | None = None
         self._closed = False
         self._people: dict[tuple[str, str], tuple[int, str]] = {}
+        self._lookups: dict[tuple[str, str], asyncio.Future[tuple[int, str] | None]] = {}
         self._logins: dict[int, str] = {}
 
     # -- the Tracker protocol -------------------------------------------------------------------
@@ -402,10 +403,26 @@ class GLPITracker:
             return None
 
     async def _find_user(self, person: Person) -> tuple[int, str] | None:
-        """The GLPI user (id, login) for a chat person: by email first, then by login."""
+        """The GLPI user (id, login) for a chat person: by email first, then by login.
+
+        Found users are remembered; concurrent lookups of one person share one search."""
         key = (person.email.strip().lower(), person.username.strip().lower())
         if key in self._people:
             return self._people[key]
+        pending = self._lookups.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._look_up(person, key))
+            self._lookups[key] = pending
+
+            def settled(task: asyncio.Future[tuple[int, str] | None]) -> None:
+                self._lookups.pop(key, None)
+                if not task.cancelled():
+                    task.exception()  # retrieved here too, in case every waiter went away
+
+            pending.add_done_callback(settled)
+        return await asyncio.shield(pending)
+
+    async def _look_up(self, person: Person, key: tuple[str, str]) -> tuple[int, str] | None:
         found: tuple[int, str] | None = None
         if key[0]:
             params = _criteria((_OPT_USER_EMAIL, "contains", f"^{key[0]}$"),

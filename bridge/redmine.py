@@ -10,7 +10,8 @@ The ref line lets `find_by_ref` find an issue whose creation timed out after Red
 requester line lets `open_tickets` find a person's issues when they were filed by the bot's own
 account. With `switch_user`, the key must be an administrator's: issues and notes are then
 authored (`X-Redmine-Switch-User`) by the Redmine user whose login is the chat username or whose
-email is the chat email, and by the key's own account when there is no such user.
+email is the chat email, and by the key's own account when there is no such user or when that
+user may not work in the project.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ _PENDING = frozenset({"feedback", "pending", "waiting", "on hold", "waiting for 
 _CLOSED = frozenset({"closed", "rejected", "fermé", "ferme", "rejeté", "rejete",
                      "geschlossen", "abgewiesen", "cerrado", "rechazado", "fechado", "chiuso"})
 
-#: How long a "no such Redmine user" answer is trusted before asking again (seconds).
+#: Answers to a request made as another user that say this user may not make it.
+_SWITCH_REFUSALS = frozenset({403, 404, 412, 422})
+#: How long "no such Redmine user" or "this user may not act here" is trusted (seconds).
 NEGATIVE_USER_TTL = 300.0
 #: Pages of 100 issues read at most by one search.
 MAX_PAGES = 20
@@ -182,6 +185,7 @@ class RedmineTracker:
         self._users: dict[str, tuple[_User | None, float]] = {}
         self._logins: dict[int, str] = {}
         self._can_list_users = True
+        self._cannot_act: dict[str, float] = {}
 
     async def __aenter__(self) -> RedmineTracker:
         return self
@@ -229,17 +233,27 @@ class RedmineTracker:
         raise TrackerRejected(short_error(response))
 
     async def _call(self, method: str, path: str, *, ticket: bool = False,
-                    switch: str | None = None, **kwargs: Any) -> httpx.Response:
-        """One request, acting as `switch` when given; if Redmine does not know that login
-        (412) or does not let it act (403), the request is made again as the key's account."""
+                    switch: str | None = None, headers: dict[str, str] | None = None,
+                    **kwargs: Any) -> httpx.Response:
+        """One request, acting as the user `switch` when given. When that user may not do it
+        (unknown or locked: 412; not a member of the project: 403, 404 or 422), the request is
+        made again as the key's own account, and the user is not switched to for a while."""
         if switch:
-            response = await self._send(method, path, headers={"X-Redmine-Switch-User": switch},
-                                        **kwargs)
-            if response.status_code not in (403, 412):
+            response = await self._send(
+                method, path, headers={**(headers or {}), "X-Redmine-Switch-User": switch},
+                **kwargs)
+            if response.status_code not in _SWITCH_REFUSALS:
                 self._check(response, ticket=ticket)
                 return response
-            self._forget_login(switch)
-        response = await self._send(method, path, **kwargs)
+            fallback = await self._send(method, path, headers=headers, **kwargs)
+            self._check(fallback, ticket=ticket)
+            # Only now is it clear the refusal was about the user, not the request.
+            if response.status_code == 412:
+                self._forget_login(switch)
+            else:
+                self._cannot_act[switch] = time.monotonic() + NEGATIVE_USER_TTL
+            return fallback
+        response = await self._send(method, path, headers=headers, **kwargs)
         self._check(response, ticket=ticket)
         return response
 
@@ -312,7 +326,7 @@ class RedmineTracker:
         if user_id not in self._logins:
             try:
                 data = await self._json("GET", f"/users/{user_id}.json")
-            except (_Forbidden, TicketNotFound):
+            except TrackerRejected:  # forbidden, or a user since deleted
                 data = {}
             login = (data.get("user") or {}).get("login")
             # Redmine shows a login only to administrators and to its own user.
@@ -323,7 +337,9 @@ class RedmineTracker:
         if not self.switch_user or person is None:
             return None
         user = await self._find_user(person)
-        return user.login if user else None
+        if user is None or self._cannot_act.get(user.login, 0.0) > time.monotonic():
+            return None
+        return user.login
 
     # ------------------------------------------------------------------ mapping
 

@@ -99,6 +99,7 @@ class Bot:
         self._started_ms = int(time.time() * 1000)
         self._mention = ""
         self._probe_channel = ""
+        self._outbox_counts: dict[str, int] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -193,6 +194,7 @@ class Bot:
                 pass
             try:
                 await self._flush_cursors()
+                self._outbox_counts = await self.store.outbox_counts()
                 if time.time() - last_prune > 3600:
                     last_prune = time.time()
                     await self.store.prune(time.time() - self.settings.state.retention)
@@ -509,5 +511,6 @@ class Bot:
             "last_event_age_seconds": None if age is None else round(age, 3),
             "connections": self.stream.connections,
             "handlers_queued": self.dispatcher.queued,
+            "outbox": {k: v for k, v in self._outbox_counts.items() if k in ("queued", "filed")},
             "version": __version__,
         }

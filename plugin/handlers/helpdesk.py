@@ -423,7 +423,7 @@ class Helpdesk:
                     return True
         return False
 
-    async def status(self, ctx: Context, user_id: str, number: str,
+    async def status(self, ctx: Context, user_id: str, number: str = "",
                      tracker: str | None = None, usage_error: bool = False) -> None:
         if usage_error:
             await ctx.reply("Usage: `status <number>`, for example `status 123`.")

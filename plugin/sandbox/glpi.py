@@ -196,7 +196,7 @@ def _text_of_html(value: str) -> str:
     return re.sub(r"\s+", " ", raw).strip()
 
 
-# -- search options -------------------------------------------------------------------------
+# -- search options -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class _Option:

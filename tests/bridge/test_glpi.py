@@ -74,7 +74,7 @@ def secrets_in(text: str, sim: GLPISimulator) -> list[str]:
     return [t for t in tokens if t in text]
 
 
-# -- creating ---------------------------------------------------------------------------------------
+# -- creating -------------------------------------------------------------------------------------
 
 async def test_create_sends_the_configured_fields_and_the_requester(
         sim: GLPISimulator, make: Factory) -> None:
@@ -135,11 +135,16 @@ async def test_unknown_requester_leaves_glpis_default(tracker: GLPITracker,
     assert [u["users_id"] for u in sim.ticket_users(stored["id"])] == [sim.user_id("helpdesk")]
 
 
-async def test_requester_lookups_are_cached(tracker: GLPITracker, sim: GLPISimulator) -> None:
-    await tracker.create(new_ticket(ref="r1"))
-    await tracker.create(new_ticket(ref="r2"))
+async def test_requester_lookups_are_shared_and_cached(tracker: GLPITracker,
+                                                       sim: GLPISimulator) -> None:
+    sim.latency_s = 0.02
+    await asyncio.gather(*(tracker.create(new_ticket(ref=f"r{i}")) for i in range(5)))
+    await tracker.create(new_ticket(ref="later"))
     searches = [r for r in sim.request_log if r.path.endswith("/search/User")]
     assert len(searches) == 1
+    assert len(sim.tickets()) == 6
+    assert all(u["users_id"] == sim.user_id("alice")
+               for t in sim.tickets() for u in sim.ticket_users(t["id"]))
 
 
 async def test_markdown_and_markup_arrive_as_literal_text(tracker: GLPITracker,
@@ -200,10 +205,12 @@ async def test_one_session_is_shared_by_concurrent_calls(tracker: GLPITracker,
 
 
 async def test_concurrent_first_calls_log_in_once(make: Factory, sim: GLPISimulator) -> None:
+    made = await make().create(new_ticket())
     sim.latency_s = 0.02
     tracker = make()
-    await asyncio.gather(*(tracker.open_tickets(ALICE) for _ in range(6)))
-    assert sim.login_count == 1
+    got = await asyncio.gather(*(tracker.get(made.id) for _ in range(6)))
+    assert {t.id for t in got} == {made.id}
+    assert sim.login_count == 2  # one for each tracker
 
 
 async def test_expired_session_logs_in_again_and_retries_once(tracker: GLPITracker,
@@ -252,7 +259,7 @@ async def test_aclose_without_a_session_sends_nothing(make: Factory, sim: GLPISi
     assert sim.request_log == []
 
 
-# -- configuration errors ---------------------------------------------------------------------------
+# -- configuration errors -------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("app_token", "code"), [
     ("", "ERROR_APP_TOKEN_PARAMETERS_MISSING"),
@@ -315,7 +322,7 @@ async def test_no_error_message_carries_a_token(tracker: GLPITracker, sim: GLPIS
             assert secret not in message
 
 
-# -- finding a ticket again ---------------------------------------------------------------------------
+# -- finding a ticket again -----------------------------------------------------------------------
 
 async def test_find_by_ref_after_a_create_that_timed_out(make: Factory,
                                                          sim: GLPISimulator) -> None:
@@ -366,7 +373,7 @@ async def test_ref_is_the_last_line_of_the_description(tracker: GLPITracker,
     assert content.endswith(f"<p>{REF_LABEL} mattermost-post:r9</p>")
 
 
-# -- reading ----------------------------------------------------------------------------------------
+# -- reading --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("code", "status", "label"), [
     (1, Status.NEW, "New"),
@@ -515,7 +522,7 @@ async def test_a_slow_glpi_is_unavailable(make: Factory, sim: GLPISimulator) -> 
     tracker = make(timeout=0.2)
     await tracker.open_tickets(ALICE)
     sim.latency_s = 0.6
-    with pytest.raises(TrackerUnavailable, match="did not answer within 0.2 s"):
+    with pytest.raises(TrackerUnavailable, match=r"did not answer within 0\.2 s"):
         await tracker.get("1")
 
 

@@ -30,8 +30,6 @@ from bridge.tickets import (
 )
 from tests.servers.redmine import RedmineServer, free_port, sweep_orphans
 
-pytest_plugins = ["tests.servers.fixtures"]
-
 ALICE = Person(username="alice", email="alice@sandbox.local", display_name="Alice L.")
 BOB = Person(username="bob", email="bob@sandbox.local", display_name="Bob B.")
 
@@ -104,6 +102,24 @@ async def test_unknown_requester_is_filed_by_the_key_owner(
     stored = issue(redmine_server, ticket.id)
     assert stored["priority"]["id"] == redmine_server.priority_ids[3]
     assert f"(@{stranger.username}, zed@elsewhere.test)" in stored["description"]
+
+
+async def test_a_redmine_user_outside_the_project_falls_back_to_the_key_owner(
+        tracker: RedmineTracker, redmine_server: RedmineServer) -> None:
+    login = f"dave{uuid.uuid4().hex[:8]}"
+    made = redmine_server.api("POST", "/users.json", json_body={"user": {
+        "login": login, "firstname": "Dave", "lastname": "Outsider",
+        "mail": f"{login}@sandbox.local", "password": uuid.uuid4().hex}})
+    assert made.status_code == 201, made.text
+    dave = Person(username=login)
+    ticket = await tracker.create(new_ticket(dave))  # as dave: 422, so as the admin
+    assert ticket.requester == redmine_server.admin_login
+    note = await tracker.comment(ticket.id, "from dave", author=dave)  # as dave: 403
+    journal = next(j for j in issue(redmine_server, ticket.id, "journals")["journals"]
+                   if str(j["id"]) == note)
+    assert journal["user"]["id"] == redmine_server.admin_id
+    assert journal["notes"] == "from dave"
+    assert [t.id for t in await tracker.open_tickets(dave)] == [ticket.id]
 
 
 async def test_without_priority_map_redmine_default_applies(

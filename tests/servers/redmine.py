@@ -529,7 +529,7 @@ class RedmineServer:
                 cmd, cwd=REDMINE_ROOT, env=_ruby_env(self.workdir, self.database),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 user=RUN_AS, group=RUN_AS, extra_groups=[], process_group=0,
-                preexec_fn=None)
+                preexec_fn=_die_with_parent)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -613,5 +613,6 @@ class RedmineServer:
         return _tail(self.log_path, lines)
 
 
-__all__ = ["PROJECT", "RedmineServer", "RedmineSetupError", "RedmineUser", "free_port", "sweep_orphans",
-           "install_redmine", "installed_database", "is_installed", "provisioned_database"]
+__all__ = ["PROJECT", "RedmineServer", "RedmineSetupError", "RedmineUser", "free_port",
+           "install_redmine", "installed_database", "is_installed", "provisioned_database",
+           "sweep_orphans"]

@@ -1,0 +1,189 @@
+"""End to end: helpdesk tickets from chat, through the real process, the Mattermost simulator and
+the GLPI simulator, over real sockets."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugin.sandbox.glpi import GLPISimulator, GLPISimulatorThread
+from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
+
+from .harness import BOT_TOKEN, BotProcess, replies_to, wait_until
+
+pytestmark = pytest.mark.e2e
+
+GLPI_TOKEN = "glpi-user-token-for-tests"
+HELPDESK = {"helpdesk": {"poll_interval": 0.3, "retry_initial": 0.3, "retry_max": 1.0,
+                         "staff": {"users": ["carol"]}},
+            "trackers": {"glpi": {"timeout": 2}}}
+
+
+class World:
+    def __init__(self, mm: SimulatorThread, glpi: GLPISimulatorThread, tmp: Path) -> None:
+        self.mm_thread, self.glpi_thread, self.tmp = mm, glpi, tmp
+        assert mm.simulator is not None and glpi.simulator is not None
+        self.mm: MattermostSimulator = mm.simulator
+        self.glpi: GLPISimulator = glpi.simulator
+
+    def bot(self, **settings: Any) -> BotProcess:
+        env = {"GLPI_URL": self.glpi.api_url, "GLPI_USER_TOKEN": GLPI_TOKEN,
+               "HELPDESK_TRACKER": "glpi"}
+        return BotProcess(self.mm, self.tmp, env=env, settings=settings or HELPDESK).start()
+
+    def say(self, text: str, user: str = "alice", channel: str = "helpdesk",
+            root_id: str = "", file_ids: list[str] | None = None) -> dict[str, Any]:
+        return self.mm_thread.call(self.mm.post_as(  # type: ignore[no-any-return]
+            user, channel, text, root_id=root_id, file_ids=file_ids))
+
+    def dm(self, text: str, user: str = "alice") -> dict[str, Any]:
+        return self.mm_thread.call(self.mm.dm_as(user, text))  # type: ignore[no-any-return]
+
+    def tickets(self) -> list[dict[str, Any]]:
+        return self.glpi_thread.call(self.glpi.tickets)  # type: ignore[no-any-return]
+
+    def reply(self, post: dict[str, Any], pattern: str, timeout: float = 15) -> dict[str, Any]:
+        """Wait for the bot's reply in a post's thread that matches `pattern`."""
+        def found() -> dict[str, Any] | None:
+            return next((r for r in replies_to(self.mm, post["id"])
+                         if re.search(pattern, r["message"])), None)
+        return wait_until(found, timeout, f"a reply matching {pattern!r}")  # type: ignore
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    mm = SimulatorThread(bot_token=BOT_TOKEN)
+    glpi = GLPISimulatorThread(user_token=GLPI_TOKEN)
+    mm.start()
+    glpi.start()
+    try:
+        yield World(mm, glpi, tmp_path)
+    finally:
+        glpi.stop()
+        mm.stop()
+
+
+@pytest.fixture
+def bot(world: World) -> Iterator[BotProcess]:
+    b = world.bot()
+    b.wait_ready()
+    yield b
+    if b.proc is not None and b.proc.poll() is None:
+        assert b.stop() == 0, b.log()
+
+
+def ticket_number(reply: dict[str, Any]) -> int:
+    m = re.search(r"#(\d+)", reply["message"])
+    assert m, reply["message"]
+    return int(m.group(1))
+
+
+def test_112_opens_one_ticket_and_answers_in_the_thread(world: World, bot: BotProcess) -> None:
+    p = world.say("112 printer broken\nThe one on floor 2 shows *E42* <jammed> & blinks")
+    reply = world.reply(p, r"Ticket \*\*#\d+\*\* opened in GLPI")
+    n = ticket_number(reply)
+    assert f"front/ticket.form.php?id={n}" in reply["message"]
+    tickets = world.tickets()
+    assert len(tickets) == 1
+    t = tickets[0]
+    assert t["id"] == n and t["name"] == "printer broken"
+    assert "E42" in t["content"] and "@alice" in t["content"]
+    assert f"/pl/{p['id']}" in t["content"]
+    assert t["urgency"] == 3
+    requesters = [u for u in world.glpi.ticket_users(n) if u["type"] == 1]
+    assert [u["users_id"] for u in requesters] == [world.glpi.user_id("alice")]
+    assert len(replies_to(world.mm, p["id"])) == 1
+
+
+def test_urgent_keyword_and_empty_request(world: World, bot: BotProcess) -> None:
+    p = world.say("112! server room is flooding")
+    world.reply(p, r"opened in GLPI")
+    assert world.tickets()[0]["urgency"] == 5
+    empty = world.say("112")
+    world.reply(empty, r"Describe the problem")
+    assert len(world.tickets()) == 1
+
+
+def test_thread_follows_the_ticket(world: World, bot: BotProcess) -> None:
+    p = world.say("112 VPN drops every hour")
+    n = ticket_number(world.reply(p, r"opened in GLPI"))
+    # A reply in the thread becomes a follow-up, confirmed with a reaction.
+    r = world.say("It happened again at 10:00", user="bob", root_id=p["id"])
+    wait_until(lambda: any("happened again" in f["content"]
+                           for f in world.glpi.followups(n)), 15, "the follow-up")
+    wait_until(lambda: any(x.method == "POST" and x.path == "/api/v4/reactions"
+                           for x in world.mm.request_log), 10, "the reaction")
+    # A technician's public follow-up and a status change come back into the thread.
+    world.glpi_thread.call(lambda: world.glpi.add_followup(n, "We replaced the router."))
+    world.glpi_thread.call(lambda: world.glpi.add_followup(n, "internal note", private=True))
+    world.reply(p, r"We replaced the router")
+    world.glpi_thread.call(lambda: world.glpi.set_ticket_status(n, 5))
+    world.reply(p, r"is now \*\*.*(Solved|solved)")
+    # The requester also hears of it in a DM.
+    dm_post = wait_until(lambda: next((c for c in world.mm.posts()
+                                       if "Your ticket" in c["message"]), None), 10, "the DM")
+    assert f"#{n}" in dm_post["message"]
+    alice_dm = world.dm("thanks")
+    assert dm_post["channel_id"] == alice_dm["channel_id"]
+    thread = [x["message"] for x in replies_to(world.mm, p["id"])]
+    assert not any("internal note" in m for m in thread)
+    # The bot's own follow-up was not echoed back into the thread.
+    assert not any("happened again" in m for m in thread)
+    assert r["id"]
+
+
+def test_status_and_my_tickets_only_for_the_requester_or_staff(world: World,
+                                                                bot: BotProcess) -> None:
+    p = world.say("112 monitor flickers")
+    n = ticket_number(world.reply(p, r"opened in GLPI"))
+    mine = world.dm(f"status {n}")
+    world.reply(mine, rf"\*\*#{n}\*\* monitor flickers\nStatus: \*\*")
+    hash_form = world.dm(f"#{n}")
+    world.reply(hash_form, rf"\*\*#{n}\*\*")
+    other = world.dm(f"status {n}", user="bob")
+    world.reply(other, r"not found, or it is not yours")
+    staff = world.dm(f"status {n}", user="carol")
+    world.reply(staff, rf"\*\*#{n}\*\* monitor flickers")
+    missing = world.dm("status 999")
+    world.reply(missing, r"#999 was not found")
+    bad = world.dm("status abc")
+    world.reply(bad, r"Usage: `status <number>`")
+    lst = world.dm("my tickets")
+    world.reply(lst, rf"Your open tickets \(1\):\n- \*\*#{n}\*\* monitor flickers")
+    none = world.dm("my tickets", user="bob")
+    world.reply(none, r"You have no open tickets")
+
+
+def test_tracker_down_queues_and_files_later(world: World, bot: BotProcess) -> None:
+    world.glpi_thread.call(world.glpi.set_down(True))
+    p = world.say("112 laptop will not boot")
+    world.reply(p, r"GLPI is not reachable right now\. Your request is queued")
+    assert world.tickets() == []
+    world.glpi_thread.call(world.glpi.set_down(False))
+    n = ticket_number(world.reply(p, r"opened in GLPI", timeout=20))
+    assert [t["id"] for t in world.tickets()] == [n]
+    queued = [r for r in replies_to(world.mm, p["id"]) if "queued" in r["message"]]
+    assert len(queued) == 1
+
+
+def test_a_create_that_times_out_after_committing_is_not_repeated(world: World,
+                                                                  bot: BotProcess) -> None:
+    world.glpi_thread.call(lambda: world.glpi.slow_create_after_commit(1, delay_s=4))
+    p = world.say("112 phone has no dial tone")
+    world.reply(p, r"opened in GLPI", timeout=25)
+    assert len(world.tickets()) == 1
+    assert len([r for r in replies_to(world.mm, p["id"]) if "opened" in r["message"]]) == 1
+
+
+def test_files_are_copied_to_the_ticket(world: World, bot: BotProcess) -> None:
+    fid = world.mm_thread.call(world.mm.upload_file("alice", "helpdesk", "error.txt",
+                                                    b"E42 paper jam"))
+    p = world.say("112 printer error, log attached", file_ids=[fid])
+    n = ticket_number(world.reply(p, r"opened in GLPI"))
+    docs = wait_until(lambda: world.glpi.documents(n), 10, "the document")
+    assert docs[0]["filename"] == "error.txt"
+    assert world.glpi.document_data(docs[0]["id"]) == b"E42 paper jam"
