@@ -93,7 +93,7 @@ class Bot:
             on_event=self.on_frame, on_connected=self._on_connected,
             check_token=self._token_valid, probe=self._probe,
             on_reconnect=lambda reason: self.metrics.reconnects.labels(reason).inc(),
-            on_state=lambda up: self.metrics.connected.set(1 if up else 0))
+            on_state=self._on_stream_state)
         self._stopping = asyncio.Event()
         self._fresh = False
         self._started_ms = int(time.time() * 1000)
@@ -159,6 +159,8 @@ class Bot:
     async def shutdown(self) -> None:
         grace = self.settings.dispatch.shutdown_grace
         self._stopping.set()
+        # No new clicks or webhooks while the rest winds down.
+        await self.listener.stop()
         if not await self.dispatcher.join(grace):
             log.warning("handlers still running after %.0f s; they will resume after restart",
                         grace)
@@ -172,7 +174,6 @@ class Bot:
             await self._flush_cursors()
         except Exception:
             log.exception("could not save cursors")
-        await self.listener.stop()
         await self.store.close()
         self.api.close()
 
@@ -272,6 +273,11 @@ class Bot:
             self.metrics.latency.labels("message").observe(time.monotonic() - received)
         await self.store.complete(post.id)
 
+    def _on_stream_state(self, up: bool) -> None:
+        self.metrics.connected.set(1 if up else 0)
+        if not up and not self.stopping:
+            self.cursors.freeze_all()
+
     async def _token_valid(self) -> bool:
         try:
             await self.api.login()
@@ -291,17 +297,36 @@ class Bot:
         await self.api.view_channel(self._probe_channel)
 
     async def _on_connected(self, first: bool) -> None:
-        try:
-            await self.backfill()
-        except MattermostError as exc:
-            log.error("backfill failed (%s); it is retried at the next reconnect", exc)
+        """Backfill after every (re)connect; channels that fail are tried again until they
+        succeed or the stream drops (the next connection starts over)."""
+        delay = 1.0
+        failed: set[str] | None = None
+        while not self.stopping:
+            try:
+                failed = await self.backfill(failed)
+            except MattermostError as exc:
+                log.error("backfill failed (%s); trying again in %.0f s", exc, delay)
+            except Exception:
+                log.exception("backfill failed; trying again in %.0f s", delay)
+            else:
+                if not failed:
+                    return
+                log.warning("backfill of %d channels failed; trying again in %.0f s",
+                            len(failed), delay)
+            await self.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
-    async def backfill(self) -> None:
-        """Handle what was posted while the stream was down (or the bot stopped)."""
+    async def backfill(self, only: set[str] | None = None) -> set[str]:
+        """Handle what was posted while the stream was down (or the bot stopped).
+
+        Returns the channels whose backfill failed (their cursors stay frozen)."""
         channels = await self.api.my_channels()
+        if only is not None:
+            channels = [c for c in channels if c["id"] in only]
+        else:
+            self.cursors.gap({c["id"] for c in channels})
         if channels and not self._probe_channel:
             self._probe_channel = str(channels[0]["id"])
-        await self._flush_cursors()
         cursors = await self.store.cursors()
         now_ms = int(time.time() * 1000)
         floor = now_ms - int(self.settings.backfill.max_age * 1000)
@@ -324,7 +349,6 @@ class Bot:
             since = max(cursors.get(cid, last_seen) - overlap, floor)
             async with limit:
                 posts = await self.api.posts_since(cid, since)
-            ctype = channel.get("type", "")
             for raw in posts:
                 if int(raw.get("create_at") or 0) <= since:
                     continue  # an old post that was edited
@@ -332,24 +356,32 @@ class Bot:
                     post = Post.from_dict(raw)
                 except BadPayload:
                     continue
-                sender = ""
-                if post.user_id != self.api.bot_id:
-                    try:
-                        sender = "@" + str((await self.api.user(post.user_id)).get("username"))
-                    except MattermostError:
-                        pass
                 found += 1
-                self.ingest(Message(post=post, channel_type=ctype if ctype in "OPDG" else "",
-                                    channel_name=str(channel.get("name", "")),
-                                    sender_name=sender, team_id=str(channel.get("team_id", "")),
-                                    source="backfill"), time.monotonic())
+                self.ingest(await self._rest_message(post, channel, "backfill"),
+                            time.monotonic())
+            self.cursors.filled(cid)
 
         results = await asyncio.gather(*(one(c) for c in channels), return_exceptions=True)
+        failed = set()
         for c, r in zip(channels, results, strict=True):
             if isinstance(r, Exception):
+                failed.add(c["id"])
                 log.warning("backfill of channel %s failed: %s", c.get("id"), r)
         self.metrics.messages_backfilled.inc(found)
         log.info("backfill: %d channels, %d posts re-read", len(channels), found)
+        return failed
+
+    async def _rest_message(self, post: Post, channel: dict[str, Any], source: str,
+                            attempt: int = 1) -> Message:
+        """A Message for a post read over REST, with what the stream's event would carry."""
+        sender = ""
+        if post.user_id != self.api.bot_id:
+            with contextlib.suppress(MattermostError):
+                sender = "@" + str((await self.api.user(post.user_id)).get("username"))
+        ctype = channel.get("type", "")
+        return Message(post=post, channel_type=ctype if ctype in ("O", "P", "D", "G") else "",
+                       channel_name=str(channel.get("name", "")), sender_name=sender,
+                       team_id=str(channel.get("team_id", "")), source=source, attempt=attempt)
 
     async def recover(self) -> None:
         """Re-run handlers that a previous run claimed but never finished."""
@@ -368,10 +400,7 @@ class Bot:
             attempt = await self.store.reclaim(claim.post_id)
             if not attempt:
                 continue
-            ctype = channel.get("type", "")
-            msg = Message(post=post, channel_type=ctype if ctype in "OPDG" else "",
-                          channel_name=str(channel.get("name", "")), source="recovery",
-                          attempt=attempt)
+            msg = await self._rest_message(post, channel, "recovery", attempt)
             match = self.routes.match_message(msg, self._mention)
             if match is None:
                 await self.store.complete(claim.post_id)
@@ -414,13 +443,22 @@ class Bot:
                                                         route.handler.__name__), "ephemeral_text")
 
     async def on_dialog(self, submission: DialogSubmission) -> dict[str, Any]:
+        try:
+            payload = self.signer.unpack(json.loads(submission.state or "null"))
+        except (BadSignature, ValueError):
+            log.warning("refused a dialog submission with a bad state from %s",
+                        submission.user_id)
+            raise HTTPError(403, "the dialog's state is not valid") from None
+        if payload.action != submission.callback_id:
+            raise HTTPError(403, "the dialog's state does not match its callback")
         route = self.routes.get("dialog", submission.callback_id)
         if route is None:
             raise HTTPError(404, f"no handler for dialog {submission.callback_id!r}")
-        ctx = Context(self, key=f"dialog:{submission.callback_id}:{submission.state}",
+        ctx = Context(self, key=f"dialog:{submission.callback_id}:{time.time_ns()}",
                       user_id=submission.user_id, channel_id=submission.channel_id)
         available = {"ctx": ctx, "event": submission, "submission": submission.submission,
-                     "state": submission.state, "cancelled": submission.cancelled,
+                     "payload": payload, "subject": payload.subject, "data": payload.data,
+                     "cancelled": submission.cancelled,
                      "user_id": submission.user_id, "channel_id": submission.channel_id}
         result = await self._run_interactive(route.call(available), "dialog",
                                              route.handler.__name__)

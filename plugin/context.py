@@ -10,6 +10,7 @@ handler re-run after a crash, or a post creation retried after a timeout, never 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Awaitable
@@ -123,13 +124,27 @@ class Context:
                data: dict[str, Any] | None = None, *, style: str = "default",
                ttl: float | None = None) -> dict[str, Any]:
         """A button whose click reaches the `action` handler, signed against forgery."""
+        context = self.services.signer.pack(action, subject, data, ttl)
+        # Mattermost finds the clicked action by id, so ids must differ within a post even for
+        # buttons that differ only in their data: the signature's start tells them apart.
+        tail = re.sub(r"[^A-Za-z0-9]", "", context["sig"])[:8]
         return {
-            "id": re.sub(r"[^A-Za-z0-9]", "", action + subject)[:60] or "action",
+            "id": (re.sub(r"[^A-Za-z0-9]", "", action + subject)[:40] or "action") + tail,
             "type": "button",
             "name": name,
             "style": style,
             "integration": {
                 "url": f"{self.services.public_url}/actions/{action}",
-                "context": self.services.signer.pack(action, subject, data, ttl),
+                "context": context,
             },
         }
+
+    async def open_dialog(self, trigger_id: str, callback_id: str, dialog: dict[str, Any], *,
+                          subject: str = "", data: dict[str, Any] | None = None,
+                          ttl: float = 3600) -> None:
+        """Open an interactive dialog; its submission reaches the `callback_id` handler.
+
+        The dialog's `state` is signed: a submission not opened by this bot is refused."""
+        body = dict(dialog, callback_id=callback_id, state=json.dumps(
+            self.services.signer.pack(callback_id, subject, data, ttl), separators=(",", ":")))
+        await self.api.open_dialog(trigger_id, f"{self.services.public_url}/dialogs", body)

@@ -44,7 +44,8 @@ class Post:
             raise BadPayload("post ids must be strings")
         message = d.get("message", "")
         props = d.get("props") or {}
-        return cls(
+        try:
+            return cls(
             id=pid, channel_id=cid, user_id=uid,
             message=message if isinstance(message, str) else "",
             create_at=int(d.get("create_at") or 0),
@@ -53,8 +54,10 @@ class Post:
             edit_at=int(d.get("edit_at") or 0),
             delete_at=int(d.get("delete_at") or 0),
             props=props if isinstance(props, dict) else {},
-            file_ids=tuple(d.get("file_ids") or ()),
-        )
+            file_ids=tuple(str(f) for f in d.get("file_ids") or ()),
+            )
+        except (TypeError, ValueError):
+            raise BadPayload("post fields have the wrong types") from None
 
     @property
     def thread_id(self) -> str:

@@ -45,6 +45,12 @@ class MattermostError(Exception):
                          if status else f"Mattermost unreachable on {path}: {message}")
 
 
+    @property
+    def retryable(self) -> bool:
+        """Unreachable, rate limited or a server error: the same call may work later."""
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+
 class MattermostAuthError(MattermostError):
     """401: the bot's token is wrong, expired or revoked."""
 
@@ -138,8 +144,8 @@ class MattermostAPI:
     """Async facade over the driver: each call runs on a bounded thread pool."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 10.0, retries: int = 4,
-                 max_retry_after: float = 30.0, threads: int = 8, verify: bool | str = True
-                 ) -> None:
+                 max_retry_after: float = 30.0, threads: int = 8, verify: bool | str = True,
+                 lookback: float = 24 * 3600) -> None:
         parts = urlsplit(url)
         scheme = parts.scheme or "http"
         port = parts.port or (443 if scheme == "https" else 80)
@@ -157,6 +163,8 @@ class MattermostAPI:
         }, client_cls=client_cls)
         self.driver.client.token = token
         self.base_url = url.rstrip("/")
+        #: How far back (seconds) a post's idempotency key is looked for outside threads.
+        self.lookback = lookback
         self.ws_url = ("wss" if scheme == "https" else "ws") + self.base_url[len(scheme):] \
             + "/api/v4/websocket"
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mm-rest")
@@ -267,11 +275,28 @@ class MattermostAPI:
             "/channels/members/me/view", {"channel_id": channel_id}))
 
     # --- posts --------------------------------------------------------------------------------
+    #: `?since=` answers at most this many posts, unpaged.
+    since_limit = 1000
+    page_size = 200
+
     async def posts_since(self, channel_id: str, since_ms: int) -> list[dict[str, Any]]:
         """Live posts created or changed after `since_ms`, oldest first."""
         body = await self.call(lambda d: d.posts.get_posts_for_channel(
             channel_id, params={"since": since_ms}))
-        posts = body.get("posts") or {}
+        posts: dict[str, dict[str, Any]] = body.get("posts") or {}
+        if len(posts) >= self.since_limit:
+            # The answer may be cut short: walk the channel newest first down to `since_ms`.
+            posts = {}
+            for page in range(1000):
+                params = {"page": page, "per_page": self.page_size}
+                body = await self.call(
+                    lambda d, params=params: d.posts.get_posts_for_channel(  # type: ignore[misc]
+                        channel_id, params=params))
+                batch: dict[str, dict[str, Any]] = body.get("posts") or {}
+                posts.update(batch)
+                oldest = min((int(p.get("create_at") or 0) for p in batch.values()), default=0)
+                if len(body.get("order") or []) < self.page_size or oldest <= since_ms:
+                    break
         live = [p for p in posts.values() if not p.get("delete_at")]
         live.sort(key=lambda p: (p.get("create_at", 0), p.get("id", "")))
         return live
@@ -322,7 +347,7 @@ class MattermostAPI:
             if root_id:
                 candidates = await self.thread(root_id)
             else:
-                since = int(time.time() * 1000) - 15 * 60 * 1000
+                since = int(time.time() * 1000) - int(self.lookback * 1000)
                 candidates = await self.posts_since(channel_id, since)
         except MattermostError:
             return None

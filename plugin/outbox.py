@@ -22,7 +22,10 @@ Executor = Callable[[OutboxEntry], Awaitable[None]]
 
 
 class Retry(Exception):
-    """The request may succeed later; the message says why it did not now."""
+    """The request may succeed later; the message says why it did not now.
+
+    Any exception whose `retryable` attribute is true (a tracker or Mattermost that is down)
+    counts as a Retry too; every other exception fails the entry for good."""
 
 
 class Outbox:
@@ -103,7 +106,11 @@ class Outbox:
         async with self._slots:
             try:
                 await executor(entry)
-            except Retry as exc:
+            except Exception as exc:
+                if not isinstance(exc, Retry) and not getattr(exc, "retryable", False):
+                    log.exception("%s %s failed", entry.kind, entry.key)
+                    await self.store.outbox_update(entry.key, state="failed", error=str(exc))
+                    return
                 delay = self.backoff(entry.attempts)
                 log.warning("%s %s not done (%s); retrying in %.0f s", entry.kind, entry.key,
                             exc, delay)
@@ -115,8 +122,3 @@ class Outbox:
                         await hook(entry, str(exc))
                     except Exception:
                         log.exception("retry notice for %s failed", entry.key)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("%s %s failed", entry.kind, entry.key)
-                await self.store.outbox_update(entry.key, state="failed", error=str(exc))

@@ -13,8 +13,9 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -90,6 +91,19 @@ MIGRATIONS: list[str] = [
     );
     """,
 ]
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error so the connection is never left
+    inside a transaction (which would swallow every later write)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 @dataclass(frozen=True)
@@ -213,16 +227,11 @@ class SQLiteStore:
                 f"the state file has schema version {current}, newer than this Switchboard "
                 f"understands ({len(MIGRATIONS)}); upgrade Switchboard or use another file")
         for version in range(current, len(MIGRATIONS)):
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 for statement in MIGRATIONS[version].split(";"):
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version={version + 1}")
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
     async def close(self) -> None:
         def shut() -> None:
@@ -278,12 +287,11 @@ class SQLiteStore:
         items = list(cursors.items())
 
         def go(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN")
-            db.executemany(
-                "INSERT INTO cursors(channel_id, last_create_at) VALUES (?, ?) "
-                "ON CONFLICT(channel_id) DO UPDATE SET last_create_at = "
-                "max(last_create_at, excluded.last_create_at)", items)
-            db.execute("COMMIT")
+            with _transaction(db):
+                db.executemany(
+                    "INSERT INTO cursors(channel_id, last_create_at) VALUES (?, ?) "
+                    "ON CONFLICT(channel_id) DO UPDATE SET last_create_at = "
+                    "max(last_create_at, excluded.last_create_at)", items)
 
         await self._run(go)
 
@@ -328,18 +336,13 @@ class SQLiteStore:
     async def outbox_due(self, now: float, lease: float, limit: int) -> list[OutboxEntry]:
         """Entries whose time has come, leased to the caller for `lease` seconds."""
         def go(db: sqlite3.Connection) -> list[OutboxEntry]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 rows = db.execute(
                     f"SELECT {self._OUTBOX_COLUMNS} FROM outbox "
                     "WHERE state IN ('queued', 'filed') AND next_at <= ? AND lease_until <= ? "
                     "ORDER BY next_at LIMIT ?", (now, now, limit)).fetchall()
                 db.executemany("UPDATE outbox SET lease_until = ? WHERE key = ?",
                                [(now + lease, r[0]) for r in rows])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return [self._entry(r) for r in rows]
 
         return await self._run(go)

@@ -151,6 +151,8 @@ class EventStream:
             max_queue=4096,
         ) as ws:
             self._ws = ws
+            if self._stop.is_set():
+                return  # stopped while connecting
             await self._await_hello(ws)
             self.connections += 1
             self.connected = True
@@ -206,7 +208,10 @@ class EventStream:
                 continue
             if "event" in frame:
                 self.last_event = time.monotonic()
-                on_event(frame)
+                try:
+                    on_event(frame)
+                except Exception:
+                    log.exception("an event could not be processed; skipped")
             elif "seq_reply" in frame:
                 # A reply to one of our actions, never an event.
                 self._last_reply = time.monotonic()
@@ -220,6 +225,7 @@ class EventStream:
         tick = max(0.05, min(s.ping_interval, s.probe_timeout, s.pong_timeout) / 4)
         next_ping = time.monotonic() + s.ping_interval
         probe_sent = 0.0
+        probe: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
@@ -237,14 +243,19 @@ class EventStream:
                 probe_sent = 0.0
             if not probe_sent and silent >= s.idle_probe_after:
                 probe_sent = now
-                try:
-                    await self._probe()
-                except Exception as exc:  # the probe's failure is itself a finding
-                    log.warning("liveness probe failed: %s", exc)
+                # The probe is a REST call that may retry for a while: the timers go on.
+                if probe is None or probe.done():
+                    probe = asyncio.create_task(self._run_probe(), name="liveness-probe")
             elif probe_sent and now - probe_sent > s.probe_timeout:
                 log.warning("event stream is deaf: no event for %.0f s, probe unanswered", silent)
                 await self._abort(ws)
                 raise _Reconnect("deaf")
+
+    async def _run_probe(self) -> None:
+        try:
+            await self._probe()
+        except Exception as exc:  # a failed probe is itself a finding; the timer decides
+            log.warning("liveness probe failed: %s", exc)
 
     @staticmethod
     async def _abort(ws: ClientConnection) -> None:

@@ -146,10 +146,11 @@ class Helpdesk:
                             f"`{trigger.keyword} printer on floor 2 is jammed`.")
             return
         urgent = keyword in trigger.urgent_keywords
-        full = post.message[post.message.find(keyword) + len(keyword):].strip()
+        # Replies in the thread are meant for the ticket, even before it is filed.
+        self.linked.add(post.thread_id)
         await self.outbox.put(f"ticket:{post.id}", "ticket", {
             "tracker": trigger.tracker, "post_id": post.id, "channel_id": post.channel_id,
-            "root_id": post.thread_id, "user_id": post.user_id, "text": full,
+            "root_id": post.thread_id, "user_id": post.user_id, "text": text,
             "urgency": trigger.urgent_urgency if urgent else trigger.urgency,
             "fields": trigger.fields, "file_ids": list(post.file_ids),
             "channel_type": event.channel_type, "created_ms": post.create_at,
@@ -288,19 +289,25 @@ class Helpdesk:
 
     # --- the thread follows the ticket ----------------------------------------------------------
     async def thread_reply(self, ctx: Context, post: Post) -> None:
-        link = await self.bot.store.ticket_by_root(post.root_id)
-        if link is None:
-            return
         await self.outbox.put(f"comment:{post.id}", "comment", {
-            "tracker": link.tracker, "ticket_id": link.ticket_id, "post_id": post.id,
-            "user_id": post.user_id, "text": post.message, "file_ids": list(post.file_ids)})
+            "root_id": post.root_id, "post_id": post.id, "user_id": post.user_id,
+            "text": post.message, "file_ids": list(post.file_ids)})
 
     def _lock(self, tracker: str, ticket_id: str) -> asyncio.Lock:
         return self._locks.setdefault((tracker, ticket_id), asyncio.Lock())
 
     async def _file_comment(self, entry: OutboxEntry) -> None:
-        p = entry.payload
-        tracker = self.trackers.get(p["tracker"])
+        p = dict(entry.payload)
+        link = await self.bot.store.ticket_by_root(p["root_id"])
+        if link is None:
+            opening = await self.bot.store.outbox_get(f"ticket:{p['root_id']}")
+            if opening is not None and opening.state in ("queued", "filed"):
+                raise Retry("the thread's ticket is not filed yet")
+            await self.bot.store.outbox_update(entry.key, state="failed",
+                                               error="the thread has no ticket")
+            return
+        p["tracker"], p["ticket_id"] = link.tracker, link.ticket_id
+        tracker = self.trackers.get(link.tracker)
         if tracker is None:
             await self.bot.store.outbox_update(entry.key, state="failed", error="no tracker")
             return
@@ -386,8 +393,9 @@ class Helpdesk:
         ticket = await tracker.get(link.ticket_id)
         if ticket.status.value == link.status:
             return
-        n = await self.bot.store.set_ticket_status(link.tracker, link.ticket_id,
-                                                   ticket.status.value, ticket.status.is_open)
+        # Announce first, record after: a failed post is tried again at the next poll, and the
+        # keys (one per change) keep a repeated announcement from being posted twice.
+        n = link.status_changes + 1
         label = ticket.status_label or ticket.status.value
         await api.create_post(
             link.channel_id, f":arrows_counterclockwise: Ticket **#{link.ticket_id}** is now "
@@ -399,6 +407,8 @@ class Helpdesk:
                 channel_id, f":white_check_mark: Your ticket **#{link.ticket_id}** "
                 f"({link.title}) is {label}.\n{link.url}",
                 key=f"statusdm:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
+        await self.bot.store.set_ticket_status(link.tracker, link.ticket_id,
+                                               ticket.status.value, ticket.status.is_open)
 
     # --- DM commands ----------------------------------------------------------------------------
     async def _is_staff(self, user_id: str) -> bool:

@@ -234,3 +234,26 @@ def action_context(sim: MattermostSimulator, post: dict[str, Any]) -> dict[str, 
             if isinstance(ctx, dict):
                 return ctx
     return None
+
+
+def test_outage_posts_survive_live_traffic_after_reconnect(
+        sim_thread: SimulatorThread, sim: MattermostSimulator, tmp_path: Path) -> None:
+    # No overlap: only the frozen cursor can save the outage's posts.
+    bot = BotProcess(sim, tmp_path, settings={"backfill": {"overlap_ms": 0}}).start()
+    try:
+        bot.wait_ready()
+        one_reply_each(sim, [dm(sim_thread, "ping before")])
+        before = sim.ws_connects
+        sim.set_down(True)
+        outage = [dm(sim_thread, "ping during outage"),
+                  say(sim_thread, "helpdesk", "@switchboard ping during outage")]
+        # Slow the bot's channel listing after the reconnect, so live posts arrive (and the
+        # periodic save runs) before backfill has read the gap.
+        sim.fail_next("GET", r"/teams$", 503, count=4)
+        sim.set_down(False)
+        wait_until(lambda: sim.ws_connects > before, 15, "a reconnect")
+        live = [dm(sim_thread, "ping live"),
+                say(sim_thread, "helpdesk", "@switchboard ping live")]
+        one_reply_each(sim, outage + live, timeout=30)
+    finally:
+        assert bot.stop() == 0

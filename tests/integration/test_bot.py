@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -140,3 +141,50 @@ async def test_the_bot_ignores_itself_other_bots_and_edits(st: SimulatorThread,
     await until(lambda: replies(sim, marker["id"]), 10, "the marker's reply")
     for p in (own, other_bot, hook, edited):
         assert replies(sim, p["id"]) == []
+
+
+dialogs: list[dict[str, Any]] = []
+
+
+@router.dialog("feedback")
+async def feedback(submission: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    dialogs.append(submission | data)
+    return {}
+
+
+async def test_dialog_submissions_must_carry_a_signed_state(bot: Bot) -> None:
+    import json
+
+    import httpx
+    url = f"{bot.public_url}/dialogs"
+    body = {"type": "dialog_submission", "callback_id": "feedback", "user_id": "u1",
+            "channel_id": "c1", "team_id": "t1", "submission": {"text": "hi"},
+            "cancelled": False}
+    async with httpx.AsyncClient() as http:
+        forged = await http.post(url, json=body | {"state": '{"action":"feedback"}'})
+        assert forged.status_code == 403 and dialogs == []
+        other = bot.signer.pack("otherdialog", "", {})
+        wrong = await http.post(url, json=body | {"state": json.dumps(other)})
+        assert wrong.status_code == 403
+        good = bot.signer.pack("feedback", "ticket:7", {"ticket": "7"})
+        ok = await http.post(url, json=body | {"state": json.dumps(good)})
+        assert ok.status_code == 200 and ok.json() == {}
+    assert dialogs == [{"text": "hi", "ticket": "7"}]
+
+
+async def test_buttons_in_one_post_have_distinct_valid_ids(bot: Bot) -> None:
+    ctx = Context(bot, key="k", user_id="u", channel_id="c")
+    buttons = [ctx.button(f"{h} h", "snooze", "alert7", {"h": str(h)}) for h in (1, 4, 24)]
+    ids = [b["id"] for b in buttons]
+    assert len(set(ids)) == 3
+    assert all(re.fullmatch(r"[A-Za-z0-9]+", i) for i in ids)
+
+
+async def test_malformed_events_are_skipped(st: SimulatorThread, bot: Bot) -> None:
+    import json
+    for data in ({"post": json.dumps({"id": "p", "channel_id": "c", "user_id": "u",
+                                      "create_at": "not a number"})},
+                 {"post": "{"}, None, {"post": json.dumps({"id": 5})}):
+        bot.on_frame({"event": "posted", "data": data})
+    p = await post(st, "helpdesk", "echo still")
+    await until(lambda: replies(st.simulator, p["id"]), 10, "the reply")

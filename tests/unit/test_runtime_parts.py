@@ -13,6 +13,7 @@ from plugin.logs import setup
 
 def test_cursor_is_held_before_unclaimed_posts() -> None:
     c = CursorTracker()
+    c.gap(set())
     c.observe("a", 100)
     c.hold("a", "p", 90)
     c.observe("a", 120)
@@ -23,6 +24,25 @@ def test_cursor_is_held_before_unclaimed_posts() -> None:
     c.observe("a", 110)  # older: not a change
     assert c.take_dirty() == {}
     assert c.newest == 120
+
+
+def test_cursors_stay_frozen_until_the_gap_is_read() -> None:
+    c = CursorTracker()
+    c.observe("a", 100)
+    assert c.take_dirty() == {}  # at start: nothing is saved before the first backfill
+    c.gap({"a", "b"})
+    c.observe("b", 50)
+    assert c.take_dirty() == {}
+    c.filled("a")
+    assert c.take_dirty() == {"a": 100}
+    c.freeze_all()  # the stream dropped
+    c.observe("a", 300)
+    c.filled("b")
+    assert c.take_dirty() == {}
+    c.gap({"a"})
+    assert c.take_dirty() == {"b": 50}
+    c.filled("a")
+    assert c.take_dirty() == {"a": 300}
 
 
 async def test_dispatcher_keeps_order_per_key_and_bounds_concurrency() -> None:
