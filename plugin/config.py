@@ -277,8 +277,9 @@ class HelpdeskSettings(_Model):
     #: Retries of queued requests while a tracker is down: first delay and cap, in seconds.
     retry_initial: float = Field(5.0, gt=0)
     retry_max: float = Field(300.0, gt=0)
-    #: Requests to trackers in flight at once, over all trackers.
-    concurrency: int = Field(16, ge=1, le=256)
+    #: Queued requests worked on at once. Each tracker bounds its own requests in flight
+    #: (`max_in_flight`); this is larger so that posting replies never idles a tracker.
+    concurrency: int = Field(64, ge=1, le=1024)
     #: Largest file copied from a chat message to a ticket.
     max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=0)
     staff: StaffSettings = Field(default_factory=lambda: StaffSettings())

@@ -75,6 +75,9 @@ class PooledClient(Client):  # type: ignore[misc]
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = "Switchboard"
         self.session.headers["X-Requested-With"] = "XMLHttpRequest"
+        # requests reads proxy variables and ~/.netrc on every call; read the proxies once.
+        self.session.proxies = requests.utils.get_environ_proxies(self.url)
+        self.session.trust_env = False
 
     def make_request(self, method: str, endpoint: str, options: Any = None,
                      params: Any = None, data: Any = None, files: Any = None,

@@ -36,6 +36,8 @@ class Outbox:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.lease = lease
+        #: Seconds to wait after a wake-up so that one read of the store serves a burst.
+        self.coalesce = 0.005
         self._executors: dict[str, Executor] = {}
         self._on_retry: dict[str, Callable[[OutboxEntry, str], Awaitable[None]]] = {}
         self._kick = asyncio.Event()
@@ -83,6 +85,9 @@ class Outbox:
             await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
                 w.cancel()
+            if self._kick.is_set():
+                # Requests come in bursts: gather a few before reading the store again.
+                await asyncio.sleep(self.coalesce)
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=5)
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from bridge.tickets import TLSOptions, Tracker
+from bridge.transport import AiohttpTransport
 
 from .config import GLPISettings, RedmineSettings, Settings, TLSSettings
 
 
 def _tls(t: TLSSettings) -> TLSOptions:
     return TLSOptions(verify=not t.insecure and t.verify, ca_bundle=t.ca_bundle)
+
+
+def _transport(t: TLSSettings, limit: int) -> AiohttpTransport:
+    return AiohttpTransport(verify=_tls(t).httpx_verify(), limit=limit)
 
 
 def build_trackers(settings: Settings) -> dict[str, Tracker]:
@@ -24,12 +29,14 @@ def build_trackers(settings: Settings) -> dict[str, Tracker]:
                 app_token=t.app_token.get_secret_value(), web_url=t.web_url,
                 ticket_type=t.ticket_type, requesttypes_id=t.requesttypes_id,
                 itilcategories_id=t.itilcategories_id, entities_id=t.entities_id,
-                tls=_tls(t.tls), timeout=t.timeout, max_in_flight=t.max_in_flight, name=name)
+                tls=_tls(t.tls), timeout=t.timeout, max_in_flight=t.max_in_flight, name=name,
+                transport=_transport(t.tls, t.max_in_flight))
         elif isinstance(t, RedmineSettings):
             from bridge.redmine import RedmineTracker
             out[name] = RedmineTracker(
                 url=t.url, api_key=t.api_key.get_secret_value(), project=t.project,
                 tracker_id=t.tracker_id, priority_ids=dict(t.priority_ids) or None,
                 switch_user=t.switch_user, web_url=t.web_url, tls=_tls(t.tls),
-                timeout=t.timeout, max_in_flight=t.max_in_flight, name=name)
+                timeout=t.timeout, max_in_flight=t.max_in_flight, name=name,
+                transport=_transport(t.tls, t.max_in_flight))
     return out

@@ -208,13 +208,15 @@ class Helpdesk:
             raise TrackerRejected(f"no tracker named {p['tracker']!r} is configured")
         key = entry.key
         ticket: Ticket | None = None
+        # An entry that a stopped run was working on may already have its ticket (found again
+        # by its reference) and even its reply (found again by its key).
+        resumed = entry.attempts > 0 or entry.created_at < self.bot.started_at
         if entry.state == "queued":
             ticket = await self._create(entry, tracker)
             if ticket is None:
                 return
             result = {"id": ticket.id, "title": ticket.title, "url": ticket.url,
                       "status": ticket.status.value}
-            await self.bot.store.outbox_update(key, state="filed", result=result)
             person = await self._person(p["user_id"])
             await self.bot.store.link_ticket(TicketLink(
                 p["tracker"], ticket.id, p["channel_id"], p["root_id"], p["user_id"],
@@ -222,17 +224,15 @@ class Helpdesk:
                 ticket.status.is_open))
             self.linked.add(p["root_id"])
             await self._attach(tracker, ticket.id, p.get("file_ids") or [])
-            fresh = True
         else:
             result = entry.result
-            fresh = False
         await self.bot.api.create_post(
             p["channel_id"],
             f":ticket: Ticket **#{result['id']}** opened in {label(tracker.name)}: "
             f"{result['title']}\n"
             f"{result['url']}\nReplies in this thread are added to the ticket.",
-            root_id=p["root_id"], key=f"{key}:filed", check_first=not fresh)
-        await self.bot.store.outbox_update(key, state="done")
+            root_id=p["root_id"], key=f"{key}:filed", check_first=resumed)
+        await self.bot.store.outbox_update(key, state="done", result=result)
 
     async def _create(self, entry: OutboxEntry, tracker: Tracker) -> Ticket | None:
         """Create the ticket, unless an earlier try already did; None when refused."""

@@ -134,6 +134,14 @@ class Console:
                 return
             verb = {"post_edited": "(edited)", "ephemeral_message": "(only you see this)"}
             await self.render(post, verb.get(str(event), ""))
+        elif event == "reaction_added":
+            try:
+                reaction = json.loads(data.get("reaction", "{}"))
+            except ValueError:
+                return
+            if reaction.get("user_id") != self.me.get("id"):
+                who = await self._username(str(reaction.get("user_id", "")))
+                self.out(f"    (@{who} reacted :{reaction.get('emoji_name')}:)")
 
     # --- input ----------------------------------------------------------------------------------
     def _start_reader(self, queue: asyncio.Queue[str | None]) -> None:

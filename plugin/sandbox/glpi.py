@@ -1292,11 +1292,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8066)
     parser.add_argument("--user-token", default="sandbox-glpi-user-token")
     parser.add_argument("--app-token", default="")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds added before every answer")
+    parser.add_argument("--max-concurrency", type=int, default=None,
+                        help="requests served at once; the others wait")
     args = parser.parse_args(argv)
 
     async def serve() -> None:
         sim = GLPISimulator(user_token=args.user_token, app_token=args.app_token,
-                            host=args.host, port=args.port)
+                            host=args.host, port=args.port, latency_s=args.latency,
+                            max_concurrency=args.max_concurrency)
         await sim.start()
         print(f"GLPI simulator listening on {sim.api_url}", flush=True)
         print(f"  API user: helpdesk, user token {args.user_token}")

@@ -12,11 +12,15 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from .. import logs
 from ..app import Bot, BotError
-from ..config import Config
-from ..handlers import default_routers
+from ..config import Config, GLPISettings
+from ..handlers import default_features
+from ..trackers import build_trackers
 from .console import Console
+from .glpi import GLPISimulatorThread
 from .mattermost import SimulatorThread
 
 SANDBOX_BOT_TOKEN = "sandbox-bot-token"
@@ -32,17 +36,39 @@ def run_sandbox(config: Config, *, console: bool = True) -> int:
     port = int(os.environ.get("SWITCHBOARD_SANDBOX_PORT", "0"))
     sim_thread = SimulatorThread(bot_token=SANDBOX_BOT_TOKEN, port=port)
     sim = sim_thread.start()
+    glpi_thread: GLPISimulatorThread | None = None
     try:
+        config, glpi_thread = _simulated_trackers(config)
         secret = s.security.secret.get_secret_value() or sandbox_secret(state_dir)
         with open(log_path, "a", encoding="utf-8") as log_file:
             logs.setup(s.logging.level, s.logging.format, [secret], stream=log_file)
             print(f"Switchboard sandbox: a simulated Mattermost at {sim.url}; "
                   f"the bot's log is in {log_path}.", flush=True)
-            bot = Bot(config, default_routers(), url=sim.url, token=SANDBOX_BOT_TOKEN,
-                      secret=secret)
+            if glpi_thread is not None and glpi_thread.simulator is not None:
+                print(f"A simulated GLPI answers at {glpi_thread.simulator.url}; "
+                      "try `112 printer broken` in ~helpdesk.", flush=True)
+            bot = Bot(config, default_features(config, build_trackers(config.settings)),
+                      url=sim.url, token=SANDBOX_BOT_TOKEN, secret=secret)
             return asyncio.run(_main(bot, sim.url, console))
     finally:
+        if glpi_thread is not None:
+            glpi_thread.stop()
         sim_thread.stop()
+
+
+def _simulated_trackers(config: Config) -> tuple[Config, GLPISimulatorThread | None]:
+    """Point an unconfigured GLPI tracker at a simulated GLPI, so `112 ...` works at once."""
+    s = config.settings
+    glpi = s.trackers.get("glpi")
+    if not isinstance(glpi, GLPISettings) or glpi.configured:
+        return config, None
+    thread = GLPISimulatorThread()
+    sim = thread.start()
+    simulated = glpi.model_copy(update={"url": sim.api_url,
+                                        "user_token": SecretStr(sim.user_token)})
+    trackers = dict(s.trackers) | {"glpi": simulated}
+    settings = s.model_copy(update={"trackers": trackers})
+    return config.model_copy(update={"settings": settings}), thread
 
 
 async def _main(bot: Bot, url: str, console: bool) -> int:
