@@ -5,6 +5,7 @@ Each test counts the bot's replies per message: zero lost and zero doubled is th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -257,3 +258,23 @@ def test_outage_posts_survive_live_traffic_after_reconnect(
         one_reply_each(sim, outage + live, timeout=30)
     finally:
         assert bot.stop() == 0
+
+
+def test_a_restarted_bot_does_not_answer_stale_messages(
+        sim_thread: SimulatorThread, sim: MattermostSimulator, tmp_path: Path) -> None:
+    settings = {"backfill": {"max_age": 3}}
+    first = BotProcess(sim, tmp_path, settings=settings).start()
+    first.wait_ready()
+    one_reply_each(sim, [dm(sim_thread, "ping")])
+    assert first.stop() == 0
+    stale = dm(sim_thread, "ping from long ago")
+    # Let it age past backfill.max_age: waiting is the point here.
+    wait_until(lambda: time.time() * 1000 - stale["create_at"] > 3500, 10, "the post to age")
+    fresh = dm(sim_thread, "ping fresh")
+    again = BotProcess(sim, tmp_path, settings=settings).start()
+    try:
+        again.wait_ready()
+        one_reply_each(sim, [fresh])
+        assert replies_to(sim, stale["id"]) == []
+    finally:
+        assert again.stop() == 0
