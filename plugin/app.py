@@ -15,7 +15,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from . import __version__
@@ -100,6 +100,9 @@ class Bot:
         self._mention = ""
         self._probe_channel = ""
         self._outbox_counts: dict[str, int] = {}
+        #: Where /alerts/<source> requests go (set by the alerts feature).
+        self.alert_sink: Callable[[str, Any, dict[str, str]],
+                                  Awaitable[dict[str, Any]]] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -499,6 +502,12 @@ class Bot:
         result = await self._run_interactive(route.call(available), "webhook",
                                              route.handler.__name__)
         return result if isinstance(result, dict) else {}
+
+    async def on_alert(self, source: str, body: Any, headers: dict[str, str]
+                       ) -> dict[str, Any]:
+        if self.alert_sink is None:
+            raise HTTPError(404, "alerts are not enabled")
+        return await self.alert_sink(source, body, headers)
 
     async def _run_interactive(self, call: Awaitable[Any], kind: str, name: str) -> Any:
         """Run a listener handler; past the deadline it finishes in the background."""

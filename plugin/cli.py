@@ -26,6 +26,10 @@ def _secrets(config: Config) -> list[str]:
     values = [s.mattermost.token.get_secret_value(), s.security.secret.get_secret_value()]
     values += [t.get_secret_value() for t in s.listener.slash_tokens]
     values += [t.get_secret_value() for t in s.listener.webhook_tokens.values()]
+    values.append(s.alerts.token.get_secret_value())
+    for source in s.alerts.sources.values():
+        values += [source.token.get_secret_value(), source.password.get_secret_value(),
+                   source.api_token.get_secret_value(), source.api_password.get_secret_value()]
     for tracker in s.trackers.values():
         for field in ("user_token", "app_token", "api_key"):
             secret = getattr(tracker, field, None)
@@ -112,6 +116,8 @@ def parser() -> argparse.ArgumentParser:
                 ).set_defaults(fn=cmd_check)
     with_config(sub.add_parser("doctor", help="check the connection to Mattermost")
                 ).set_defaults(fn=cmd_doctor)
+    sub.add_parser("sendevt", help="send an event to the alert listener (see sendevt --help)",
+                   add_help=False)
     c = sub.add_parser("console", help="chat with a running sandbox as a user")
     c.add_argument("--url", default="http://127.0.0.1:8065")
     c.add_argument("--channel", default="helpdesk")
@@ -120,6 +126,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sendevt"]:
+        # Its own options, in the manner of the event senders operators already script.
+        from . import sendevt
+        try:
+            return sendevt.main(argv[1:])
+        except ConfigError as exc:
+            print(f"switchboard: {exc}", file=sys.stderr)
+            return 2
     args = parser().parse_args(argv)
     try:
         code: int = args.fn(args)

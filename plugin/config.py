@@ -287,6 +287,55 @@ class HelpdeskSettings(_Model):
     default_tracker: str = ""
 
 
+class AlertSourceSettings(_Model):
+    """A monitoring system: how senders authenticate, and how to act on its alerts."""
+
+    #: Overrides alerts.token for this source's senders.
+    token: SecretStr = SecretStr("")
+    #: Basic credentials senders may present instead of the token.
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    #: The system's API, to acknowledge and silence (empty: buttons that need it are hidden).
+    url: str = ""
+    api_token: SecretStr = SecretStr("")
+    api_username: str = ""
+    api_password: SecretStr = SecretStr("")
+    tls: TLSSettings = Field(default_factory=lambda: TLSSettings())
+    timeout: float = Field(10.0, gt=0)
+
+
+class AlertRoute(_Model):
+    """Where alerts go: the first route whose conditions all hold wins."""
+
+    sources: list[str] = Field(default_factory=list)
+    min_severity: Literal["critical", "high", "warning", "info", "unknown"] = "unknown"
+    labels: dict[str, str] = Field(default_factory=dict)
+    #: A regular expression the host must match.
+    host: str = ""
+    #: `team/channel` names or channel ids.
+    channels: list[str] = Field(min_length=1)
+    #: Mentioned in the post (e.g. `@oncall`) when the severity is at least `mention_from`.
+    mention: str = ""
+    mention_from: Literal["critical", "high", "warning", "info", "unknown"] = "critical"
+
+
+class AlertSettings(_Model):
+    #: What senders present: `Authorization: Bearer <token>`.
+    token: SecretStr = SecretStr("")
+    #: `team/channel` for alerts no route takes.
+    channel: str = ""
+    routes: list[AlertRoute] = Field(default_factory=list)
+    sources: dict[str, AlertSourceSettings] = Field(default_factory=dict)
+    #: Who may press the buttons (empty everywhere: every member of the channel).
+    responders: StaffSettings = Field(default_factory=lambda: StaffSettings())
+    #: New alerts per minute from one source into one channel before they are grouped.
+    storm_per_minute: int = Field(20, ge=1)
+    #: How long an acknowledgement as a silence lasts (Alertmanager).
+    ack_duration: float = Field(24 * 3600, gt=0)
+    #: Silence durations offered in the menu, in hours.
+    silence_hours: list[float] = Field(default_factory=lambda: [1.0, 4.0, 24.0])
+
+
 class LoggingSettings(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -303,6 +352,7 @@ class Settings(_Model):
     logging: LoggingSettings = Field(default_factory=lambda: LoggingSettings())
     trackers: dict[str, TrackerSettings] = Field(default_factory=dict)
     helpdesk: HelpdeskSettings = Field(default_factory=lambda: HelpdeskSettings())
+    alerts: AlertSettings = Field(default_factory=lambda: AlertSettings())
 
     @model_validator(mode="after")
     def _triggers_name_trackers(self) -> Settings:

@@ -41,6 +41,8 @@ class Handlers(Protocol):
     async def on_dialog(self, submission: DialogSubmission) -> dict[str, Any]: ...
     async def on_slash(self, command: SlashCommand, token: str) -> dict[str, Any]: ...
     async def on_webhook(self, hook: Webhook) -> dict[str, Any]: ...
+    async def on_alert(self, source: str, body: Any, headers: dict[str, str]
+                       ) -> dict[str, Any]: ...
     def health(self) -> tuple[bool, dict[str, Any]]: ...
 
 
@@ -115,6 +117,14 @@ def build(handlers: Handlers, max_body: int) -> web.Application:
         hook = Webhook(request.match_info["name"], body, dict(request.headers))
         return _json(await handlers.on_webhook(hook))
 
+    async def alerts(request: web.Request) -> web.StreamResponse:
+        if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            body: Any = {k: str(v) for k, v in (await request.post()).items()}
+        else:
+            body = await read_json(request)
+        return _json(await handlers.on_alert(request.match_info["source"], body,
+                                             dict(request.headers)))
+
     async def healthz(request: web.Request) -> web.StreamResponse:
         ok, detail = handlers.health()
         return _json(detail | {"status": "ok" if ok else "unhealthy"}, 200 if ok else 503)
@@ -131,6 +141,7 @@ def build(handlers: Handlers, max_body: int) -> web.Application:
     app.router.add_post("/dialogs", dialog)
     app.router.add_post("/slash", slash)
     app.router.add_post("/hooks/{name}", webhook)
+    app.router.add_post("/alerts/{source}", alerts)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_route("*", "/{tail:.*}", not_found)

@@ -59,6 +59,10 @@ class Outbox:
         self._kick.set()
         return inserted
 
+    def kick(self) -> None:
+        """Wake the worker: something was queued behind its back (e.g. re-queued)."""
+        self._kick.set()
+
     def backoff(self, attempts: int) -> float:
         delay: float = min(self.retry_initial * 2.0 ** attempts, self.retry_max)
         return delay * (0.8 + 0.4 * random.random())

@@ -90,6 +90,29 @@ MIGRATIONS: list[str] = [
         until REAL NOT NULL
     );
     """,
+    # Alerts: the current state of each incident and its post, and the notes for its thread.
+    """
+    CREATE TABLE alerts (
+        source TEXT NOT NULL,
+        key TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        post_id TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL,
+        revision INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (source, key)
+    );
+    CREATE INDEX alerts_channel_created ON alerts(channel_id, created_at);
+    CREATE TABLE alert_notes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        source TEXT NOT NULL,
+        key TEXT NOT NULL,
+        text TEXT NOT NULL,
+        posted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX alert_notes_pending ON alert_notes(source, key, posted);
+    """,
 ]
 
 
@@ -147,6 +170,19 @@ class TicketLink:
     open: bool
 
 
+@dataclass(frozen=True)
+class AlertRecord:
+    """An incident's durable state: where its post is, and everything shown on it."""
+
+    source: str
+    key: str
+    channel_id: str
+    post_id: str
+    state: dict[str, Any]
+    revision: int
+    created_at: float
+
+
 class Store(Protocol):
     """What the runtime needs from durable state."""
 
@@ -181,6 +217,16 @@ class Store(Protocol):
                                  comment_ids: list[str]) -> None: ...
     async def seen_comments(self, tracker: str, ticket_id: str) -> set[str]: ...
     async def take_lease(self, name: str, owner: str, seconds: float) -> bool: ...
+    async def outbox_requeue(self, key: str, kind: str, payload: dict[str, Any]) -> None: ...
+    async def outbox_finish(self, key: str, revision: int) -> bool: ...
+    async def alert(self, source: str, key: str) -> AlertRecord | None: ...
+    async def save_alert(self, source: str, key: str, channel_id: str, state: dict[str, Any],
+                         notes: list[str] = ...) -> AlertRecord: ...
+    async def set_alert_post(self, source: str, key: str, post_id: str) -> None: ...
+    async def alert_notes(self, source: str, key: str) -> list[tuple[int, str]]: ...
+    async def note_posted(self, note_id: int) -> None: ...
+    async def mark_notes_posted(self, source: str, key: str) -> None: ...
+    async def alerts_created_since(self, channel_id: str, since: float) -> int: ...
 
 
 class SQLiteStore:
@@ -458,3 +504,92 @@ class SQLiteStore:
             "ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until "
             "WHERE leases.until < ? OR leases.owner = excluded.owner",
             (name, owner, now + seconds, now)).rowcount == 1)
+
+    async def outbox_requeue(self, key: str, kind: str, payload: dict[str, Any]) -> None:
+        """Queue a request, or queue it again (now, fresh) when it was queued before."""
+        now = time.time()
+        body = json.dumps(payload)
+        await self._run(lambda db: db.execute(
+            "INSERT INTO outbox(key, kind, payload, state, next_at, created_at) "
+            "VALUES (?, ?, ?, 'queued', ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "payload = excluded.payload, next_at = min(outbox.next_at, excluded.next_at), "
+            "state = 'queued', attempts = 0, last_error = ''", (key, kind, body, now, now)))
+
+    # --- alerts -------------------------------------------------------------------------------
+    _ALERT_COLUMNS = "source, key, channel_id, post_id, state, revision, created_at"
+
+    @staticmethod
+    def _alert(row: tuple[Any, ...]) -> AlertRecord:
+        source, key, channel_id, post_id, state, revision, created_at = row
+        return AlertRecord(source, key, channel_id, post_id, json.loads(state), int(revision),
+                           float(created_at))
+
+    async def alert(self, source: str, key: str) -> AlertRecord | None:
+        row = await self._run(lambda db: db.execute(
+            f"SELECT {self._ALERT_COLUMNS} FROM alerts WHERE source = ? AND key = ?",
+            (source, key)).fetchone())
+        return None if row is None else self._alert(row)
+
+    async def save_alert(self, source: str, key: str, channel_id: str, state: dict[str, Any],
+                         notes: list[str] | None = None) -> AlertRecord:
+        """Store an incident's new state (revision + 1) and its new thread notes, at once."""
+        now = time.time()
+        body = json.dumps(state)
+
+        def go(db: sqlite3.Connection) -> AlertRecord:
+            with _transaction(db):
+                db.execute(
+                    "INSERT INTO alerts(source, key, channel_id, state, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(source, key) DO UPDATE SET "
+                    "state = excluded.state, revision = alerts.revision + 1, "
+                    "updated_at = excluded.updated_at",
+                    (source, key, channel_id, body, now, now))
+                db.executemany("INSERT INTO alert_notes(source, key, text) VALUES (?, ?, ?)",
+                               [(source, key, n) for n in notes or []])
+                row = db.execute(
+                    f"SELECT {self._ALERT_COLUMNS} FROM alerts WHERE source = ? AND key = ?",
+                    (source, key)).fetchone()
+            return self._alert(row)
+
+        return await self._run(go)
+
+    async def set_alert_post(self, source: str, key: str, post_id: str) -> None:
+        await self._run(lambda db: db.execute(
+            "UPDATE alerts SET post_id = ? WHERE source = ? AND key = ?", (post_id, source, key)))
+
+    async def alert_notes(self, source: str, key: str) -> list[tuple[int, str]]:
+        """Notes not yet posted in the incident's thread, oldest first."""
+        rows = await self._run(lambda db: db.execute(
+            "SELECT id, text FROM alert_notes WHERE source = ? AND key = ? AND posted = 0 "
+            "ORDER BY id", (source, key)).fetchall())
+        return [(int(i), str(t)) for i, t in rows]
+
+    async def note_posted(self, note_id: int) -> None:
+        await self._run(lambda db: db.execute(
+            "UPDATE alert_notes SET posted = 1 WHERE id = ?", (note_id,)))
+
+    async def alerts_created_since(self, channel_id: str, since: float) -> int:
+        row = await self._run(lambda db: db.execute(
+            "SELECT count(*) FROM alerts WHERE channel_id = ? AND created_at >= ?",
+            (channel_id, since)).fetchone())
+        return int(row[0])
+
+    async def outbox_finish(self, key: str, revision: int) -> bool:
+        """Mark a re-queueable entry done, unless it was queued again for a later revision
+        meanwhile (then it is released to run again); True when done."""
+        def go(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                done = db.execute(
+                    "UPDATE outbox SET state = 'done', lease_until = 0 WHERE key = ? AND "
+                    "coalesce(json_extract(payload, '$.revision'), 0) <= ?",
+                    (key, revision)).rowcount == 1
+                if not done:
+                    db.execute("UPDATE outbox SET lease_until = 0 WHERE key = ?", (key,))
+            return done
+
+        return await self._run(go)
+
+    async def mark_notes_posted(self, source: str, key: str) -> None:
+        """For incidents without a post of their own (grouped into a digest)."""
+        await self._run(lambda db: db.execute(
+            "UPDATE alert_notes SET posted = 1 WHERE source = ? AND key = ?", (source, key)))

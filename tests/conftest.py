@@ -1,3 +1,3 @@
-"""Shared fixtures: the real Redmine server (installed and started once per test run)."""
+"""Shared fixtures: the real servers (installed and started once per test run)."""
 
-pytest_plugins = ["tests.servers.fixtures"]
+pytest_plugins = ["tests.servers.fixtures", "tests.servers.alertmanager_fixture"]

@@ -9,6 +9,7 @@ from bridge.tickets import Tracker
 from ..config import Config
 from ..router import Router
 from . import core
+from .alerts import Alerts
 from .helpdesk import Helpdesk
 
 if TYPE_CHECKING:
@@ -17,7 +18,10 @@ if TYPE_CHECKING:
 
 def default_features(config: Config, trackers: dict[str, Tracker]) -> list[Router | Feature]:
     """Feature routers first; the core router (help, fallbacks) last, so features win."""
-    return [Helpdesk(config.settings.helpdesk, trackers), core.router]
+    from ..monitoring import build_parsers, build_sources
+    s = config.settings
+    return [Helpdesk(s.helpdesk, trackers),
+            Alerts(s.alerts, build_parsers(), build_sources(s.alerts), trackers), core.router]
 
 
 def default_routers() -> list[Router]:

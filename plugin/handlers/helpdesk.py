@@ -32,6 +32,7 @@ from bridge.tickets import (
 )
 
 from .. import filters as F
+from ..access import Membership
 from ..config import HelpdeskSettings, Trigger
 from ..context import Context
 from ..events import Message, Post
@@ -74,6 +75,7 @@ class Helpdesk:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._bot: Bot | None = None
         self._outbox: Outbox | None = None
+        self._staff: Membership | None = None
         self.default_tracker = settings.default_tracker or next(
             (t.tracker for t in settings.triggers if t.tracker in trackers), "")
         self._declare()
@@ -412,26 +414,9 @@ class Helpdesk:
 
     # --- DM commands ----------------------------------------------------------------------------
     async def _is_staff(self, user_id: str) -> bool:
-        staff = self.settings.staff
-        api = self.bot.api
-        try:
-            person = await api.user(user_id)
-        except MattermostError:
-            return False
-        if user_id in staff.users or person.get("username") in {
-                u.lstrip("@") for u in staff.users}:
-            return True
-        if staff.channels:
-            for ch in await api.my_channels():
-                if (ch["id"] in staff.channels or ch.get("name") in staff.channels) and \
-                        await api.is_member(ch["id"], user_id):
-                    return True
-        if staff.teams:
-            for team in await api.teams():
-                if (team["id"] in staff.teams or team.get("name") in staff.teams) and \
-                        await api.is_team_member(team["id"], user_id):
-                    return True
-        return False
+        if self._staff is None:
+            self._staff = Membership(self.bot.api, self.settings.staff)
+        return not self._staff.anyone and await self._staff.includes(user_id)
 
     async def status(self, ctx: Context, user_id: str, number: str = "",
                      tracker: str | None = None, usage_error: bool = False) -> None:

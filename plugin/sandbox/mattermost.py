@@ -239,6 +239,26 @@ class MattermostSimulator:
             return err.status, err.body(new_id())
         return 200, body
 
+    def dialogs(self, username: str) -> list[JSON]:
+        """Dialogs opened for `username` ({trigger_id, url, dialog}), oldest first."""
+        uid = self._core.user_named(username).id
+        return [payload for user_id, payload in self._integrations.opened_dialogs
+                if user_id == uid]
+
+    async def submit_dialog(self, username: str, opened: JSON, submission: JSON, *,
+                            channel: str = "", cancelled: bool = False) -> tuple[int, JSON]:
+        """Submit (or cancel) an opened dialog as `username`, as the web client does."""
+        dialog = opened["dialog"]
+        body = {"url": opened["url"], "callback_id": dialog.get("callback_id", ""),
+                "state": dialog.get("state", ""),
+                "channel_id": self._core.channel_ref(channel).id if channel else "",
+                "team_id": self.team_id, "submission": submission, "cancelled": cancelled}
+        try:
+            return 200, await self._integrations.submit_dialog(
+                self._core.user_named(username), body)
+        except AppError as err:
+            return err.status, err.body(new_id())
+
     # -- what happened ------------------------------------------------------------------------
 
     def posts(self, channel: str | None = None) -> list[JSON]:

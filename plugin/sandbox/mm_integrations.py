@@ -167,6 +167,8 @@ class Integrations:
     outgoing: dict[str, OutgoingHook] = field(default_factory=dict)
     incoming: dict[str, IncomingHook] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Dialogs opened so far: (user id, what the user's client received).
+    opened_dialogs: list[tuple[str, JSON]] = field(default_factory=list)
     _key: bytes = field(default_factory=lambda: os.urandom(32))
 
     def __post_init__(self) -> None:
@@ -346,6 +348,7 @@ class Integrations:
         payload = {"trigger_id": client_id, "url": url,
                    "dialog": normalise_dialog(dialog if isinstance(dialog, dict) else {})}
         self.core.hub.publish("open_dialog", {"dialog": go_json(payload)}, user_id=user_id)
+        self.opened_dialogs.append((user_id, payload))
         return {"status": "OK"}
 
     async def submit_dialog(self, user: User, body: Any) -> JSON:

@@ -1,0 +1,38 @@
+"""Builds the alert parsers (one per `/alerts/<source>` route) and the clients that act on
+alerts, from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bridge.alerts import Alert, AlertSource
+from bridge.generic import GenericCallback, parse_generic
+from bridge.tickets import TLSOptions
+
+from .config import AlertSettings, TLSSettings
+
+Parser = Callable[[Any], list[Alert]]
+
+
+def _verify(t: TLSSettings) -> Any:
+    return TLSOptions(verify=not t.insecure and t.verify, ca_bundle=t.ca_bundle).httpx_verify()
+
+
+def build_parsers() -> dict[str, Parser]:
+    from bridge.alertmanager import parse_alertmanager
+    return {"generic": parse_generic, "alertmanager": parse_alertmanager}
+
+
+def build_sources(settings: AlertSettings) -> dict[str, AlertSource]:
+    """A client per source whose API is configured; generic alerts use their callback URL."""
+    out: dict[str, AlertSource] = {"generic": GenericCallback()}
+    conf = settings.sources
+    am = conf.get("alertmanager")
+    if am is not None and am.url:
+        from bridge.alertmanager import AlertmanagerClient
+        out["alertmanager"] = AlertmanagerClient(
+            url=am.url, username=am.api_username, password=am.api_password.get_secret_value(),
+            bearer=am.api_token.get_secret_value(), timeout=am.timeout, verify=_verify(am.tls),
+            ack_duration=settings.ack_duration)
+    return out

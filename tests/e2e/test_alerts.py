@@ -1,0 +1,243 @@
+"""End to end: alerts posted to the real process become one live post each, with buttons whose
+clicks go through the Mattermost simulator's click path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from plugin.sandbox.glpi import GLPISimulatorThread
+from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
+
+from .harness import BOT_TOKEN, BotProcess, wait_until
+
+pytestmark = pytest.mark.e2e
+
+ALERTS_TOKEN = "alerts-token-for-tests-0123"
+GLPI_TOKEN = "glpi-token-for-alert-tests"
+
+
+class Env:
+    def __init__(self, tmp: Path, **settings: Any) -> None:
+        self.mm_thread = SimulatorThread(bot_token=BOT_TOKEN)
+        self.mm: MattermostSimulator = self.mm_thread.start()
+        self.glpi_thread = GLPISimulatorThread(user_token=GLPI_TOKEN)
+        self.glpi = self.glpi_thread.start()
+        self.bot = BotProcess(self.mm, tmp, settings=settings, env={
+            "ALERTS_TOKEN": ALERTS_TOKEN, "ALERTS_CHANNEL": "sandbox/town-square",
+            "GLPI_URL": self.glpi.api_url, "GLPI_USER_TOKEN": GLPI_TOKEN}).start()
+        self.bot.wait_ready()
+
+    def close(self) -> None:
+        try:
+            if self.bot.proc is not None and self.bot.proc.poll() is None:
+                assert self.bot.stop() == 0, self.bot.log()
+        finally:
+            self.glpi_thread.stop()
+            self.mm_thread.stop()
+
+    def send(self, body: Any, token: str = ALERTS_TOKEN, source: str = "generic"
+             ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.post(f"{self.bot.url}/alerts/{source}", json=body, headers=headers,
+                          timeout=10)
+
+    def alert_posts(self) -> list[dict[str, Any]]:
+        return [p for p in self.mm_thread.call(lambda: self.mm.posts("town-square"))
+                if p["user_id"] == self.mm.bot_id and not p.get("root_id")]
+
+    def post(self, title: str, timeout: float = 15) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            return next((p for p in self.alert_posts()
+                         if title in p["props"]["attachments"][0]["title"]), None)
+        return wait_until(find, timeout, f"the post of {title!r}")  # type: ignore[no-any-return]
+
+    def thread(self, post: dict[str, Any]) -> list[str]:
+        return [p["message"] for p in self.mm_thread.call(lambda: self.mm.posts("town-square"))
+                if p.get("root_id") == post["id"]]
+
+    def buttons(self, post: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {a["name"]: a for a in post["props"]["attachments"][0].get("actions") or []}
+
+    def click(self, user: str, post: dict[str, Any], name: str,
+              option: str | None = None) -> tuple[int, Any]:
+        action = self.buttons(post)[name]
+        return self.mm_thread.call(  # type: ignore[no-any-return]
+            self.mm.click(user, post["id"], action["id"], option))
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    e.close()
+
+
+DISK = {"key": "disk-db1", "title": "Disk full on db1", "severity": "critical", "host": "db1",
+        "text": "/var at 97%"}
+
+
+def field(post: dict[str, Any], name: str) -> str:
+    return next((f["value"] for f in post["props"]["attachments"][0]["fields"]
+                 if f["title"] == name), "")
+
+
+def test_senders_must_authenticate_and_send_well_formed_alerts(env: Env) -> None:
+    assert env.send(DISK, token="").status_code == 401
+    wrong = env.send(DISK, token="not-the-token")
+    assert wrong.status_code == 401 and wrong.json()["error"]
+    bad = env.send({"title": "x", "status": "sideways"})
+    assert bad.status_code == 400 and "status" in bad.json()["error"]
+    assert env.send({"no": "title"}).status_code == 400
+    assert httpx.post(f"{env.bot.url}/alerts/generic", content=b"{oops", timeout=5,
+                      headers={"Authorization": f"Bearer {ALERTS_TOKEN}",
+                               "Content-Type": "application/json"}).status_code == 400
+    assert env.send(DISK, source="nosuch").status_code == 404
+    assert env.alert_posts() == []
+    assert ALERTS_TOKEN not in env.bot.log()
+
+
+def test_one_live_post_per_alert_from_firing_to_resolved(env: Env) -> None:
+    assert env.send(DISK).json() == {"accepted": 1, "ignored": 0}
+    post = env.post("Disk full on db1")
+    att = post["props"]["attachments"][0]
+    assert att["color"] == "#b71c1c" and field(post, "Status") == "Firing"
+    assert field(post, "Host") == "db1" and att["text"] == "/var at 97%"
+    assert set(env.buttons(post)) == {"Acknowledge", "Open ticket"}
+    # A repeat changes nothing.
+    assert env.send(DISK).json() == {"accepted": 0, "ignored": 1}
+    # Acknowledge: the post says who, and the thread tells it.
+    status, body = env.click("alice", post, "Acknowledge")
+    assert status == 200, body
+    post = wait_until(lambda: (p := env.post("Disk full on db1"))
+                      and "Acknowledged by @alice" in field(p, "Status") and p, 10, "the ack")
+    assert "Unacknowledge" in env.buttons(post)
+    wait_until(lambda: any("Acknowledged by @alice" in m for m in env.thread(post)), 10,
+               "the thread note")
+    # Resolved: green, no buttons, and the thread says so; one post throughout.
+    env.send(dict(DISK, status="resolved"))
+    post = wait_until(lambda: (p := env.post("Disk full on db1"))
+                      and field(p, "Status") == "Resolved" and p, 10, "the recovery")
+    assert post["props"]["attachments"][0]["color"] == "#2e7d32"
+    assert "actions" not in post["props"]["attachments"][0] or \
+        not post["props"]["attachments"][0]["actions"]
+    wait_until(lambda: any("Resolved at" in m for m in env.thread(post)), 10, "resolved note")
+    assert len(env.alert_posts()) == 1
+    # A recovery for an alert never seen is dropped.
+    assert env.send({"key": "never", "title": "Ghost", "status": "resolved"}).json() == {
+        "accepted": 0, "ignored": 1}
+
+
+def test_replayed_forged_and_late_clicks_are_refused(env: Env) -> None:
+    env.send(DISK)
+    post = env.post("Disk full on db1")
+    stored = next(p for p in env.mm.posts("town-square") if p["id"] == post["id"])
+    ack_action = next(a for a in stored["props"]["attachments"][0]["actions"]
+                      if a["name"] == "Acknowledge")
+    ctx = ack_action["integration"]["context"]
+    url = ack_action["integration"]["url"]
+    click = {"user_id": env.mm.user_id("bob"), "user_name": "bob", "post_id": post["id"],
+             "channel_id": post["channel_id"], "trigger_id": "t", "type": "button",
+             "context": ctx}
+    tampered = httpx.post(url, json=dict(click, context=dict(ctx, subject="generic|other")),
+                          timeout=5)
+    assert tampered.status_code == 403
+    first = httpx.post(url, json=click, timeout=5)
+    assert first.status_code == 200 and first.json()["ephemeral_text"]
+    again = httpx.post(url, json=dict(click, user_name="carol"), timeout=5)
+    assert again.json() == {"ephemeral_text": "Already acknowledged by @bob."}
+    wait_until(lambda: "Acknowledged by @bob" in field(env.post("Disk full on db1"), "Status"),
+               10, "the ack")
+    # Unacknowledge, then replay the old Acknowledge: out of date, nothing changes.
+    post = env.post("Disk full on db1")
+    assert env.click("alice", post, "Unacknowledge")[0] == 200
+    wait_until(lambda: field(env.post("Disk full on db1"), "Status") == "Firing", 10, "unack")
+    replay = httpx.post(url, json=click, timeout=5)
+    assert replay.status_code == 403
+    assert field(env.post("Disk full on db1"), "Status") == "Firing"
+
+
+def test_open_ticket_from_an_alert(env: Env) -> None:
+    env.send(DISK)
+    post = env.post("Disk full on db1")
+    assert env.click("alice", post, "Open ticket")[0] == 200
+    opened = wait_until(lambda: env.mm.dialogs("alice"), 10, "the dialog")[0]
+    elements = {e["name"]: e for e in opened["dialog"]["elements"]}
+    assert elements["title"]["default"] == "Disk full on db1"
+    status, body = env.mm_thread.call(env.mm.submit_dialog(
+        "alice", opened, {"title": "Disk full on db1", "details": "please extend /var"},
+        channel="town-square"))
+    assert status == 200 and body == {}, body
+    post = wait_until(lambda: (p := env.post("Disk full on db1")) and field(p, "Ticket") and p,
+                      15, "the ticket on the post")
+    tickets = env.glpi_thread.call(env.glpi.tickets)
+    assert len(tickets) == 1 and tickets[0]["name"] == "Disk full on db1"
+    assert f"#{tickets[0]['id']}" in field(post, "Ticket")
+    assert "Open ticket" not in env.buttons(post)
+
+
+def test_only_responders_may_act(tmp_path: Path) -> None:
+    e = Env(tmp_path, alerts={"responders": {"users": ["alice"]}})
+    try:
+        e.send(DISK)
+        post = e.post("Disk full on db1")
+        assert e.click("bob", post, "Acknowledge")[0] == 200
+        wait_until(lambda: any("not among" in x["message"] for x in e.mm.ephemerals("bob")),
+                   10, "bob's refusal")
+        assert field(e.post("Disk full on db1"), "Status") == "Firing"
+        assert e.click("alice", post, "Acknowledge")[0] == 200
+        wait_until(lambda: "@alice" in field(e.post("Disk full on db1"), "Status"), 10, "ack")
+    finally:
+        e.close()
+
+
+def test_an_alert_storm_is_grouped(tmp_path: Path) -> None:
+    e = Env(tmp_path, alerts={"storm_per_minute": 3})
+    try:
+        for i in range(10):
+            assert e.send({"key": f"cpu{i}", "title": f"CPU high on web{i}",
+                           "severity": "warning"}).status_code == 200
+        digest = wait_until(lambda: next((p for p in e.alert_posts() if "Alert storm" in
+                                          p["props"]["attachments"][0]["title"]), None), 15,
+                            "the digest")
+        wait_until(lambda: len(e.alert_posts()) == 4, 10, "3 posts and a digest")
+        wait_until(lambda: "7 more alerts" in next(
+            p for p in e.alert_posts() if p["id"] == digest["id"])["props"]["attachments"][0][
+            "title"], 10, "the digest to count 7")
+    finally:
+        e.close()
+
+
+def test_sendevt_from_pairs_and_from_standard_input(env: Env) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from .harness import ROOT
+    run_env = dict(os.environ, SWITCHBOARD_ALERTS_TOKEN=ALERTS_TOKEN, PYTHONPATH=str(ROOT))
+
+    def sendevt(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "plugin.cli", "sendevt",
+                               "--server", env.bot.url, *args], input=stdin, text=True,
+                              capture_output=True, env=run_env, timeout=60)
+
+    dry = sendevt("--dry-run", "title=Fan failure", "host=sw1", "labels.rack=A3")
+    assert dry.returncode == 0 and '"rack": "A3"' in dry.stdout
+    assert env.alert_posts() == []
+    sent = sendevt("title=Fan failure", "severity=high", "host=sw1", "key=fan-sw1")
+    assert sent.returncode == 0, sent.stderr
+    assert env.post("Fan failure")["props"]["attachments"][0]["color"] == "#e53935"
+    trap = sendevt(stdin="SNMPv2-MIB::linkDown ifIndex=3\nagent 10.0.0.1\n")
+    assert trap.returncode == 0, trap.stderr
+    assert "agent 10.0.0.1" in env.post("SNMPv2-MIB::linkDown")["props"]["attachments"][0]["text"]
+    refused = subprocess.run([sys.executable, "-m", "plugin.cli", "sendevt", "--server",
+                              env.bot.url, "title=x"], text=True, capture_output=True,
+                             env=dict(run_env, SWITCHBOARD_ALERTS_TOKEN="wrong"), timeout=60)
+    assert refused.returncode == 3 and "refused (401)" in refused.stderr
+    down = sendevt("--server", "http://127.0.0.1:9", "--max-retry", "1", "--retry-interval",
+                   "0.1", "title=x")
+    assert down.returncode == 4 and "gave up after 2 tries" in down.stderr
