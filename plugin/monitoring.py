@@ -21,7 +21,10 @@ def _verify(t: TLSSettings) -> Any:
 
 def build_parsers() -> dict[str, Parser]:
     from bridge.alertmanager import parse_alertmanager
-    return {"generic": parse_generic, "alertmanager": parse_alertmanager}
+    from bridge.icinga import parse_nagios
+    from bridge.zabbix import parse_zabbix
+    return {"generic": parse_generic, "alertmanager": parse_alertmanager,
+            "zabbix": parse_zabbix, "nagios": parse_nagios}
 
 
 def build_sources(settings: AlertSettings) -> dict[str, AlertSource]:
@@ -35,4 +38,15 @@ def build_sources(settings: AlertSettings) -> dict[str, AlertSource]:
             url=am.url, username=am.api_username, password=am.api_password.get_secret_value(),
             bearer=am.api_token.get_secret_value(), timeout=am.timeout, verify=_verify(am.tls),
             ack_duration=settings.ack_duration)
+    zb = conf.get("zabbix")
+    if zb is not None and zb.url and zb.api_token.get_secret_value():
+        from bridge.zabbix import ZabbixClient
+        out["zabbix"] = ZabbixClient(url=zb.url, api_token=zb.api_token.get_secret_value(),
+                                     timeout=zb.timeout, verify=_verify(zb.tls))
+    ic = conf.get("nagios")
+    if ic is not None and ic.url and ic.api_username:
+        from bridge.icinga import IcingaClient
+        out["nagios"] = IcingaClient(url=ic.url, username=ic.api_username,
+                                     password=ic.api_password.get_secret_value(),
+                                     timeout=ic.timeout, verify=_verify(ic.tls), name="nagios")
     return out

@@ -212,6 +212,9 @@ class Alerts:
             return False  # a repeat of what the post already shows
         elif alert.severity != old.severity:
             notes.append(f"Severity is now {alert.severity.value} (was {old.severity.value}).")
+        if not alert.text and old.text:
+            # A recovery often says less than the problem did: keep what the post showed.
+            alert = dataclasses.replace(alert, text=old.text)
         state["alert"] = alert_to_json(alert)
         if state.get("digest"):
             await self._digest_member_changed(state["digest"], alert)

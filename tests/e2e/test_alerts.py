@@ -22,14 +22,15 @@ GLPI_TOKEN = "glpi-token-for-alert-tests"
 
 
 class Env:
-    def __init__(self, tmp: Path, **settings: Any) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None, **settings: Any) -> None:
         self.mm_thread = SimulatorThread(bot_token=BOT_TOKEN)
         self.mm: MattermostSimulator = self.mm_thread.start()
         self.glpi_thread = GLPISimulatorThread(user_token=GLPI_TOKEN)
         self.glpi = self.glpi_thread.start()
         self.bot = BotProcess(self.mm, tmp, settings=settings, env={
             "ALERTS_TOKEN": ALERTS_TOKEN, "ALERTS_CHANNEL": "sandbox/town-square",
-            "GLPI_URL": self.glpi.api_url, "GLPI_USER_TOKEN": GLPI_TOKEN}).start()
+            "GLPI_URL": self.glpi.api_url, "GLPI_USER_TOKEN": GLPI_TOKEN, **(env or {})}
+            ).start()
         self.bot.wait_ready()
 
     def close(self) -> None:
@@ -241,3 +242,40 @@ def test_sendevt_from_pairs_and_from_standard_input(env: Env) -> None:
     down = sendevt("--server", "http://127.0.0.1:9", "--max-retry", "1", "--retry-interval",
                    "0.1", "title=x")
     assert down.returncode == 4 and "gave up after 2 tries" in down.stderr
+
+
+def test_a_real_alertmanager_from_alert_to_silence_to_recovery(
+        tmp_path: Path, alertmanager_factory: Any) -> None:
+    am = alertmanager_factory()
+    e = Env(tmp_path, env={"ALERTMANAGER_URL": am.url})
+    try:
+        am.set_receiver(f"{e.bot.url}/alerts/alertmanager", bearer=ALERTS_TOKEN)
+        labels = {"alertname": "HighLatency", "severity": "warning", "instance": "api1:9100",
+                  "job": "api"}
+        annotations = {"summary": "API latency above 2 s", "description": "p99 is 2.4 s"}
+        am.inject(labels, annotations)
+        post = e.post("API latency above 2 s", timeout=30)
+        assert field(post, "Host") == "api1:9100" and field(post, "Service") == "api"
+        assert set(e.buttons(post)) == {"Acknowledge", "Open ticket", "Silence"}
+        # Acknowledge = one silence in Alertmanager, made after the click was answered.
+        assert e.click("alice", post, "Acknowledge")[0] == 200
+        wait_until(lambda: len(am.active_silences()) == 1, 15, "the silence")
+        post = wait_until(lambda: (p := e.post("API latency above 2 s"))
+                          and "Unacknowledge" in e.buttons(p) and p, 10, "the acked post")
+        silence = am.active_silences()[0]
+        assert silence["createdBy"] == "alice"
+        assert {m["name"]: m["value"] for m in silence["matchers"]} == labels
+        # Unacknowledge expires it.
+        assert e.click("bob", post, "Unacknowledge")[0] == 200
+        wait_until(lambda: am.active_silences() == [], 15, "the silence to expire")
+        post = wait_until(lambda: (p := e.post("API latency above 2 s"))
+                          and "Acknowledge" in e.buttons(p) and p, 10, "the unacked post")
+        # The resolved notification turns the post green and removes the buttons.
+        am.resolve(labels, annotations)
+        post = wait_until(lambda: (p := e.post("API latency above 2 s"))
+                          and field(p, "Status") == "Resolved" and p, 30, "the recovery")
+        assert post["props"]["attachments"][0]["color"] == "#2e7d32"
+        assert not post["props"]["attachments"][0].get("actions")
+        assert len(e.alert_posts()) == 1
+    finally:
+        e.close()

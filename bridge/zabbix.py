@@ -1,0 +1,333 @@
+"""Zabbix (6.0) as an alert source.
+
+Notifications come from the webhook media type in `contrib/zabbix/switchboard_mediatype.yaml`: one
+flat JSON object per problem, update or recovery, every value a string (a Zabbix macro expanded,
+or left as literal `{MACRO}` text when it does not apply to the message, which counts as absent).
+The fields read here:
+
+    event_id             {EVENT.ID}: the problem's event id, also in recovery and update messages
+    event_value          {EVENT.VALUE}: "1" problem, "0" resolved
+    event_recovery_id    {EVENT.RECOVERY.ID}
+    event_update_status  {EVENT.UPDATE.STATUS}: "1" in an update message
+    event_update_action  {EVENT.UPDATE.ACTION}, event_update_message, user_fullname
+    status               {TRIGGER.STATUS}: PROBLEM or OK (used when event_value is absent)
+    severity             {TRIGGER.NSEVERITY} 0-5 (event_nseverity, the event's, wins if given)
+    hostname, host       {HOST.NAME}, {HOST.HOST}
+    trigger_name         {TRIGGER.NAME} (event_name as a fallback)
+    trigger_key          the item key; trigger_expression, trigger_id
+    detail               "key: last value"
+    event_timestamp      seconds since the epoch (the media type computes it), or event_date
+                         (YYYY.MM.DD) and event_time (HH:MM:SS), read as UTC
+    event_url            a link to the event in the frontend
+
+The incident's key is the problem's event id, so the problem, its updates and its recovery all
+land on the same post.
+
+Actions go back through the JSON-RPC API (`event.acknowledge`) with an API token sent in the
+body field `auth` (6.0). Zabbix records them under the token's user, so the message names the
+chat user.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from bridge.alerts import (
+    Alert,
+    AlertKind,
+    AlertParseError,
+    AlertStatus,
+    Severity,
+    SourceError,
+    SourceUnavailable,
+)
+
+SOURCE = "zabbix"
+
+#: `event.acknowledge` action bits.
+ACTION_CLOSE = 1
+ACTION_ACKNOWLEDGE = 2
+ACTION_MESSAGE = 4
+ACTION_SEVERITY = 8
+ACTION_UNACKNOWLEDGE = 16
+
+SEVERITIES: dict[int, Severity] = {
+    5: Severity.CRITICAL,  # disaster
+    4: Severity.HIGH,  # high
+    3: Severity.WARNING,  # average
+    2: Severity.WARNING,  # warning
+    1: Severity.INFO,  # information
+    0: Severity.UNKNOWN,  # not classified
+}
+_SEVERITY_NAMES: dict[str, int] = {
+    "disaster": 5, "high": 4, "average": 3, "warning": 2, "information": 1, "info": 1,
+    "not classified": 0,
+}
+
+#: An unexpanded macro: {EVENT.RECOVERY.ID}, {ITEM.KEY1}, {$USER.MACRO}, {$MACRO:"context"}.
+_MACRO = re.compile(r"^\{[$#]?[A-Z][A-Z0-9_.]*(:[^{}]*)?\}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_EVENT_ID = re.compile(r"^[0-9]{1,20}$")
+_DATE = re.compile(r"^(\d{4})\.(\d{2})\.(\d{2})$")
+_TIME = re.compile(r"^(\d{2}):(\d{2}):(\d{2})$")
+
+#: Longest text kept from a notification field (Zabbix values can be long log lines).
+MAX_FIELD = 4000
+MAX_TITLE = 500
+#: Fields copied into `labels` when present.
+LABEL_FIELDS = ("host", "trigger_id", "trigger_key", "trigger_expression", "status",
+                "event_status", "event_recovery_id", "event_opdata")
+
+
+def _field(body: dict[str, Any], name: str, limit: int = MAX_FIELD) -> str:
+    """The text of a field; "" when missing, empty or an unexpanded macro."""
+    value = body.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        raise AlertParseError(f"field {name!r} is a boolean, not text")
+    if isinstance(value, int | float):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise AlertParseError(f"field {name!r} is a {type(value).__name__}, not text")
+    text = _CONTROL.sub("", text).strip()
+    if _MACRO.match(text):
+        return ""
+    return text[:limit]
+
+
+def _severity(body: dict[str, Any]) -> Severity:
+    for name in ("event_nseverity", "severity"):
+        text = _field(body, name).lower()
+        if not text:
+            continue
+        if text.isdigit() and text.isascii():
+            number = int(text)
+        elif text in _SEVERITY_NAMES:
+            number = _SEVERITY_NAMES[text]
+        else:
+            raise AlertParseError(f"unknown severity in {name!r}: {text[:20]!r}")
+        if number not in SEVERITIES:
+            raise AlertParseError(f"severity {number} is not between 0 and 5")
+        return SEVERITIES[number]
+    return Severity.UNKNOWN
+
+
+def _status(body: dict[str, Any]) -> AlertStatus:
+    value = _field(body, "event_value")
+    if value == "1":
+        return AlertStatus.FIRING
+    if value == "0":
+        return AlertStatus.RESOLVED
+    if value:
+        raise AlertParseError(f"event_value must be 0 or 1, not {value[:20]!r}")
+    trigger = _field(body, "status").upper()
+    if trigger == "PROBLEM":
+        return AlertStatus.FIRING
+    if trigger in ("OK", "RESOLVED"):
+        return AlertStatus.RESOLVED
+    raise AlertParseError("neither event_value nor a trigger status PROBLEM/OK")
+
+
+def _started_at(body: dict[str, Any]) -> datetime | None:
+    stamp = _field(body, "event_timestamp")
+    if stamp:
+        try:
+            seconds = int(stamp)
+            return datetime.fromtimestamp(seconds, UTC)
+        except (ValueError, OverflowError, OSError):
+            pass
+    date, time_ = _DATE.match(_field(body, "event_date")), _TIME.match(_field(body, "event_time"))
+    if date and time_:
+        try:
+            y, mo, d = (int(g) for g in date.groups())
+            h, mi, sec = (int(g) for g in time_.groups())
+            return datetime(y, mo, d, h, mi, sec, tzinfo=UTC)
+        except ValueError:
+            return None
+    return None
+
+
+def _update_text(body: dict[str, Any]) -> str:
+    action = _field(body, "event_update_action", 200) or "updated"
+    user = _field(body, "user_fullname", 200)
+    message = _field(body, "event_update_message")
+    text = f"{action} by {user}" if user else action
+    return f"{text}: {message}" if message else text
+
+
+def parse_zabbix(body: Any) -> list[Alert]:
+    """The alert in one notification of the Switchboard webhook media type.
+
+    `body` is the decoded JSON object (or its text/bytes). Raises `AlertParseError` with a
+    short reason when it is not such a notification."""
+    if isinstance(body, bytes | bytearray):
+        try:
+            body = bytes(body).decode("utf-8")
+        except UnicodeDecodeError:
+            raise AlertParseError("the body is not UTF-8") from None
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except (ValueError, RecursionError):
+            raise AlertParseError("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise AlertParseError("the body is not a JSON object")
+
+    event_id = _field(body, "event_id") or _field(body, "eventid")
+    if not event_id:
+        raise AlertParseError("no event_id")
+    if not _EVENT_ID.match(event_id):
+        raise AlertParseError(f"event_id is not a number: {event_id[:30]!r}")
+
+    status = _status(body)
+    severity = _severity(body)
+    host = _field(body, "hostname", 255) or _field(body, "host", 255)
+    title = (_field(body, "trigger_name", MAX_TITLE) or _field(body, "event_name", MAX_TITLE)
+             or f"Zabbix event {event_id}")
+    kind = AlertKind.UPDATE if _field(body, "event_update_status") == "1" else AlertKind.ALERT
+
+    labels = {name: text for name in LABEL_FIELDS if (text := _field(body, name, 500))}
+    links: tuple[tuple[str, str], ...] = ()
+    url = _field(body, "event_url", 2000)
+    if url.lower().startswith(("http://", "https://")) and not any(c.isspace() for c in url):
+        links = (("Zabbix event", url),)
+
+    ref: dict[str, Any] = {"eventid": event_id}
+    recovery = _field(body, "event_recovery_id")
+    if _EVENT_ID.match(recovery):
+        ref["recovery_eventid"] = recovery
+
+    return [Alert(
+        source=SOURCE, key=event_id, status=status, severity=severity, title=title,
+        host=host, service=_field(body, "trigger_key", 255), text=_field(body, "detail"),
+        labels=labels, links=links, started_at=_started_at(body), kind=kind,
+        update=_update_text(body) if kind is AlertKind.UPDATE else "", ref=ref)]
+
+
+# --------------------------------------------------------------------------- the client
+
+
+def _who(who: str) -> str:
+    name = " ".join(_CONTROL.sub("", who).split()).lstrip("@")
+    return f"@{name}" if name else "someone"
+
+
+def _message(verb: str, who: str, comment: str = "") -> str:
+    text = f"{verb} in Mattermost by {_who(who)}"
+    comment = " ".join(_CONTROL.sub("", comment).split())
+    # Zabbix 6.0 keeps at most 2048 characters of a message.
+    return (f"{text}: {comment}" if comment else text)[:2048]
+
+
+class ZabbixClient:
+    """The `AlertSource` protocol on Zabbix's JSON-RPC API (6.0: token in the body's `auth`)."""
+
+    can_acknowledge = True
+    can_silence = False
+    can_resolve = True
+
+    def __init__(self, *, url: str, api_token: str, timeout: float = 10.0,
+                 verify: bool | str = True,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 name: str = "zabbix") -> None:
+        self.name = name
+        self.url = url.rstrip("/")
+        self._token = api_token
+        self._next_id = 0
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), verify=verify, transport=transport,
+            follow_redirects=False,
+            headers={"Content-Type": "application/json-rpc", "Accept": "application/json",
+                     "User-Agent": "switchboard"})
+
+    async def __aenter__(self) -> ZabbixClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _clean(self, text: str, limit: int = 300) -> str:
+        text = " ".join(str(text).split())
+        if self._token:
+            text = text.replace(self._token, "***")
+        return text[:limit]
+
+    async def call(self, method: str, params: Any) -> Any:
+        """One JSON-RPC call; returns its `result`."""
+        self._next_id += 1
+        body = {"jsonrpc": "2.0", "method": method, "params": params, "auth": self._token,
+                "id": self._next_id}
+        try:
+            response = await self._client.post(self.url + "/api_jsonrpc.php", json=body)
+        except httpx.TimeoutException as exc:
+            raise SourceUnavailable(f"Zabbix timed out on {method}") from exc
+        except httpx.HTTPError as exc:
+            raise SourceUnavailable(
+                f"Zabbix unreachable on {method}: {type(exc).__name__}") from exc
+        code = response.status_code
+        if code >= 500 or code in (408, 429):
+            raise SourceUnavailable(f"Zabbix answered HTTP {code} on {method}")
+        if code >= 300:
+            raise SourceError(f"Zabbix answered HTTP {code} on {method}: check the URL")
+        try:
+            data = response.json()
+        except ValueError:
+            raise SourceError(f"Zabbix answered {method} with something other than JSON: "
+                              "check the URL") from None
+        if not isinstance(data, dict):
+            raise SourceError(f"Zabbix answered {method} with an unexpected document")
+        error = data.get("error")
+        if error is not None:
+            if isinstance(error, dict):
+                detail = str(error.get("data") or error.get("message") or "unknown error")
+            else:
+                detail = str(error)
+            raise SourceError(f"Zabbix refused {method}: {self._clean(detail)}")
+        if "result" not in data:
+            raise SourceError(f"Zabbix answered {method} without a result")
+        return data["result"]
+
+    @staticmethod
+    def _eventid(alert: Alert) -> str:
+        eventid = str(alert.ref.get("eventid") or alert.key)
+        if not _EVENT_ID.match(eventid):
+            raise SourceError(f"not a Zabbix event id: {eventid[:30]!r}")
+        return eventid
+
+    async def _acknowledge(self, alert: Alert, action: int, message: str) -> None:
+        result = await self.call("event.acknowledge", {
+            "eventids": self._eventid(alert), "action": action, "message": message})
+        if not isinstance(result, dict) or not result.get("eventids"):
+            raise SourceError("Zabbix did not confirm the change to the event")
+
+    async def acknowledge(self, alert: Alert, who: str, comment: str) -> str:
+        await self._acknowledge(alert, ACTION_ACKNOWLEDGE | ACTION_MESSAGE,
+                                _message("Acknowledged", who, comment))
+        return ""
+
+    async def unacknowledge(self, alert: Alert, handle: str, who: str) -> None:
+        await self._acknowledge(alert, ACTION_UNACKNOWLEDGE | ACTION_MESSAGE,
+                                _message("Unacknowledged", who))
+
+    async def silence(self, alert: Alert, seconds: float, who: str) -> str:
+        raise SourceError("Zabbix 6.0 cannot silence a problem from the API")
+
+    async def resolve(self, alert: Alert, who: str) -> None:
+        """Closes the problem; Zabbix refuses (SourceError with its reason) when the trigger
+        does not allow manual closing."""
+        await self._acknowledge(alert, ACTION_CLOSE | ACTION_MESSAGE,
+                                _message("Closed", who))
+
+
+__all__ = ["SEVERITIES", "SOURCE", "ZabbixClient", "parse_zabbix"]
