@@ -87,6 +87,14 @@ def build(handlers: Handlers, max_body: int) -> web.Application:
         except ValueError:
             raise HTTPError(400, "body is not valid JSON") from None
 
+    async def read_form(request: web.Request) -> Any:
+        if request.content_length is not None and request.content_length > max_body:
+            raise HTTPError(413, f"request body larger than {max_body} bytes")
+        try:
+            return await request.post()
+        except ValueError:  # bad boundaries, bad encodings
+            raise HTTPError(400, "the form body cannot be read") from None
+
     async def action(request: web.Request) -> web.StreamResponse:
         click = Click.from_body(await read_json(request))
         if click.context.get("action") != request.match_info["action"]:
@@ -104,14 +112,14 @@ def build(handlers: Handlers, max_body: int) -> web.Application:
                 raise BadPayload("the body must be an object")
             form = {k: str(v) for k, v in body.items()}
         else:
-            form = {k: str(v) for k, v in (await request.post()).items()}
+            form = {k: str(v) for k, v in (await read_form(request)).items()}
         auth = request.headers.get("Authorization", "")
         token = auth[6:].strip() if auth.startswith("Token ") else form.get("token", "")
         return _json(await handlers.on_slash(SlashCommand.from_form(form), token))
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            body: Any = {k: str(v) for k, v in (await request.post()).items()}
+            body: Any = {k: str(v) for k, v in (await read_form(request)).items()}
         else:
             body = await read_json(request)
         hook = Webhook(request.match_info["name"], body, dict(request.headers))
@@ -119,7 +127,7 @@ def build(handlers: Handlers, max_body: int) -> web.Application:
 
     async def alerts(request: web.Request) -> web.StreamResponse:
         if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            body: Any = {k: str(v) for k, v in (await request.post()).items()}
+            body: Any = {k: str(v) for k, v in (await read_form(request)).items()}
         else:
             body = await read_json(request)
         return _json(await handlers.on_alert(request.match_info["source"], body,
