@@ -168,6 +168,8 @@ def main() -> int:
         finally:
             bot.stop()
             st.stop()
+    from bench import alerts
+    alerts.report(alerts.run(bot_cpu))
     elapsed, floor = helpdesk(bot_cpu, sim_cpu)
     print(f"helpdesk: {TICKETS:,} '112' messages filed and answered in {elapsed:.2f} s against "
           f"a tracker answering in {TRACKER_LATENCY * 1000:.0f} ms, {TRACKER_CONCURRENCY} at a "

@@ -1,0 +1,218 @@
+"""End to end against the real monitoring systems: a problem raised in a real Zabbix 6.0 and in
+a real Icinga 2 reaches the real `switchboard run` process through the shipped media type /
+notification command, becomes one live post in the Mattermost simulator, a click on Acknowledge
+(through the simulator's click path) is written back into the monitoring system, the update
+notification that comes back lands in the post's thread, and the recovery turns the post green.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.servers.icinga_fixture import IcingaFactory
+from tests.servers.zabbix import HOST as ZABBIX_HOST
+from tests.servers.zabbix import ITEM_KEY, ZabbixServer
+
+from . import harness
+from .harness import wait_until
+from .test_alerts import ALERTS_TOKEN, Env, field
+
+pytestmark = pytest.mark.e2e
+
+GREEN = "#2e7d32"
+
+
+def by_id(env: Env, post_id: str) -> dict[str, Any]:
+    """The current state of one root post of the bot (it is edited in place)."""
+    return next(p for p in env.alert_posts() if p["id"] == post_id)
+
+
+def settled(env: Env, post_id: str) -> dict[str, Any] | None:
+    """The post once no decision is pending on it ("Acknowledging…" and the like are gone)."""
+    post = by_id(env, post_id)
+    return None if "·" in field(post, "Status") else post
+
+
+def resolved(env: Env, post_id: str) -> dict[str, Any] | None:
+    post = by_id(env, post_id)
+    return post if field(post, "Status") == "Resolved" else None
+
+
+def assert_resolved(env: Env, post: dict[str, Any]) -> None:
+    attachment = post["props"]["attachments"][0]
+    assert attachment["color"] == GREEN
+    assert not attachment.get("actions"), attachment.get("actions")
+
+
+class Clock:
+    """Seconds since the start of a test, per step, printed at the end (pytest -s / -rP)."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.steps: list[tuple[str, float]] = []
+
+    def mark(self, step: str) -> None:
+        self.steps.append((step, time.monotonic() - self.began))
+
+    def report(self) -> str:
+        return ", ".join(f"{step} {at:.1f} s" for step, at in self.steps)
+
+
+# --------------------------------------------------------------------------- Zabbix 6.0
+
+
+def zabbix_acknowledges(zabbix: ZabbixServer, eventid: str) -> list[dict[str, Any]]:
+    events = zabbix.api("event.get", {"eventids": [eventid], "output": ["acknowledged"],
+                                      "select_acknowledges": "extend"})
+    assert len(events) == 1, events
+    return list(events[0]["acknowledges"]) if events[0]["acknowledged"] == "1" else []
+
+
+def test_a_real_zabbix_from_problem_to_acknowledgement_to_recovery(
+        tmp_path: Any, zabbix_server: ZabbixServer) -> None:
+    zabbix = zabbix_server
+    clock = Clock()
+    e = Env(tmp_path, env={"ZABBIX_URL": zabbix.url, "ZABBIX_API_TOKEN": zabbix.api_token})
+    try:
+        zabbix.set_receiver(f"{e.bot.url}/alerts/zabbix", ALERTS_TOKEN)
+        clock.mark("bot up")
+        zabbix.send_value(95)
+        post = e.post(f"Load is too high on {ZABBIX_HOST}", timeout=45)
+        clock.mark("problem posted")
+        assert field(post, "Status") == "Firing" and field(post, "Severity") == "high"
+        assert field(post, "Host") == ZABBIX_HOST and field(post, "Service") == ITEM_KEY
+        assert post["props"]["attachments"][0]["text"] == f"{ITEM_KEY}: 95"
+        assert {"Acknowledge", "Open ticket"} <= set(e.buttons(post))
+        assert "Silence" not in e.buttons(post)  # Zabbix 6.0 cannot silence from its API
+        [problem] = zabbix.api("problem.get", {"objectids": [zabbix.triggerid],
+                                               "output": ["eventid"]})
+        eventid = str(problem["eventid"])
+        assert zabbix_acknowledges(zabbix, eventid) == []
+
+        # Acknowledge as alice: answered at once, then written into Zabbix.
+        status, body = e.click("alice", post, "Acknowledge")
+        assert status == 200, body
+        acks = wait_until(lambda: zabbix_acknowledges(zabbix, eventid), 20,
+                          "the acknowledgement in Zabbix")
+        clock.mark("acknowledged in Zabbix")
+        assert len(acks) == 1, acks
+        assert int(acks[0]["action"]) & 2, acks  # the acknowledge bit
+        assert "@alice" in acks[0]["message"], acks
+        post = wait_until(lambda: (p := settled(e, post["id"])) and "Unacknowledge"
+                          in e.buttons(p) and p, 15, "the acknowledged post")
+        assert field(post, "Status").startswith("Acknowledged by @alice at ")
+        assert "Acknowledge" not in e.buttons(post)
+
+        # The update notification Zabbix sends for the acknowledgement goes into the thread.
+        note = wait_until(lambda: next((m for m in e.thread(post) if m.startswith(":memo:")
+                                        and "Mattermost by @alice" in m), None), 45,
+                          "Zabbix's update notification in the thread")
+        clock.mark("update in thread")
+        assert "acknowledged" in note.lower()
+        assert any(m.startswith(":eyes: Acknowledged by @alice") for m in e.thread(post))
+        assert len(e.alert_posts()) == 1
+        assert field(by_id(e, post["id"]), "Status").startswith("Acknowledged by @alice")
+
+        # The recovery edits the same post: green, no buttons; one root post throughout.
+        zabbix.send_value(5)
+        post = wait_until(lambda: resolved(e, post["id"]), 45, "the recovery")
+        clock.mark("resolved")
+        assert_resolved(e, post)
+        assert post["props"]["attachments"][0]["text"] == f"{ITEM_KEY}: 5"
+        wait_until(lambda: any("Resolved at" in m for m in e.thread(post)), 10,
+                   "the recovery note in the thread")
+        assert len(e.alert_posts()) == 1
+        assert zabbix.api("problem.get", {"objectids": [zabbix.triggerid]}) == []
+        assert zabbix.api_token not in e.bot.log()
+        print(f"\nZabbix end to end: {clock.report()}")
+    finally:
+        try:
+            zabbix.send_value(0, check=False)  # the fixture's contract: leave the trigger OK
+        finally:
+            e.close()
+
+
+# --------------------------------------------------------------------------- Icinga 2
+
+
+def icinga_comments(icinga: Any) -> list[dict[str, Any]]:
+    """The attributes of the service's comments (an acknowledgement is entry type 4)."""
+    response = icinga.api("GET", "/v1/objects/comments")
+    assert response.status_code == 200, response.text
+    return [r["attrs"] for r in response.json()["results"]
+            if r["attrs"].get("host_name") == icinga.host
+            and r["attrs"].get("service_name") == icinga.service]
+
+
+def test_a_real_icinga_from_problem_to_acknowledgement_silence_and_recovery(
+        tmp_path: Any, icinga_factory: IcingaFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Icinga needs the bot's URL when it starts and the bot needs Icinga's: the bot's port is
+    # chosen first and handed to the process the harness starts.
+    port = harness.free_port()
+    icinga = icinga_factory(f"http://127.0.0.1:{port}", ALERTS_TOKEN)
+    monkeypatch.setattr(harness, "free_port", lambda: port)
+    clock = Clock()
+    # The instance's certificate names its node, not 127.0.0.1: the bot cannot check the name.
+    e = Env(tmp_path, env={"ICINGA_URL": icinga.url, "ICINGA_USER": icinga.username,
+                           "ICINGA_PASSWORD": icinga.password},
+            alerts={"sources": {"nagios": {"tls": {"insecure": True}}}})
+    try:
+        assert e.bot.url == f"http://127.0.0.1:{port}"
+        clock.mark("bot up")
+        icinga.raise_problem(2, "DISK CRITICAL - 97% used")
+        post = e.post("disk on web01 is CRITICAL", timeout=30)
+        clock.mark("problem posted")
+        assert field(post, "Status") == "Firing" and field(post, "Severity") == "critical"
+        assert field(post, "Host") == "web01" and field(post, "Service") == "disk"
+        assert post["props"]["attachments"][0]["text"] == "DISK CRITICAL - 97% used"
+        assert set(e.buttons(post)) == {"Acknowledge", "Open ticket", "Silence"}
+        assert icinga.acknowledgement() == 0
+
+        # Acknowledge as alice: written into Icinga, as alice, without a notification.
+        status, body = e.click("alice", post, "Acknowledge")
+        assert status == 200, body
+        wait_until(lambda: icinga.acknowledgement() == 1, 20, "the acknowledgement in Icinga")
+        clock.mark("acknowledged in Icinga")
+        acks = [c for c in icinga_comments(icinga) if c.get("entry_type") == 4]
+        assert [c["author"] for c in acks] == ["alice"], acks
+        post = wait_until(lambda: (p := settled(e, post["id"])) and "Unacknowledge"
+                          in e.buttons(p) and p, 15, "the acknowledged post")
+        assert field(post, "Status").startswith("Acknowledged by @alice at ")
+        assert any(m.startswith(":eyes: Acknowledged by @alice") for m in e.thread(post))
+
+        # The recovery turns the same post green; no acknowledgement notification came back.
+        icinga.recover("DISK OK")
+        post = wait_until(lambda: resolved(e, post["id"]), 30, "the recovery")
+        clock.mark("resolved")
+        assert_resolved(e, post)
+        assert post["props"]["attachments"][0]["text"] == "DISK OK"
+        wait_until(lambda: any("Resolved at" in m for m in e.thread(post)), 10,
+                   "the recovery note in the thread")
+        assert not [m for m in e.thread(post) if m.startswith(":memo:")], e.thread(post)
+        assert len(e.alert_posts()) == 1
+
+        # The next problem is a new incident; Silence from its menu is a downtime in Icinga,
+        # and the downtime notification that comes back lands in that post's thread.
+        icinga.raise_problem(1, "DISK WARNING - 91% used")
+        second = e.post("disk on web01 is WARNING", timeout=30)
+        assert second["id"] != post["id"] and field(second, "Status") == "Firing"
+        status, body = e.click("bob", second, "Silence", option="1")
+        assert status == 200, body
+        downtimes = wait_until(icinga.downtimes, 20, "the downtime in Icinga")
+        clock.mark("downtime in Icinga")
+        assert len(downtimes) == 1, downtimes
+        second = wait_until(lambda: (p := settled(e, second["id"])) and field(
+            p, "Silenced until") and p, 15, "the silenced post")
+        assert "by @bob" in field(second, "Silenced until")
+        assert "Silence" not in e.buttons(second)
+        wait_until(lambda: any(m.startswith(":memo: downtime started") for m in
+                               e.thread(second)), 30, "the downtime note in the thread")
+        clock.mark("downtime note in thread")
+        assert len(e.alert_posts()) == 2
+        assert icinga.password not in e.bot.log()
+        print(f"\nIcinga 2 end to end: {clock.report()}")
+    finally:
+        e.close()
