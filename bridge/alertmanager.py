@@ -420,6 +420,10 @@ class AlertmanagerClient:
         text = f"Silenced for {_duration_words(seconds)} by {who}"
         return await self._silence(alert, seconds, who, text)
 
+    async def unsilence(self, alert: Alert, handle: str, who: str) -> None:
+        """Ends a silence early: an acknowledgement here is a silence too, ended the same way."""
+        await self.unacknowledge(alert, handle, who)
+
     async def resolve(self, alert: Alert, who: str) -> None:
         raise SourceError("Alertmanager cannot resolve an alert: it ends when its sender "
                           "stops sending it")

@@ -119,6 +119,9 @@ class GenericCallback:
     async def silence(self, alert: Alert, seconds: float, who: str) -> str:
         raise SourceError("generic alerts cannot be silenced")
 
+    async def unsilence(self, alert: Alert, handle: str, who: str) -> None:
+        raise SourceError("generic alerts cannot be silenced")
+
     async def resolve(self, alert: Alert, who: str) -> None:
         await self._send(alert, "resolve", who)
 

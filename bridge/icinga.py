@@ -410,6 +410,12 @@ class IcingaClient:
                 return name
         raise SourceUnavailable("Icinga scheduled the downtime without naming it")
 
+    async def unsilence(self, alert: Alert, handle: str, who: str) -> None:
+        """Ends the downtime `handle` early (one already gone is fine)."""
+        if handle:
+            await self._action("remove-downtime", {"type": "Downtime", "downtime": handle},
+                               what=handle, tolerate=("no objects found",))
+
     async def resolve(self, alert: Alert, who: str) -> None:
         raise SourceError("an Icinga problem is resolved by its check, not from the chat")
 

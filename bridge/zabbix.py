@@ -323,6 +323,9 @@ class ZabbixClient:
     async def silence(self, alert: Alert, seconds: float, who: str) -> str:
         raise SourceError("Zabbix 6.0 cannot silence a problem from the API")
 
+    async def unsilence(self, alert: Alert, handle: str, who: str) -> None:
+        raise SourceError("Zabbix 6.0 cannot silence a problem from the API")
+
     async def resolve(self, alert: Alert, who: str) -> None:
         """Closes the problem; Zabbix refuses (SourceError with its reason) when the trigger
         does not allow manual closing."""

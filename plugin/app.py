@@ -429,7 +429,7 @@ class Bot:
             payload = self.signer.unpack(click.context)
         except BadSignature as exc:
             if str(exc) == "expired":
-                return {"ephemeral_text": "This button has expired."}
+                raise HTTPError(403, "this button has expired") from None
             log.warning("refused a click with a bad signature from %s", click.user_id)
             raise HTTPError(403, "the click's signature is not valid") from None
         route = self.routes.get("action", payload.action)

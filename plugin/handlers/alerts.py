@@ -56,7 +56,8 @@ COLORS = {"critical": "#b71c1c", "high": "#e53935", "warning": "#fb8c00", "info"
 RESOLVED_COLOR = "#2e7d32"
 ACKED_COLOR = "#6d4c41"
 PENDING = {"ack": "Acknowledging…", "unack": "Removing the acknowledgement…",
-           "silence": "Silencing…", "resolve": "Resolving…"}
+           "silence": "Silencing…", "unsilence": "Ending the silence…",
+           "resolve": "Resolving…"}
 
 
 def alert_to_json(alert: Alert) -> dict[str, Any]:
@@ -76,6 +77,14 @@ def alert_from_json(d: dict[str, Any]) -> Alert:
         started_at=datetime.fromisoformat(started) if started else None,
         kind=AlertKind(d.get("kind", "alert")), update=d.get("update", ""),
         ref=d.get("ref") or {})
+
+
+def _active_silence(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The silence on an incident, unless it has run out."""
+    silence = state.get("silence")
+    if silence and float(silence.get("until", 0)) > time.time():
+        return dict(silence)
+    return None
 
 
 def _hhmm(ts: float) -> str:
@@ -101,6 +110,7 @@ class Alerts:
         r.action("alertack")(self.on_ack)
         r.action("alertunack")(self.on_unack)
         r.action("alertsilence")(self.on_silence)
+        r.action("alertunsilence")(self.on_unsilence)
         r.action("alertresolve")(self.on_resolve)
         r.action("alertticket")(self.on_ticket)
         r.dialog("alertticket")(self.on_ticket_dialog)
@@ -361,7 +371,7 @@ class Alerts:
             fields.append({"short": True, "title": "Host", "value": alert.host})
         if alert.service:
             fields.append({"short": True, "title": "Service", "value": alert.service})
-        silence = state.get("silence")
+        silence = _active_silence(state)
         if silence and not resolved:
             fields.append({"short": True, "title": "Silenced until",
                            "value": f"{_hhmm(silence['until'])} by @{silence['by']}"})
@@ -400,7 +410,10 @@ class Alerts:
                                           style="primary"))
         if self.trackers and not state.get("ticket"):
             buttons.append(ctx.button("Open ticket", "alertticket", subject, data))
-        if source is not None and source.can_silence and not state.get("silence"):
+        if source is not None and source.can_silence and _active_silence(state) \
+                and not state.get("pending"):
+            buttons.append(ctx.button("Unsilence", "alertunsilence", subject, data))
+        elif source is not None and source.can_silence:
             menu = ctx.button("Silence", "alertsilence", subject, data)
             menu["type"] = "select"
             menu["options"] = [{"text": f"{h:g} h", "value": f"{h:g}"}
@@ -461,6 +474,8 @@ class Alerts:
             hours = (extra or {})["hours"]
             state["silence"] = {"by": who, "until": now + hours * 3600, "handle": ""}
             notes.append(f":zzz: Silenced for {hours:g} h by @{who}.")
+        elif op == "unsilence":
+            notes.append(f":bell: Silence ended by @{who}.")
         elif op == "resolve":
             notes.append(f"Resolve requested by @{who}.")
         await self._save(rec.source, rec.key, rec.channel_id, state, notes)
@@ -479,6 +494,9 @@ class Alerts:
 
     async def on_unack(self, click: Click, payload: Payload) -> dict[str, Any]:
         return await self._decide(click, payload, "unack")
+
+    async def on_unsilence(self, click: Click, payload: Payload) -> dict[str, Any]:
+        return await self._decide(click, payload, "unsilence")
 
     async def on_resolve(self, click: Click, payload: Payload) -> dict[str, Any]:
         return await self._decide(click, payload, "resolve")
@@ -511,6 +529,8 @@ class Alerts:
                 await source.unacknowledge(alert, p.get("handle", ""), who)
             elif op == "silence":
                 handle = await source.silence(alert, float(p["hours"]) * 3600, who)
+            elif op == "unsilence":
+                await source.unsilence(alert, p.get("silence_handle", ""), who)
             elif op == "resolve":
                 await source.resolve(alert, who)
         except SourceError as exc:
@@ -525,6 +545,8 @@ class Alerts:
             state["ack"] = dict(state["ack"], handle=handle)
         if op == "silence" and state.get("silence"):
             state["silence"] = dict(state["silence"], handle=handle)
+        if op == "unsilence":
+            state["silence"] = None
         await self._save(rec.source, rec.key, rec.channel_id, state, [])
         await store.outbox_update(entry.key, state="done")
 
@@ -538,7 +560,8 @@ class Alerts:
         elif op == "silence":
             state["silence"] = None
         what = {"ack": "Acknowledging", "unack": "Removing the acknowledgement",
-                "silence": "Silencing", "resolve": "Resolving"}[op]
+                "silence": "Silencing", "unsilence": "Ending the silence",
+                "resolve": "Resolving"}[op]
         state["error"] = f"{what} failed: {reason}"
         await self._save(rec.source, rec.key, rec.channel_id, state,
                          [f":warning: {what} (by @{who}) failed: {reason}"])

@@ -270,6 +270,16 @@ def test_a_real_alertmanager_from_alert_to_silence_to_recovery(
         wait_until(lambda: am.active_silences() == [], 15, "the silence to expire")
         post = wait_until(lambda: (p := e.post("API latency above 2 s"))
                           and "Acknowledge" in e.buttons(p) and p, 10, "the unacked post")
+        # Silence from the menu, then end it early: one silence, then none.
+        assert e.click("carol", post, "Silence", option="4")[0] == 200
+        wait_until(lambda: len(am.active_silences()) == 1, 15, "the silence")
+        post = wait_until(lambda: (p := e.post("API latency above 2 s"))
+                          and "Unsilence" in e.buttons(p) and p, 10, "the silenced post")
+        assert "@carol" in field(post, "Silenced until")
+        assert e.click("carol", post, "Unsilence")[0] == 200
+        wait_until(lambda: am.active_silences() == [], 15, "the silence to end")
+        post = wait_until(lambda: (p := e.post("API latency above 2 s"))
+                          and "Silence" in e.buttons(p) and p, 10, "the menu back")
         # The resolved notification turns the post green and removes the buttons.
         am.resolve(labels, annotations)
         post = wait_until(lambda: (p := e.post("API latency above 2 s"))
@@ -277,5 +287,48 @@ def test_a_real_alertmanager_from_alert_to_silence_to_recovery(
         assert post["props"]["attachments"][0]["color"] == "#2e7d32"
         assert not post["props"]["attachments"][0].get("actions")
         assert len(e.alert_posts()) == 1
+    finally:
+        e.close()
+
+
+def test_routes_mentions_failures_and_expired_buttons(tmp_path: Path) -> None:
+    from plugin.signing import Signer
+
+    from .harness import SECRET
+    e = Env(tmp_path, alerts={"routes": [
+        {"labels": {"team": "db"}, "channels": ["sandbox/ops"], "mention": "@dba",
+         "mention_from": "high"}]})
+    try:
+        # Routed by label, with a mention for a high severity; the rest go to the default.
+        e.send({"key": "db-repl", "title": "Replication lag", "severity": "critical",
+                "labels": {"team": "db"}})
+        e.send({"key": "web-5xx", "title": "Web errors", "severity": "warning"})
+        ops = wait_until(lambda: [p for p in e.mm.posts("ops") if p["user_id"] == e.mm.bot_id],
+                         15, "the routed post")
+        assert ops[0]["message"] == "@dba"
+        assert "Replication lag" in ops[0]["props"]["attachments"][0]["title"]
+        assert e.post("Web errors")["message"] == ""
+        # A source that refuses: the post says so and the clicker hears of it in a DM.
+        e.send({"key": "cb", "title": "Callback refuses", "severity": "high",
+                "callback_url": f"{e.bot.url}/no-such-place"})
+        post = e.post("Callback refuses")
+        assert e.click("alice", post, "Acknowledge")[0] == 200
+        post = wait_until(lambda: (p := e.post("Callback refuses"))
+                          and "failed" in field(p, "Last action") and p, 15, "the failure")
+        assert field(post, "Status") == "Firing" and "Acknowledge" in e.buttons(post)
+        wait_until(lambda: any("Acknowledging **Callback refuses** failed" in p["message"]
+                               for p in e.mm.posts()), 10, "the DM to the clicker")
+        # An expired button: refused, nothing changes.
+        stored = next(p for p in e.mm.posts("town-square") if p["id"] == post["id"])
+        action = next(a for a in stored["props"]["attachments"][0]["actions"]
+                      if a["name"] == "Acknowledge")
+        old = dict(action["integration"]["context"])
+        expired = Signer(SECRET).pack("alertack", old["subject"], old["data"], ttl=-10)
+        r = httpx.post(action["integration"]["url"], timeout=5, json={
+            "user_id": e.mm.user_id("bob"), "user_name": "bob", "post_id": post["id"],
+            "channel_id": post["channel_id"], "trigger_id": "t", "type": "button",
+            "context": expired})
+        assert r.status_code == 403 and "expired" in r.json()["error"]
+        assert field(e.post("Callback refuses"), "Status") == "Firing"
     finally:
         e.close()
