@@ -4,17 +4,20 @@ One small interface (`Store`) so that a second implementation (PostgreSQL, for r
 scale-out needs. Every "handle this once" decision is a claim here — insert-if-absent — never an
 in-memory set. The SQLite implementation runs every statement on one dedicated thread, so the event
 loop never waits on disk, and commits (WAL, synchronous=FULL) before it answers: state is durable
-before the caller acts on it.
+before the caller acts on it. Requests that arrive while the thread is busy are committed together
+in one transaction (each inside a savepoint of its own, so one failing request changes nothing and
+fails alone): one disk flush serves a burst.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,8 +121,19 @@ MIGRATIONS: list[str] = [
 
 @contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any error so the connection is never left
-    inside a transaction (which would swallow every later write)."""
+    """All or nothing: BEGIN IMMEDIATE … COMMIT, or a savepoint inside an open transaction;
+    rolled back on any error, so the connection is never left inside a transaction (which
+    would swallow every later write)."""
+    if db.in_transaction:
+        db.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK TO part")
+            db.execute("RELEASE part")
+            raise
+        db.execute("RELEASE part")
+        return
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -127,6 +141,18 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+_Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 @dataclass(frozen=True)
@@ -232,18 +258,67 @@ class Store(Protocol):
 class SQLiteStore:
     """`Store` on an embedded SQLite file."""
 
+    #: Most requests committed in one transaction.
+    batch = 256
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def job() -> T:
-            if self._db is None:
-                raise RuntimeError("the state store is not open")
-            return fn(self._db)
+        if self._thread is None:
+            raise RuntimeError("the state store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, future, loop))
+        return await future
 
-        return await asyncio.get_running_loop().run_in_executor(self._pool, job)
+    def _work(self) -> None:
+        """The store's thread: run queued requests, a burst at a time, one commit each."""
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch, stop = [first], False
+            while len(batch) < self.batch:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            self._execute(batch)
+            if stop:
+                return
+
+    def _execute(self, batch: list[_Job]) -> None:
+        db = self._db
+        assert db is not None
+        results: list[tuple[bool, Any]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for fn, _, _ in batch:
+                db.execute("SAVEPOINT request")
+                try:
+                    value = fn(db)
+                except Exception as exc:
+                    db.execute("ROLLBACK TO request")
+                    results.append((False, exc))
+                else:
+                    results.append((True, value))
+                db.execute("RELEASE request")
+            db.execute("COMMIT")
+        except Exception as exc:  # the transaction itself failed: nothing of it was kept
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            results = [(False, exc)] * len(batch)
+        # Answers go out only after the commit: what was answered is on disk.
+        for (_, future, loop), (ok, value) in zip(batch, results, strict=True):
+            loop.call_soon_threadsafe(_settle, future, ok, value)
 
     @property
     def schema_version(self) -> int:
@@ -263,7 +338,9 @@ class SQLiteStore:
             db.execute("DELETE FROM leases")
             self._db = db
 
-        await asyncio.get_running_loop().run_in_executor(self._pool, connect)
+        await asyncio.get_running_loop().run_in_executor(None, connect)
+        self._thread = threading.Thread(target=self._work, name="store", daemon=True)
+        self._thread.start()
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -280,13 +357,13 @@ class SQLiteStore:
                 db.execute(f"PRAGMA user_version={version + 1}")
 
     async def close(self) -> None:
-        def shut() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await asyncio.get_running_loop().run_in_executor(self._pool, shut)
-        self._pool.shutdown(wait=True)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     async def claim(self, post_id: str, channel_id: str) -> bool:
         """Claim a post for handling; False when it was claimed before (by anyone, ever)."""

@@ -54,6 +54,8 @@ Parser = Callable[[Any], list[Alert]]
 COLORS = {"critical": "#b71c1c", "high": "#e53935", "warning": "#fb8c00", "info": "#1e88e5",
           "unknown": "#757575"}
 RESOLVED_COLOR = "#2e7d32"
+#: Alerts listed by name in a storm's digest post; the others are counted.
+DIGEST_SHOWN = 30
 ACKED_COLOR = "#6d4c41"
 PENDING = {"ack": "Acknowledging…", "unack": "Removing the acknowledgement…",
            "silence": "Silencing…", "unsilence": "Ending the silence…",
@@ -286,10 +288,13 @@ class Alerts:
         minute = int(now // 60)
         key = f"{alert.source}:{channel_id}:{minute}"
         rec = await self.bot.store.alert("digest", key)
-        state = dict(rec.state) if rec else {"source": alert.source, "members": []}
-        state["members"] = [*state["members"], {"key": alert.key, "title": alert.title,
-                                                "host": alert.host,
-                                                "status": alert.status.value}][-500:]
+        state: dict[str, Any] = dict(rec.state) if rec else {
+            "source": alert.source, "members": [], "count": 0, "resolved": 0}
+        state["count"] += 1
+        # The post lists the first few; the rest are counted (the state stays small).
+        if len(state["members"]) < DIGEST_SHOWN:
+            state["members"] = [*state["members"], {"key": alert.key, "title": alert.title,
+                                                    "host": alert.host, "status": "firing"}]
         await self._save_digest(key, channel_id, state)
         return key
 
@@ -298,6 +303,10 @@ class Alerts:
         if rec is None:
             return
         state = dict(rec.state)
+        if alert.status == AlertStatus.RESOLVED:
+            state["resolved"] += 1
+        elif state["resolved"]:
+            state["resolved"] -= 1
         for m in state["members"]:
             if m["key"] == alert.key:
                 m["status"] = alert.status.value
@@ -334,18 +343,19 @@ class Alerts:
         await store.outbox_finish(entry.key, rec.revision)
 
     def _digest_post(self, rec: AlertRecord) -> tuple[str, dict[str, Any]]:
-        members = rec.state["members"]
-        firing = sum(1 for m in members if m["status"] == "firing")
+        state = rec.state
+        members, count = state["members"], state["count"]
+        firing = count - state["resolved"]
         lines = [f"{'~~' if m['status'] == 'resolved' else ''}{m['title']}"
                  f"{' on ' + m['host'] if m['host'] else ''}"
-                 f"{'~~' if m['status'] == 'resolved' else ''}" for m in members[:40]]
-        if len(members) > 40:
-            lines.append(f"… and {len(members) - 40} more")
+                 f"{'~~' if m['status'] == 'resolved' else ''}" for m in members]
+        if count > len(members):
+            lines.append(f"… and {count - len(members)} more")
         text = "\n".join(f"- {line}" for line in lines)
         return "", {"attachments": [{
-            "fallback": f"{len(members)} alerts from {rec.state['source']}",
+            "fallback": f"{count} alerts from {state['source']}",
             "color": COLORS["warning"] if firing else RESOLVED_COLOR,
-            "title": f"Alert storm: {len(members)} more alerts from {rec.state['source']} "
+            "title": f"Alert storm: {count} more alerts from {state['source']} "
                      f"({firing} firing)",
             "text": text}]}
 

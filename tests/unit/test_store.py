@@ -78,3 +78,28 @@ async def test_schema_is_versioned_and_newer_files_are_refused(tmp_path: Path) -
     with pytest.raises(RuntimeError, match="newer than this Switchboard"):
         await s2.open()
     await s2.close()
+
+
+async def test_a_burst_is_committed_together_and_a_failure_fails_alone(
+        tmp_path: Path) -> None:
+    import asyncio
+    path = tmp_path / "s.db"
+    s = SQLiteStore(path)
+    await s.open()
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO kv(key, value) VALUES ('half', 'done')")
+        raise ValueError("boom")
+
+    results = await asyncio.gather(
+        *(s.claim(f"p{i}", "c") for i in range(200)),
+        s._run(broken), s.put("k", "v"), return_exceptions=True)
+    assert results[:200] == [True] * 200
+    assert isinstance(results[200], ValueError)
+    assert await s.get("k") == "v"
+    assert await s.get("half") is None  # the failing request left nothing behind
+    await s.close()
+    # What was answered is on disk.
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM handled").fetchone()[0] == 200
+    db.close()
