@@ -21,13 +21,13 @@ import argparse
 import asyncio
 import contextlib
 import re
-import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from .loop_thread import LoopThread
 from .mm_core import SandboxCore
 from .mm_integrations import Integrations
 from .mm_model import JSON, AppError, Post, new_id, router_404_body
@@ -336,75 +336,13 @@ async def _yield() -> None:
     await asyncio.sleep(0)
 
 
-class SimulatorThread:
+class SimulatorThread(LoopThread[MattermostSimulator]):
     """Runs a MattermostSimulator on its own event loop in a daemon thread (for sync code)."""
 
+    name = "mattermost-simulator"
+
     def __init__(self, **simulator_kwargs: Any) -> None:
-        self._kwargs = simulator_kwargs
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self.simulator: MattermostSimulator | None = None
-
-    def start(self) -> MattermostSimulator:
-        """Start the thread and the server; returns the simulator once it listens."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                self.simulator = MattermostSimulator(**self._kwargs)
-                loop.run_until_complete(self.simulator.start())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self.simulator.stop())
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="mattermost-simulator", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
-        assert self.simulator is not None
-        return self.simulator
-
-    def call(self, coro_or_fn: Coroutine[Any, Any, Any] | Callable[[], Any]) -> Any:
-        """Run a coroutine (or a plain function) on the simulator's loop; return its result."""
-        assert self._loop is not None, "not started"
-
-        async def invoke() -> Any:
-            result = coro_or_fn if asyncio.iscoroutine(coro_or_fn) else coro_or_fn()
-            if asyncio.iscoroutine(result):
-                result = await result
-            return result
-
-        return asyncio.run_coroutine_threadsafe(invoke(), self._loop).result()
-
-    def stop(self) -> None:
-        """Stop the server and the thread."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        if loop.is_running():
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        self._loop = None
-        self._thread = None
-
-    def __enter__(self) -> MattermostSimulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(lambda: MattermostSimulator(**simulator_kwargs))
 
 
 def main(argv: list[str] | None = None) -> int:
