@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from .alerts import Alert, AlertParseError, AlertStatus, Severity, SourceError, SourceUnavailable
+from .tickets import parse_time
 
 __all__ = [
     "DEFAULT_ACK_SECONDS",
@@ -198,16 +199,6 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _when(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _duration_words(seconds: float) -> str:
     whole = max(round(seconds), 1)
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -357,7 +348,7 @@ class AlertmanagerClient:
         if not found:
             return None
         far = datetime.max.replace(tzinfo=UTC)
-        return max(found, key=lambda s: _when(s.get("endsAt")) or far)
+        return max(found, key=lambda s: parse_time(s.get("endsAt")) or far)
 
     async def _silence(self, alert: Alert, seconds: float, who: str, comment: str) -> str:
         if seconds <= 0:
@@ -376,7 +367,7 @@ class AlertmanagerClient:
                 "comment": f"{' '.join(comment.split())} {SILENCE_MARK}".strip(),
             }
             if existing is not None:
-                current_end = _when(existing.get("endsAt"))
+                current_end = parse_time(existing.get("endsAt"))
                 if current_end is not None and current_end >= ends - timedelta(seconds=1):
                     return str(existing["id"])
                 # Extend it in place: same id and start, later end.

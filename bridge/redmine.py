@@ -37,6 +37,7 @@ from bridge.tickets import (
     TrackerRejected,
     TrackerUnavailable,
     clean_text,
+    parse_time,
     short_error,
 )
 
@@ -83,16 +84,6 @@ def map_status(name: str, is_closed: bool | None = None) -> Status:
     if label in _PENDING:
         return Status.PENDING
     return Status.IN_PROGRESS
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def ref_line(ref: str) -> str:

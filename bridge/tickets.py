@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import ssl
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -142,6 +142,18 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 def clean_text(text: str) -> str:
     """Drop control characters (tab and newlines stay) that break trackers' storage or markup."""
     return _CONTROL.sub("", text)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 time as the trackers and Alertmanager write it ("Z" or an offset); naive
+    times are UTC. None for anything else."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def short_error(response: httpx.Response, detail: str = "") -> str:
