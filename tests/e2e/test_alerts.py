@@ -332,3 +332,31 @@ def test_routes_mentions_failures_and_expired_buttons(tmp_path: Path) -> None:
         assert field(e.post("Callback refuses"), "Status") == "Firing"
     finally:
         e.close()
+
+
+def test_basic_credentials_size_limit_and_a_restart_keep_one_post(tmp_path: Path) -> None:
+    e = Env(tmp_path, alerts={"sources": {"generic": {"username": "nagios",
+                                                      "password": "s3cret-basic-pass"}}})
+    try:
+        url = f"{e.bot.url}/alerts/generic"
+        ok = httpx.post(url, json=DISK, auth=("nagios", "s3cret-basic-pass"), timeout=10)
+        assert ok.status_code == 200 and ok.json()["accepted"] == 1
+        bad = httpx.post(url, json=DISK, auth=("nagios", "wrong"), timeout=10)
+        assert bad.status_code == 401
+        huge = e.send({"title": "x", "text": "y" * 2_000_000})
+        assert huge.status_code == 413 and "larger than" in huge.json()["error"]
+        post = e.post("Disk full on db1")
+        # The alert → post mapping survives a restart: the recovery edits the same post.
+        assert e.bot.stop() == 0
+        e.bot = BotProcess(e.mm, tmp_path, settings={"alerts": {"sources": {"generic": {
+            "username": "nagios", "password": "s3cret-basic-pass"}}}}, env={
+            "ALERTS_TOKEN": ALERTS_TOKEN, "ALERTS_CHANNEL": "sandbox/town-square",
+            "GLPI_URL": e.glpi.api_url, "GLPI_USER_TOKEN": GLPI_TOKEN}).start()
+        e.bot.wait_ready()
+        assert e.send(dict(DISK, status="resolved")).json()["accepted"] == 1
+        wait_until(lambda: field(e.post("Disk full on db1"), "Status") == "Resolved", 15,
+                   "the recovery on the same post")
+        assert [p["id"] for p in e.alert_posts()] == [post["id"]]
+        assert "s3cret-basic-pass" not in e.bot.log()
+    finally:
+        e.close()

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 from tests.servers.alertmanager import AlertmanagerServer, install_alertmanager
+from tests.servers.common import server_factory
 
 #: Starts an Alertmanager: `factory(receiver_url="", *, bearer="", **options)`.
 AlertmanagerFactory = Callable[..., AlertmanagerServer]
@@ -27,17 +27,8 @@ def alertmanager_install() -> float:
 def alertmanager_factory(alertmanager_install: float) -> Iterator[AlertmanagerFactory]:
     """Starts Alertmanagers for one test (each on its own port and storage); all are stopped
     when the test ends."""
-    started: list[AlertmanagerServer] = []
-
-    def factory(receiver_url: str = "", *, bearer: str = "", **options: Any
-                ) -> AlertmanagerServer:
-        server = AlertmanagerServer(receiver_url, bearer=bearer, **options)
-        started.append(server)
-        return server.__enter__()
-
-    yield factory
-    for server in reversed(started):
-        server.stop()
+    with server_factory(AlertmanagerServer) as factory:
+        yield factory
 
 
 __all__ = ["AlertmanagerFactory", "alertmanager_factory", "alertmanager_install"]

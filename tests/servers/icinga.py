@@ -21,27 +21,39 @@ exit and receives SIGTERM when the test process dies.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import fcntl
 import grp
 import hashlib
 import json
 import os
 import pwd
 import shutil
-import signal
-import socket
 import ssl
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import httpx
+
+from tests.servers import common
+from tests.servers.common import (
+    ProcessServer,
+    ServerSetupError,
+    apt_env,
+    apt_install,
+    free_port,
+    install_once,
+    locked,
+    package_version,
+    packages_installed,
+    run_logged,
+    services_held,
+    spawn,
+    systemd_runs,
+    tail,
+    term_with_parent,
+    update_apt_lists_if_needed,
+)
 
 PACKAGE = "icinga2"
 REPO = Path(__file__).resolve().parents[2]
@@ -54,126 +66,53 @@ WORKDIR_PREFIX = "switchboard-icinga-"
 API_USER = "switchboard"
 HOST = "web01"
 SERVICE = "disk"
-_POLICY_RC = Path("/usr/sbin/policy-rc.d")
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class IcingaSetupError(RuntimeError):
+class IcingaSetupError(ServerSetupError):
     """Installing or starting Icinga 2 failed; the message ends with the log's tail."""
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _tail(path: Path, lines: int = 60) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log at {path}: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _fail(message: str, log: Path) -> IcingaSetupError:
-    return IcingaSetupError(f"{message} (log: {log})\n--- last lines of the log ---\n"
-                            f"{_tail(log)}")
-
-
-def _run(cmd: Sequence[str], log: IO[str], *, env: dict[str, str] | None = None,
-         timeout: float = 600.0) -> int:
-    log.write(f"\n### {time.strftime('%H:%M:%S')} $ {' '.join(cmd)}\n")
-    log.flush()
-    proc = subprocess.run(list(cmd), env=env, stdin=subprocess.DEVNULL, stdout=log,
-                          stderr=subprocess.STDOUT, timeout=timeout, check=False)
-    log.write(f"### exit status {proc.returncode}\n")
-    log.flush()
-    return proc.returncode
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+_fail = IcingaSetupError.with_log
 
 
 def is_installed() -> bool:
-    proc = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Status}", PACKAGE],
-                          capture_output=True, text=True, check=False)
-    return proc.returncode == 0 and proc.stdout.strip() == "installed" \
-        and shutil.which("icinga2", path=_PATH) is not None
-
-
-def _apt_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(DEBIAN_FRONTEND="noninteractive", LANG="C.UTF-8", LC_ALL="C.UTF-8")
-    return env
-
-
-@contextlib.contextmanager
-def _services_held() -> Iterator[None]:
-    """While installing, `invoke-rc.d` may not start services (a policy-rc.d answering 101),
-    unless a policy is already in place."""
-    if _POLICY_RC.exists():
-        yield
-        return
-    _POLICY_RC.write_text("#!/bin/sh\n# switchboard tests: no service starts while installing\n"
-                          "exit 101\n")
-    _POLICY_RC.chmod(0o755)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            _POLICY_RC.unlink()
+    return packages_installed([PACKAGE]) and shutil.which("icinga2", path=_PATH) is not None
 
 
 def _stop_system_service(log: IO[str]) -> None:
     """Debian's own icinga2 service must not stay enabled or running."""
-    if Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
-        _run(["systemctl", "disable", "--now", "icinga2"], log, env=_apt_env())
+    if systemd_runs():
+        run_logged(["systemctl", "disable", "--now", "icinga2"], log, env=apt_env(), timeout=600)
         return
     if shutil.which("update-rc.d"):
-        _run(["update-rc.d", "icinga2", "disable"], log, env=_apt_env())
+        run_logged(["update-rc.d", "icinga2", "disable"], log, env=apt_env(), timeout=600)
     pid_file = Path("/run/icinga2/icinga2.pid")
     if pid_file.exists() and shutil.which("service"):
-        _run(["service", "icinga2", "stop"], log, env=_apt_env())
+        run_logged(["service", "icinga2", "stop"], log, env=apt_env(), timeout=600)
 
 
 def install_icinga2(log_path: Path | None = None) -> float:
     """Installs Debian's `icinga2` (without recommends) unless it is there; returns the seconds
     spent (0.0 when nothing was needed)."""
-    if is_installed():
-        return 0.0
-    if os.geteuid() != 0:
-        raise IcingaSetupError("installing icinga2 needs root (apt-get)")
-    log_path = log_path or STATE_DIR / "install.log"
-    started = time.monotonic()
-    with _locked(STATE_DIR / "install.lock"):
-        if is_installed():
-            return time.monotonic() - started
-        with open(log_path, "a") as log:
-            env = _apt_env()
-            policy = subprocess.run(["apt-cache", "policy", PACKAGE], capture_output=True,
-                                    text=True, check=False, env=env).stdout
-            if ("Candidate:" not in policy or "Candidate: (none)" in policy) and _run(
-                    ["apt-get", "update"], log, env=env) != 0:
-                raise _fail("apt-get update failed", log_path)
-            with _services_held():
-                status = _run(["apt-get", "install", "-y", "--no-install-recommends",
-                               "-o", "Dpkg::Options::=--force-confdef",
-                               "-o", "Dpkg::Options::=--force-confold", PACKAGE], log, env=env)
-            _stop_system_service(log)
-        if status != 0 or not is_installed():
-            raise _fail("apt-get install icinga2 failed", log_path)
-    return time.monotonic() - started
+    return install_once("icinga2", installed=is_installed, install=_install_locked,
+                        state_dir=STATE_DIR, log_path=log_path, error=IcingaSetupError)
+
+
+def _install_locked(log: IO[str], log_path: Path) -> None:
+    update_apt_lists_if_needed([PACKAGE], log, log_path, IcingaSetupError, timeout=600)
+    with services_held(log):
+        status = apt_install([PACKAGE], log, env=apt_env(), timeout=600)
+    _stop_system_service(log)
+    if status != 0 or not is_installed():
+        raise _fail("apt-get install icinga2 failed", log_path)
 
 
 def _version() -> str:
-    return subprocess.run(["dpkg-query", "-W", "-f=${Version}", PACKAGE], capture_output=True,
-                          text=True, check=False).stdout.strip()
+    return package_version(PACKAGE)
 
 
 def _run_as() -> tuple[str, str]:
@@ -204,7 +143,7 @@ def certificates(log_path: Path | None = None) -> Path:
     folder = STATE_DIR / f"pki-{key}"
     wanted = [folder / "ca.crt", folder / f"{NODE_NAME}.crt", folder / f"{NODE_NAME}.key"]
     log_path = log_path or STATE_DIR / "pki.log"
-    with _locked(STATE_DIR / "pki.lock"):
+    with locked(STATE_DIR / "pki.lock"):
         if all(p.exists() for p in wanted):
             return folder
         work = Path(tempfile.mkdtemp(prefix="pki-", dir=STATE_DIR))
@@ -221,7 +160,7 @@ def certificates(log_path: Path | None = None) -> Path:
             ]
             with open(log_path, "a") as log:
                 for step in steps:
-                    if _run(step, log, timeout=120) != 0:
+                    if run_logged(step, log, timeout=120) != 0:
                         raise _fail("making the Icinga 2 certificates failed", log_path)
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
@@ -234,44 +173,10 @@ def certificates(log_path: Path | None = None) -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_orphans() -> None:
     """Stops the instances, and removes the folders, of test processes that died without
     cleaning up."""
-    for folder in Path(tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*"):
-        try:
-            owner = int((folder / "owner.pid").read_text())
-        except (OSError, ValueError):
-            continue
-        if _alive(owner):
-            continue
-        with contextlib.suppress(OSError, ValueError, ProcessLookupError, PermissionError):
-            os.killpg(int((folder / "group.pid").read_text()), signal.SIGKILL)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _term_with_parent() -> None:
-    """In the child: SIGTERM (a clean stop of the whole daemon) when the test process dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    common.sweep_orphans(WORKDIR_PREFIX)
 
 
 def _quote(text: str) -> str:
@@ -282,7 +187,7 @@ def _quote(text: str) -> str:
 # --------------------------------------------------------------------------- the server
 
 
-class IcingaServer:
+class IcingaServer(ProcessServer):
     """A running private Icinga 2 whose notifications go to `receiver_url` with `token`.
 
     After `start()`: `url` (https://127.0.0.1:port), `port`, `username`, `password`,
@@ -291,26 +196,18 @@ class IcingaServer:
 
     def __init__(self, receiver_url: str, token: str, *, start_timeout: float = 30.0,
                  keep_workdir: bool = False) -> None:
-        sweep_orphans()
+        super().__init__(None, prefix=WORKDIR_PREFIX, log_name="icinga2.log",
+                         start_timeout=start_timeout, keep_workdir=keep_workdir)
         self.receiver_url = receiver_url
         self.token = token
-        self.start_timeout = start_timeout
-        self.keep_workdir = keep_workdir
-        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
-        (self.workdir / "owner.pid").write_text(str(os.getpid()))
-        self.log_path = self.workdir / "icinga2.log"
         self.host = HOST
         self.service = SERVICE
         self.object_name = f"{HOST}!{SERVICE}"
         self.username = API_USER
         self.password = os.urandom(12).hex()
-        self.port = 0
-        self.url = ""
         self.ca_file = ""
         self.version = ""
-        self.install_seconds = 0.0
-        self.start_seconds = 0.0
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._pki = Path()
 
     # -- configuration
     def _write_config(self, pki: Path) -> None:
@@ -378,27 +275,36 @@ include {_quote(str(CONTRIB_CONF))}
         (self.workdir / "etc" / "icinga2.conf").write_text(conf)
 
     # -- lifecycle
-    def start(self) -> IcingaServer:
+    label = "icinga2"
+    error = IcingaSetupError
+    scheme = "https"
+    leader_only = True  # the umbrella process stops its workers and waits for them
+    stop_wait = 15.0
+    _not_yet = (httpx.HTTPError,)
+
+    def start(self) -> Self:
         if self._proc is not None:
             raise IcingaSetupError("this Icinga 2 is already running")
         self.install_seconds = install_icinga2()
         began = time.monotonic()
         self.version = _version()
-        pki = certificates()
-        for attempt in range(3):
-            self.port = free_port()
-            self.url = f"https://127.0.0.1:{self.port}"
-            self._write_config(pki)
-            self._spawn()
-            try:
-                self._wait_ready()
-                break
-            except IcingaSetupError:
-                self._terminate()
-                if attempt == 2 or "Address already in use" not in _tail(self.log_path, 200):
-                    raise
+        self._pki = certificates()
+        self._start_on_free_port()
         self.start_seconds = time.monotonic() - began
         return self
+
+    def _prepare_port(self) -> None:
+        self._write_config(self._pki)
+
+    def _port_clash(self, exited: bool) -> bool:
+        return "Address already in use" in tail(self.log_path, 200)
+
+    def _on_timeout(self) -> None:
+        """The failed start stops the daemon."""
+
+    @property
+    def _unanswered(self) -> str:
+        return "Icinga 2's API"
 
     def _spawn(self) -> None:
         conf = self.workdir / "etc" / "icinga2.conf"
@@ -406,72 +312,13 @@ include {_quote(str(CONTRIB_CONF))}
         cmd = [binary, "daemon", "-c", str(conf), *_defines(self.workdir)]
         env = {"PATH": _PATH, "LANG": "C.UTF-8", "HOME": str(self.workdir)}
         with open(self.log_path, "a") as log:
-            log.write(f"\n### {time.strftime('%H:%M:%S')} $ {' '.join(cmd)}\n")
-            log.flush()
-            self._proc = subprocess.Popen(
-                cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                process_group=0, preexec_fn=_term_with_parent)
+            self._proc = spawn(cmd, log, env=env, on_parent_death=term_with_parent)
+        # The group to kill, should this test process die without cleaning up.
         (self.workdir / "group.pid").write_text(str(self._proc.pid))
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if self._proc is None or self._proc.poll() is not None:
-                code = None if self._proc is None else self._proc.returncode
-                raise _fail(f"icinga2 exited with status {code} while starting", self.log_path)
-            try:
-                response = self.api("GET", f"/v1/objects/services/{self.object_name}",
-                                    timeout=2.0)
-                if response.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise _fail(f"Icinga 2's API did not answer on {self.url} within "
-                            f"{self.start_timeout:.0f} s", self.log_path)
-            time.sleep(0.1)
-
-    def _terminate(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            # The umbrella process stops its workers and waits for them: TERM it alone first.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        # The umbrella process may have gone before its worker: the group goes as a whole.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    def stop(self) -> None:
-        self._terminate()
-        if not self.keep_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    def __enter__(self) -> IcingaServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+    def _ready(self) -> bool:
+        response = self.api("GET", f"/v1/objects/services/{self.object_name}", timeout=2.0)
+        return response.status_code == 200
 
     # -- helpers for tests
     def ssl_context(self) -> ssl.SSLContext:
@@ -527,7 +374,7 @@ include {_quote(str(CONTRIB_CONF))}
                 and r["attrs"].get("service_name") == self.service]
 
     def log_tail(self, lines: int = 60) -> str:
-        return _tail(self.workdir / "log" / "icinga2.log", lines) + "\n" + _tail(
+        return tail(self.workdir / "log" / "icinga2.log", lines) + "\n" + tail(
             self.log_path, lines)
 
 

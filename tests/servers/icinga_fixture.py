@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.servers.common import server_factory
 from tests.servers.icinga import IcingaServer, certificates, install_icinga2
 
 #: Starts an Icinga 2 whose notifications go to `receiver_url` with `token`:
@@ -29,16 +30,8 @@ def icinga_install() -> float:
 def icinga_factory(icinga_install: float) -> Iterator[IcingaFactory]:
     """Starts private Icinga 2 instances for one test (each with its own folder and port); all
     are stopped when the test ends."""
-    started: list[IcingaServer] = []
-
-    def factory(receiver_url: str, token: str) -> IcingaServer:
-        server = IcingaServer(receiver_url, token)
-        started.append(server)
-        return server.__enter__()
-
-    yield factory
-    for server in reversed(started):
-        server.stop()
+    with server_factory(IcingaServer) as factory:
+        yield factory
 
 
 __all__ = ["IcingaFactory", "icinga_factory", "icinga_install"]

@@ -15,26 +15,37 @@ Everything is logged to files; a failure raises `RedmineSetupError` with the tai
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
 import hashlib
 import json
 import os
-import pwd
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import httpx
 import yaml
+
+from tests.servers import common
+from tests.servers.common import (
+    LOOPBACK,
+    ProcessServer,
+    ServerSetupError,
+    apt_env,
+    apt_install,
+    chown_tree,
+    free_port,
+    install_once,
+    locked,
+    note,
+    package_version,
+    packages_installed,
+    run_logged,
+    spawn,
+    update_apt_lists_if_needed,
+)
 
 REDMINE_ROOT = Path("/usr/share/redmine")
 GEMFILE_LOCAL = REDMINE_ROOT / "Gemfile.local"
@@ -140,7 +151,7 @@ File.write(ENV.fetch('SB_FACTS_PATH'), JSON.generate(facts))
 """.replace("__PROJECT__", PROJECT)
 
 
-class RedmineSetupError(RuntimeError):
+class RedmineSetupError(ServerSetupError):
     """Installing, provisioning or starting Redmine failed; the message ends with the log's tail."""
 
 
@@ -156,43 +167,11 @@ class RedmineUser:
 # --------------------------------------------------------------------------- helpers
 
 
-def _tail(path: Path, lines: int = 60) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log at {path}: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _fail(message: str, log: Path) -> RedmineSetupError:
-    return RedmineSetupError(f"{message} (log: {log})\n--- last lines of the log ---\n"
-                             f"{_tail(log)}")
-
-
-def _note(log: IO[str], text: str) -> None:
-    log.write(f"\n### {time.strftime('%H:%M:%S')} {text}\n")
-    log.flush()
-
-
-def _run(cmd: Sequence[str], log: IO[str], *, env: Mapping[str, str] | None = None,
-         cwd: Path | None = None, user: str | None = None, input_text: str | None = None,
-         timeout: float = 900.0) -> int:
-    """Runs `cmd`, its output appended to `log`; returns the exit status."""
-    _note(log, "$ " + " ".join(cmd))
-    proc = subprocess.run(
-        list(cmd), cwd=cwd, env=dict(env) if env is not None else None, user=user,
-        group=user, extra_groups=[] if user else None, input=input_text, text=True,
-        stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False,
-        stdin=None if input_text is not None else subprocess.DEVNULL)
-    _note(log, f"exit status {proc.returncode}")
-    return proc.returncode
+_fail = RedmineSetupError.with_log
 
 
 def _root_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUNDLE_", "GEM_", "RUBY"))}
-    env.update(DEBIAN_FRONTEND="noninteractive", DEBCONF_NONINTERACTIVE_SEEN="true",
-               LANG="C.UTF-8", LC_ALL="C.UTF-8")
-    return env
+    return apt_env(drop_prefixes=("BUNDLE_", "GEM_", "RUBY"))
 
 
 def _ruby_env(home: Path, database: Path | None = None) -> dict[str, str]:
@@ -205,24 +184,8 @@ def _ruby_env(home: Path, database: Path | None = None) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One installer at a time across processes (several test runs may share a machine)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _packages_installed() -> bool:
-    proc = subprocess.run(
-        ["dpkg-query", "-W", "-f=${db:Status-Status}\n", *PACKAGES],
-        capture_output=True, text=True, check=False)
-    states = proc.stdout.split()
-    return proc.returncode == 0 and states == ["installed"] * len(PACKAGES)
+    return packages_installed(PACKAGES)
 
 
 def _puma_in_bundle() -> bool:
@@ -237,48 +200,26 @@ def is_installed() -> bool:
     return _packages_installed() and _puma_in_bundle()
 
 
-def _apt_has_candidates(log: IO[str]) -> bool:
-    proc = subprocess.run(["apt-cache", "policy", *PACKAGES], capture_output=True, text=True,
-                          check=False, env=_root_env())
-    log.write(proc.stdout)
-    return proc.returncode == 0 and "Candidate: (none)" not in proc.stdout \
-        and proc.stdout.count("Candidate:") == len(PACKAGES)
-
-
 def install_redmine(log_path: Path | None = None) -> float:
     """Installs Redmine, its SQLite backend and puma from Debian's packages unless they are
     already there; returns the seconds spent (0.0 when nothing was needed)."""
-    if is_installed():
-        return 0.0
-    if os.geteuid() != 0:
-        raise RedmineSetupError("installing Redmine needs root (apt-get)")
-    log_path = log_path or STATE_DIR / "install.log"
-    started = time.monotonic()
-    with _locked(STATE_DIR / "install.lock"):
-        if is_installed():  # another process did it while this one waited
-            return time.monotonic() - started
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a") as log:
-            _install_locked(log, log_path)
-    return time.monotonic() - started
+    return install_once("Redmine", installed=is_installed, install=_install_locked,
+                        state_dir=STATE_DIR, log_path=log_path, error=RedmineSetupError)
 
 
 def _install_locked(log: IO[str], log_path: Path) -> None:
     env = _root_env()
     if not _packages_installed():
-        if not _apt_has_candidates(log) and _run(["apt-get", "update"], log, env=env) != 0:
-            raise _fail("apt-get update failed", log_path)
-        if _run(["debconf-set-selections"], log, env=env, input_text=DEBCONF) != 0:
+        update_apt_lists_if_needed(PACKAGES, log, log_path, RedmineSetupError, env=env)
+        if run_logged(["debconf-set-selections"], log, env=env, input_text=DEBCONF) != 0:
             raise _fail("debconf-set-selections failed", log_path)
-        status = _run(["apt-get", "install", "-y", "--no-install-recommends",
-                       "-o", "Dpkg::Options::=--force-confdef",
-                       "-o", "Dpkg::Options::=--force-confold", *PACKAGES], log, env=env)
+        status = apt_install(PACKAGES, log, env=env)
         if status != 0:
             # Redmine's post-install `bundle install --local` trips on the gem directories
             # missing from Debian's old layout: create them and finish the configuration.
-            _note(log, "apt-get failed: applying the gem-directory cure")
-            _run(["ruby", "-e", GEM_DIR_CURE], log, env=env)
-            if _run(["dpkg", "--configure", "-a"], log, env=env) != 0:
+            note(log, "apt-get failed: applying the gem-directory cure")
+            run_logged(["ruby", "-e", GEM_DIR_CURE], log, env=env)
+            if run_logged(["dpkg", "--configure", "-a"], log, env=env) != 0:
                 raise _fail("configuring the Redmine packages failed", log_path)
         if not _packages_installed():
             raise _fail("the Redmine packages are not installed after apt-get", log_path)
@@ -287,8 +228,8 @@ def _install_locked(log: IO[str], log_path: Path) -> None:
         if 'gem "puma"' not in text:
             GEMFILE_LOCAL.write_text(text + ("" if text.endswith("\n") or not text else "\n")
                                      + 'gem "puma"\n')
-        _run(["ruby", "-e", GEM_DIR_CURE], log, env=env)
-        if _run(["bundle", "install", "--local"], log, env=env, cwd=REDMINE_ROOT) != 0:
+        run_logged(["ruby", "-e", GEM_DIR_CURE], log, env=env)
+        if run_logged(["bundle", "install", "--local"], log, env=env, cwd=REDMINE_ROOT) != 0:
             raise _fail("bundle install --local with puma failed", log_path)
         with contextlib.suppress(OSError):
             shutil.chown(GEMFILE_LOCK, RUN_AS, RUN_AS)
@@ -306,17 +247,8 @@ def installed_database() -> Path:
     return REDMINE_ROOT / base
 
 
-def _chown_tree(path: Path, user: str) -> None:
-    entry = pwd.getpwnam(user)
-    for root, dirs, files in os.walk(path):
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
-
-
 def _golden_key() -> str:
-    version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "redmine"],
-                             capture_output=True, text=True, check=False).stdout
+    version = package_version("redmine")
     return hashlib.sha256((version + PROVISION).encode()).hexdigest()[:12]
 
 
@@ -324,19 +256,19 @@ def provisioned_database(log_path: Path) -> tuple[Path, dict[str, Any]]:
     """The cached, provisioned database and its facts; made on first use (one `rails runner`)."""
     folder = STATE_DIR / f"golden-{_golden_key()}"
     db, facts_file = folder / "redmine.sqlite3", folder / "facts.json"
-    with _locked(STATE_DIR / "install.lock"):
+    with locked(STATE_DIR / "install.lock"):
         if not (db.exists() and facts_file.exists()):
             work = Path(tempfile.mkdtemp(prefix="provision-", dir=STATE_DIR))
             try:
                 shutil.copyfile(installed_database(), work / "redmine.sqlite3")
                 script = work / "provision.rb"
                 script.write_text(PROVISION)
-                _chown_tree(work, RUN_AS)
+                chown_tree(work, RUN_AS)
                 env = _ruby_env(work, work / "redmine.sqlite3")
                 env["SB_FACTS_PATH"] = str(work / "facts.json")
                 with open(log_path, "a") as log:
-                    status = _run(["bundle", "exec", "rails", "runner", str(script)], log,
-                                  env=env, cwd=REDMINE_ROOT, user=RUN_AS, timeout=300)
+                    status = run_logged(["bundle", "exec", "rails", "runner", str(script)],
+                                        log, env=env, cwd=REDMINE_ROOT, user=RUN_AS, timeout=300)
                 if status != 0 or not (work / "facts.json").exists():
                     raise _fail("provisioning Redmine with rails runner failed", log_path)
                 shutil.rmtree(folder, ignore_errors=True)
@@ -348,49 +280,18 @@ def provisioned_database(log_path: Path) -> tuple[Path, dict[str, Any]]:
     return db, json.loads(facts_file.read_text())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 WORKDIR_PREFIX = "switchboard-redmine-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sweep_orphans() -> None:
     """Removes the working folders left by test processes that died without cleaning up."""
-    for folder in Path(tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*"):
-        try:
-            owner = int((folder / "owner.pid").read_text())
-        except (OSError, ValueError):
-            continue
-        if not _alive(owner):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, after it became www-data: SIGKILL when the test process goes away."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    common.sweep_orphans(WORKDIR_PREFIX)
 
 
 # --------------------------------------------------------------------------- the server
 
 
-class RedmineServer:
+class RedmineServer(ProcessServer):
     """A running Redmine on 127.0.0.1 with a fresh copy of the provisioned database.
 
     After `start()` (or entering the context): `url`, `port`, `admin_key`, `admin_login`,
@@ -404,22 +305,9 @@ class RedmineServer:
 
     def __init__(self, workdir: Path | None = None, *, start_timeout: float = 90.0,
                  keep_workdir: bool = False) -> None:
-        self._own_workdir = workdir is None
-        if workdir is None:
-            sweep_orphans()
-            workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
-            (workdir / "owner.pid").write_text(str(os.getpid()))
-        self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.workdir / "redmine.log"
+        super().__init__(workdir, prefix=WORKDIR_PREFIX, log_name="redmine.log",
+                         start_timeout=start_timeout, keep_workdir=keep_workdir)
         self.database = self.workdir / "redmine.sqlite3"
-        self.start_timeout = start_timeout
-        self.keep_workdir = keep_workdir
-        self.port = 0
-        self.url = ""
-        self.install_seconds = 0.0
-        self.start_seconds = 0.0
-        self._proc: subprocess.Popen[bytes] | None = None
         self._facts: dict[str, Any] = {}
         self.admin_key = ""
         self.admin_login = ""
@@ -491,7 +379,12 @@ class RedmineServer:
         return self._status("Rejected")
 
     # -- lifecycle
-    def start(self) -> RedmineServer:
+    label = "Redmine"
+    error = RedmineSetupError
+    ready_interval = 0.2
+    _not_yet = (httpx.HTTPError,)
+
+    def start(self) -> Self:
         if self._proc is not None:
             raise RedmineSetupError("this Redmine is already running")
         install_log = STATE_DIR / "install.log"
@@ -500,96 +393,26 @@ class RedmineServer:
         golden, facts = provisioned_database(self.log_path)
         self._absorb(facts)
         shutil.copyfile(golden, self.database)
-        _chown_tree(self.workdir, RUN_AS)
-        for attempt in range(3):
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            self._spawn()
-            try:
-                self._wait_ready()
-                break
-            except RedmineSetupError:
-                # A port taken between the probe and the bind: try another one.
-                exited = self._proc is not None and self._proc.poll() is not None
-                self._terminate()
-                if not exited or attempt == 2 or "Address already in use" not in _tail(
-                        self.log_path, 200):
-                    raise
+        chown_tree(self.workdir, RUN_AS)
+        self._start_on_free_port()
         self.start_seconds = time.monotonic() - began
         return self
 
     def _spawn(self) -> None:
         with open(self.log_path, "a") as log:
-            _note(log, f"starting Redmine on {self.url}")
-            cmd = ["bundle", "exec", "rackup", "-E", "production", "-s", "puma",
-                   "-o", "127.0.0.1", "-p", str(self.port)]
-            log.write("$ " + " ".join(cmd) + "\n")
-            log.flush()
-            self._proc = subprocess.Popen(
-                cmd, cwd=REDMINE_ROOT, env=_ruby_env(self.workdir, self.database),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                user=RUN_AS, group=RUN_AS, extra_groups=[], process_group=0,
-                preexec_fn=_die_with_parent)
+            note(log, f"starting Redmine on {self.url}")
+            self._proc = spawn(["bundle", "exec", "rackup", "-E", "production", "-s", "puma",
+                                "-o", LOOPBACK, "-p", str(self.port)], log,
+                               cwd=REDMINE_ROOT, env=_ruby_env(self.workdir, self.database),
+                               user=RUN_AS)
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if self._proc is None or self._proc.poll() is not None:
-                code = None if self._proc is None else self._proc.returncode
-                raise _fail(f"Redmine exited with status {code} while starting", self.log_path)
-            try:
-                response = httpx.get(self.url + "/issues.json?limit=1", timeout=5.0,
-                                     headers={"X-Redmine-API-Key": self.admin_key})
-                if response.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self._terminate()
-                raise _fail(f"Redmine did not answer on {self.url} within "
-                            f"{self.start_timeout:.0f} s", self.log_path)
-            time.sleep(0.2)
+    def _ready(self) -> bool:
+        response = httpx.get(self.url + "/issues.json?limit=1", timeout=5.0,
+                             headers={"X-Redmine-API-Key": self.admin_key})
+        return response.status_code == 200
 
-    def _terminate(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        # Anything left in the group (there should be nothing) goes too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    def stop(self) -> None:
-        self._terminate()
-        if self._own_workdir and not self.keep_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    def __enter__(self) -> RedmineServer:
-        try:
-            return self.start()
-        except BaseException:
-            self._terminate()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+    def _abandon_start(self) -> None:
+        self._terminate()  # the working folder stays for a look at the logs
 
     # -- helpers for tests
     def api(self, method: str, path: str, *, json_body: Any = None, user: str | None = None,
@@ -608,9 +431,6 @@ class RedmineServer:
         if response.status_code != 204:
             raise AssertionError(f"status change failed: {response.status_code} "
                                  f"{response.text[:300]}")
-
-    def log_tail(self, lines: int = 60) -> str:
-        return _tail(self.log_path, lines)
 
 
 __all__ = ["PROJECT", "RedmineServer", "RedmineSetupError", "RedmineUser", "free_port",

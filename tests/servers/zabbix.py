@@ -27,13 +27,10 @@ a failure raises `ZabbixSetupError` with the tail of the log.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
 import glob
 import gzip
 import hashlib
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -42,12 +39,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import httpx
+
+from tests.servers import common
+from tests.servers.common import (
+    LOOPBACK,
+    ServerContext,
+    ServerSetupError,
+    apt_env,
+    apt_install,
+    chown_tree,
+    free_port,
+    install_once,
+    installed_version,
+    locked,
+    new_workdir,
+    note,
+    poll_until,
+    port_open,
+    run_logged,
+    spawn,
+    stop_group,
+    tail,
+    update_apt_lists_if_needed,
+)
 
 PACKAGES = ("zabbix-server-pgsql", "zabbix-frontend-php", "php8.2-cgi", "php8.2-cli",
             "php8.2-pgsql", "postgresql")
@@ -135,52 +154,14 @@ for sig, pause in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
 """
 
 
-class ZabbixSetupError(RuntimeError):
+class ZabbixSetupError(ServerSetupError):
     """Installing, starting or provisioning Zabbix failed; the message ends with the log's tail."""
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _tail(path: Path, lines: int = 60) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log at {path}: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _fail(message: str, log: Path, *extra: Path) -> ZabbixSetupError:
-    text = f"{message} (log: {log})\n--- last lines of the log ---\n{_tail(log)}"
-    for path in extra:
-        text += f"\n--- last lines of {path.name} ---\n{_tail(path, 30)}"
-    return ZabbixSetupError(text)
-
-
-def _note(log: IO[str], text: str) -> None:
-    log.write(f"\n### {time.strftime('%H:%M:%S')} {text}\n")
-    log.flush()
-
-
-def _run(cmd: Sequence[str], log: IO[str], *, env: Mapping[str, str] | None = None,
-         cwd: Path | None = None, user: str | None = None, stdin: IO[bytes] | None = None,
-         timeout: float = 900.0) -> int:
-    """Runs `cmd`, its output appended to `log`; returns the exit status."""
-    _note(log, "$ " + " ".join(cmd))
-    proc = subprocess.run(
-        list(cmd), cwd=cwd, env=dict(env) if env is not None else None, user=user,
-        group=user, extra_groups=[] if user else None,
-        stdin=stdin if stdin is not None else subprocess.DEVNULL,
-        stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False)
-    _note(log, f"exit status {proc.returncode}")
-    return proc.returncode
-
-
-def _root_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(DEBIAN_FRONTEND="noninteractive", DEBCONF_NONINTERACTIVE_SEEN="true",
-               LANG="C.UTF-8", LC_ALL="C.UTF-8")
-    return env
+_fail = ZabbixSetupError.with_log
 
 
 def _plain_env(**extra: str) -> dict[str, str]:
@@ -190,27 +171,8 @@ def _plain_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One installer at a time across processes (several test runs may share a machine)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _package_version(name: str) -> str:
-    proc = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", name],
-                          capture_output=True, text=True, check=False)
-    status, _, version = proc.stdout.partition(" ")
-    return version if proc.returncode == 0 and status == "installed" else ""
-
-
 def _packages_installed() -> bool:
-    return all(_package_version(name) for name in PACKAGES)
+    return all(installed_version(name) for name in PACKAGES)
 
 
 def pg_bin(name: str) -> Path:
@@ -224,7 +186,7 @@ def pg_bin(name: str) -> Path:
 
 def sender_path() -> Path:
     """`zabbix_sender` as unpacked from the zabbix-agent package."""
-    return STATE_DIR / f"agent-{_package_version('zabbix-server-pgsql')}" / "usr" / "bin" \
+    return STATE_DIR / f"agent-{installed_version('zabbix-server-pgsql')}" / "usr" / "bin" \
         / "zabbix_sender"
 
 
@@ -236,40 +198,18 @@ def install_zabbix(log_path: Path | None = None) -> float:
     """Installs Zabbix 6.0 server, frontend, PHP and PostgreSQL from Debian's packages and
     unpacks `zabbix_sender`, unless already done; returns the seconds spent (0.0 when nothing
     was needed)."""
-    if is_installed():
-        return 0.0
-    if os.geteuid() != 0:
-        raise ZabbixSetupError("installing Zabbix needs root (apt-get)")
-    log_path = log_path or STATE_DIR / "install.log"
-    started = time.monotonic()
-    with _locked(STATE_DIR / "install.lock"):
-        if is_installed():  # another process did it while this one waited
-            return time.monotonic() - started
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a") as log:
-            _install_locked(log, log_path)
-    return time.monotonic() - started
-
-
-def _apt_has_candidates(log: IO[str], names: Sequence[str]) -> bool:
-    proc = subprocess.run(["apt-cache", "policy", *names], capture_output=True, text=True,
-                          check=False, env=_root_env())
-    log.write(proc.stdout)
-    return proc.returncode == 0 and "Candidate: (none)" not in proc.stdout \
-        and proc.stdout.count("Candidate:") == len(names)
+    return install_once("Zabbix", installed=is_installed, install=_install_locked,
+                        state_dir=STATE_DIR, log_path=log_path, error=ZabbixSetupError)
 
 
 def _install_locked(log: IO[str], log_path: Path) -> None:
-    env = _root_env()
-    names = (*PACKAGES, AGENT_PACKAGE)
-    if not _apt_has_candidates(log, names) and _run(["apt-get", "update"], log, env=env) != 0:
-        raise _fail("apt-get update failed", log_path)
+    env = apt_env()
+    update_apt_lists_if_needed((*PACKAGES, AGENT_PACKAGE), log, log_path, ZabbixSetupError,
+                               env=env)
     if not _packages_installed():
         # The CGI flavour of PHP satisfies the frontend's dependency without Apache; with
         # --no-install-recommends no service is pulled in.
-        status = _run(["apt-get", "install", "-y", "--no-install-recommends",
-                       "-o", "Dpkg::Options::=--force-confdef",
-                       "-o", "Dpkg::Options::=--force-confold", *PACKAGES], log, env=env)
+        status = apt_install(PACKAGES, log, env=env)
         if status != 0 or not _packages_installed():
             raise _fail("installing the Zabbix packages failed", log_path)
     target = sender_path()
@@ -277,13 +217,13 @@ def _install_locked(log: IO[str], log_path: Path) -> None:
         # The agent package is unpacked, never installed: installing it would start an agent.
         work = Path(tempfile.mkdtemp(prefix="agent-", dir=STATE_DIR))
         try:
-            if _run(["apt-get", "download", AGENT_PACKAGE], log, env=env, cwd=work) != 0:
+            if run_logged(["apt-get", "download", AGENT_PACKAGE], log, env=env, cwd=work) != 0:
                 raise _fail("apt-get download zabbix-agent failed", log_path)
             debs = sorted(work.glob("zabbix-agent_*.deb"))
             if not debs:
                 raise _fail("apt-get download left no zabbix-agent package", log_path)
             unpacked = work / "root"
-            if _run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], log, env=env) != 0:
+            if run_logged(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], log, env=env) != 0:
                 raise _fail("unpacking zabbix-agent failed", log_path)
             if not (unpacked / "usr" / "bin" / "zabbix_sender").exists():
                 raise _fail("zabbix_sender is not in the zabbix-agent package", log_path)
@@ -292,12 +232,6 @@ def _install_locked(log: IO[str], log_path: Path) -> None:
             shutil.move(str(unpacked), str(folder))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def free_low_port() -> int:
@@ -315,52 +249,19 @@ def free_low_port() -> int:
     raise ZabbixSetupError("no free port between 20000 and 32767")
 
 
-def _chown_tree(path: Path, user: str) -> None:
-    entry = pwd.getpwnam(user)
-    for root, dirs, files in os.walk(path):
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, after it changed user: SIGKILL when the test process goes away."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 WORKDIR_PREFIX = "switchboard-zabbix-"
 
 
 def sweep_orphans() -> None:
     """Removes the working folders left by test processes that died without cleaning up."""
-    for folder in Path(tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*"):
-        try:
-            owner = int((folder / "owner.pid").read_text())
-        except (OSError, ValueError):
-            continue
-        if not _alive(owner):
-            shutil.rmtree(folder, ignore_errors=True)
+    common.sweep_orphans(WORKDIR_PREFIX)
 
 
 # --------------------------------------------------------------------------- the database
 
 
 def _golden_key() -> str:
-    versions = _package_version("zabbix-server-pgsql") + pg_bin("postgres").parts[4]
+    versions = installed_version("zabbix-server-pgsql") + pg_bin("postgres").parts[4]
     return hashlib.sha256(versions.encode()).hexdigest()[:12]
 
 
@@ -379,18 +280,15 @@ def _psql(port: int, *args: str) -> list[str]:
 
 def _wait_postgres(proc: subprocess.Popen[bytes], port: int, log_path: Path,
                    timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise _fail(f"PostgreSQL exited with status {proc.returncode}", log_path)
-        ready = subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port),
-                                "-U", "postgres", "-d", "postgres"],
-                               check=False, capture_output=True)
-        if ready.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise _fail(f"PostgreSQL did not start within {timeout:.0f} s", log_path)
-        time.sleep(0.1)
+    def ready() -> bool:
+        return subprocess.run(["pg_isready", "-q", "-h", LOOPBACK, "-p", str(port),
+                               "-U", "postgres", "-d", "postgres"],
+                              check=False, capture_output=True).returncode == 0
+
+    poll_until(ready, timeout=timeout, interval=0.1, proc=proc,
+               exited=lambda code: _fail(f"PostgreSQL exited with status {code}", log_path),
+               timed_out=lambda: _fail(f"PostgreSQL did not start within {timeout:.0f} s",
+                                       log_path))
 
 
 def _stop_postgres(proc: subprocess.Popen[bytes]) -> None:
@@ -408,7 +306,7 @@ def golden_database(log_path: Path) -> Path:
     """The tarball of a PostgreSQL data directory holding a freshly imported Zabbix database
     (role and database `zabbix`, password `zabbix`); made on first use."""
     tarball = STATE_DIR / f"pgdata-{_golden_key()}.tar"
-    with _locked(STATE_DIR / "install.lock"):
+    with locked(STATE_DIR / "install.lock"):
         if tarball.exists():
             return tarball
         work = Path(tempfile.mkdtemp(prefix="golden-", dir=STATE_DIR))
@@ -416,7 +314,7 @@ def golden_database(log_path: Path) -> Path:
             _make_golden(work, log_path)
             partial = tarball.with_suffix(".partial")
             with open(log_path, "a") as log:
-                if _run(["tar", "-C", str(work), "-cf", str(partial), "pgdata"], log) != 0:
+                if run_logged(["tar", "-C", str(work), "-cf", str(partial), "pgdata"], log) != 0:
                     raise _fail("archiving the database failed", log_path)
             partial.rename(tarball)
             for old in STATE_DIR.glob("pgdata-*.tar"):
@@ -431,19 +329,16 @@ def _make_golden(work: Path, log_path: Path) -> None:
     datadir, sockdir = work / "pgdata", work / "sock"
     datadir.mkdir()
     sockdir.mkdir()
-    _chown_tree(work, DB_USER)
+    chown_tree(work, DB_USER)
     with open(log_path, "a") as log:
-        if _run([str(pg_bin("initdb")), "-D", str(datadir), "-U", "postgres", "-A", "trust",
-                 "-E", "UTF8", "--locale=C.UTF-8"], log, env=_plain_env(), user=DB_USER,
-                timeout=120) != 0:
+        if run_logged([str(pg_bin("initdb")), "-D", str(datadir), "-U", "postgres",
+                       "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"], log,
+                      env=_plain_env(), user=DB_USER, timeout=120) != 0:
             raise _fail("initdb failed", log_path)
         port = free_port()
-        _note(log, f"starting PostgreSQL on 127.0.0.1:{port} to import the schema")
-        proc = subprocess.Popen(_postgres_cmd(datadir, port, sockdir), env=_plain_env(),
-                                stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, user=DB_USER, group=DB_USER,
-                                extra_groups=[], process_group=0,
-                                preexec_fn=_die_with_parent)
+        note(log, f"starting PostgreSQL on {LOOPBACK}:{port} to import the schema")
+        proc = spawn(_postgres_cmd(datadir, port, sockdir), log, env=_plain_env(),
+                     user=DB_USER)
         try:
             _wait_postgres(proc, port, log_path)
             setup = ("CREATE ROLE zabbix LOGIN PASSWORD 'zabbix';\n"
@@ -454,7 +349,7 @@ def _make_golden(work: Path, log_path: Path) -> None:
             if status != 0:
                 raise _fail("creating the zabbix role and database failed", log_path)
             for name in SQL_FILES:
-                _note(log, f"importing {name}")
+                note(log, f"importing {name}")
                 with gzip.open(SQL_DIR / name, "rb") as sql:
                     feeder = subprocess.Popen(_psql(port, "-U", "zabbix", "-d", "zabbix"),
                                               stdin=subprocess.PIPE, stdout=log,
@@ -505,22 +400,6 @@ class _Watchdog:
             self._proc.wait(15)
 
 
-def _terminate_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
-                     wait: float = 15.0) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    # What is left of the group (forked workers) goes too.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 def _server_conf(workdir: Path, db_port: int, listen_port: int) -> str:
     run = workdir / "zabbix"
     return "\n".join([
@@ -540,7 +419,7 @@ def _server_conf(workdir: Path, db_port: int, listen_port: int) -> str:
     ])
 
 
-class ZabbixServer:
+class ZabbixServer(ServerContext):
     """A running, provisioned Zabbix 6.0 on 127.0.0.1.
 
     After `start()` (or entering the context): `url` (frontend base; the API is
@@ -554,11 +433,7 @@ class ZabbixServer:
     def __init__(self, workdir: Path | None = None, *, start_timeout: float = 120.0,
                  keep_workdir: bool = False) -> None:
         self._own_workdir = workdir is None
-        if workdir is None:
-            sweep_orphans()
-            workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
-            (workdir / "owner.pid").write_text(str(os.getpid()))
-        self.workdir = workdir
+        self.workdir = new_workdir(WORKDIR_PREFIX) if workdir is None else workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)  # the database and the server run as their own users
         self.log_path = self.workdir / "zabbix.log"
@@ -593,7 +468,7 @@ class ZabbixServer:
         self._http = httpx.Client(timeout=30.0)
 
     # -- lifecycle
-    def start(self) -> ZabbixServer:
+    def start(self) -> Self:
         if self._procs:
             raise ZabbixSetupError("this Zabbix is already running")
         self.install_seconds = install_zabbix(STATE_DIR / "install.log")
@@ -612,7 +487,7 @@ class ZabbixServer:
         return self
 
     def _write_frontend_conf(self) -> None:
-        with _locked(STATE_DIR / "install.lock"):
+        with locked(STATE_DIR / "install.lock"):
             if FRONTEND_CONF.exists():
                 current = FRONTEND_CONF.read_text(errors="replace")
                 if current == FRONTEND_CONF_TEXT:
@@ -628,12 +503,7 @@ class ZabbixServer:
     def _spawn(self, name: str, cmd: Sequence[str], *, user: str | None, env: dict[str, str],
                log_path: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         with open(log_path, "a") as log:
-            _note(log, "$ " + " ".join(cmd))
-            proc = subprocess.Popen(
-                list(cmd), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, user=user, group=user,
-                extra_groups=[] if user else None, start_new_session=True,
-                preexec_fn=_die_with_parent)
+            proc = spawn(cmd, log, env=env, cwd=cwd, user=user, new_session=True)
         self._procs[name] = proc
         if self._watchdog is not None:
             self._watchdog.watch(proc.pid)
@@ -641,12 +511,12 @@ class ZabbixServer:
 
     def _start_postgres(self, tarball: Path) -> None:
         with open(self.log_path, "a") as log:
-            if _run(["tar", "-C", str(self.workdir), "-xf", str(tarball)], log) != 0:
+            if run_logged(["tar", "-C", str(self.workdir), "-xf", str(tarball)], log) != 0:
                 raise _fail("restoring the database failed", self.log_path)
         datadir, sockdir = self.workdir / "pgdata", self.workdir / "pgsock"
         sockdir.mkdir(exist_ok=True)
-        _chown_tree(datadir, DB_USER)
-        _chown_tree(sockdir, DB_USER)
+        chown_tree(datadir, DB_USER)
+        chown_tree(sockdir, DB_USER)
         datadir.chmod(0o700)
         for attempt in range(3):
             self.db_port = free_port()
@@ -657,7 +527,7 @@ class ZabbixServer:
                 return
             except ZabbixSetupError:
                 self._stop("postgres")
-                if attempt == 2 or "already in use" not in _tail(self.log_path, 30):
+                if attempt == 2 or "already in use" not in tail(self.log_path, 30):
                     raise
 
     def _start_server(self) -> None:
@@ -665,27 +535,17 @@ class ZabbixServer:
         run.mkdir(exist_ok=True)
         self.server_port = free_low_port()
         self.conf_path.write_text(_server_conf(self.workdir, self.db_port, self.server_port))
-        _chown_tree(run, ZABBIX_USER)
+        chown_tree(run, ZABBIX_USER)
         proc = self._spawn("server", ["zabbix_server", "-f", "-c", str(self.conf_path)],
                            user=ZABBIX_USER, env=_plain_env(), log_path=self.log_path,
                            cwd=run)
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if proc.poll() is not None:
-                raise _fail(f"zabbix_server exited with status {proc.returncode}",
-                            self.log_path, self.server_log)
-            if "server #0 started" in _tail(self.server_log, 400) and self._port_open(
-                    self.server_port):
-                return
-            if time.monotonic() > deadline:
-                raise _fail("zabbix_server did not start", self.log_path, self.server_log)
-            time.sleep(0.1)
-
-    @staticmethod
-    def _port_open(port: int) -> bool:
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            return s.connect_ex(("127.0.0.1", port)) == 0
+        poll_until(lambda: "server #0 started" in tail(self.server_log, 400)
+                   and port_open(self.server_port),
+                   timeout=self.start_timeout, interval=0.1, proc=proc,
+                   exited=lambda code: _fail(f"zabbix_server exited with status {code}",
+                                             self.log_path, self.server_log),
+                   timed_out=lambda: _fail("zabbix_server did not start", self.log_path,
+                                           self.server_log))
 
     def _start_frontend(self) -> None:
         for attempt in range(3):
@@ -723,7 +583,7 @@ class ZabbixServer:
                     raise _fail("the Zabbix frontend did not answer", self.php_log)
                 time.sleep(0.1)
             self._stop("php")
-            if attempt == 2 or "in use" not in _tail(self.php_log, 20):
+            if attempt == 2 or "in use" not in tail(self.php_log, 20):
                 raise _fail("php -S exited while starting", self.php_log)
 
     def _stop(self, name: str) -> None:
@@ -734,7 +594,7 @@ class ZabbixServer:
             proc.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(15)
-        _terminate_group(proc)
+        stop_group(proc, wait=15.0)
         if self._watchdog is not None:
             self._watchdog.forget(proc.pid)
 
@@ -754,17 +614,6 @@ class ZabbixServer:
 
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self._procs.items()}
-
-    def __enter__(self) -> ZabbixServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # -- API
     def api(self, method: str, params: Any, *, auth: str | None = None) -> Any:
@@ -854,20 +703,16 @@ class ZabbixServer:
 
     def _reload_config(self) -> None:
         with open(self.log_path, "a") as log:
-            _run(["zabbix_server", "-c", str(self.conf_path), "-R", "config_cache_reload"],
-                 log, env=_plain_env(), user=ZABBIX_USER, timeout=30)
+            run_logged(["zabbix_server", "-c", str(self.conf_path), "-R", "config_cache_reload"],
+                       log, env=_plain_env(), user=ZABBIX_USER, timeout=30)
 
     def _wait_item_known(self) -> None:
         """Sends an OK value until the server knows the item (the configuration has synced);
         the trigger and the action come with the same sync."""
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if self.send_value(0, check=False):
-                return
-            if time.monotonic() > deadline:
-                raise _fail("zabbix_server never accepted a value for the trapper item",
-                            self.log_path, self.server_log)
-            time.sleep(0.3)
+        poll_until(lambda: self.send_value(0, check=False), timeout=self.start_timeout,
+                   interval=0.3,
+                   timed_out=lambda: _fail("zabbix_server never accepted a value for the "
+                                           "trapper item", self.log_path, self.server_log))
 
     # -- helpers for tests
     def set_receiver(self, url: str, token: str) -> None:
@@ -898,7 +743,7 @@ class ZabbixServer:
                "-k", ITEM_KEY, "-o", str(value)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
         with open(self.log_path, "a") as log:
-            _note(log, "$ " + " ".join(cmd))
+            note(log, "$ " + " ".join(cmd))
             log.write(proc.stdout + proc.stderr)
         ok = re.search(r"processed: 1;", proc.stdout) is not None
         if check and not ok:
@@ -909,17 +754,12 @@ class ZabbixServer:
     def wait_for(self, what: str, probe: Callable[[], Any], timeout: float = 60.0,
                  interval: float = 0.3) -> Any:
         """Polls `probe` until it returns something true; raises with the logs' tails."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = probe()
-            if found:
-                return found
-            if time.monotonic() > deadline:
-                raise _fail(f"timed out waiting for {what}", self.server_log, self.php_log)
-            time.sleep(interval)
+        return poll_until(probe, timeout=timeout, interval=interval,
+                          timed_out=lambda: _fail(f"timed out waiting for {what}",
+                                                  self.server_log, self.php_log))
 
-    def log_tail(self, lines: int = 60) -> str:
-        return _tail(self.server_log, lines)
+    def logtail(self, lines: int = 60) -> str:
+        return tail(self.server_log, lines)
 
 
 __all__ = ["HOST", "ITEM_KEY", "MEDIA_TYPE_FILE", "MEDIA_TYPE_NAME", "NOTIFY_LOGIN",
