@@ -43,6 +43,8 @@ def parse_generic(body: Any) -> list[Alert]:
     if isinstance(body, list):
         if len(body) > 1000:
             raise AlertParseError("at most 1000 alerts per request")
+        if not all(isinstance(item, dict) for item in body):
+            raise AlertParseError("a list must hold alert objects")
         return [alert for item in body for alert in parse_generic(item)]
     if not isinstance(body, dict):
         raise AlertParseError("an alert must be a JSON object")
@@ -102,6 +104,8 @@ class GenericCallback:
         try:
             r = await self._client.post(url, json={"action": action, "key": alert.key,
                                                    "by": who, "comment": comment})
+        except httpx.InvalidURL:
+            raise SourceError("the alert's callback URL is not valid") from None
         except httpx.HTTPError as exc:
             raise SourceUnavailable(f"callback unreachable ({type(exc).__name__})") from None
         if r.status_code >= 500:

@@ -84,7 +84,7 @@ def build(handlers: Handlers, max_body: int) -> web.Application:
             raise HTTPError(400, "empty body; a JSON object was expected")
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise HTTPError(400, "body is not valid JSON") from None
 
     async def read_form(request: web.Request) -> Any:

@@ -231,6 +231,7 @@ class Store(Protocol):
                             result: dict[str, Any] | None = None, retry_at: float | None = None,
                             error: str | None = None, notified: bool | None = None) -> None: ...
     async def outbox_counts(self) -> dict[str, int]: ...
+    async def outbox_open(self, kind: str) -> list[OutboxEntry]: ...
     async def link_ticket(self, link: TicketLink) -> None: ...
     async def ticket_by_root(self, root_id: str) -> TicketLink | None: ...
     async def ticket(self, tracker: str, ticket_id: str) -> TicketLink | None: ...
@@ -429,10 +430,20 @@ class SQLiteStore:
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value)))
 
     async def prune(self, older_than: float) -> int:
-        """Forget finished claims older than a point in time (seconds since the epoch)."""
-        return await self._run(lambda db: db.execute(
-            "DELETE FROM handled WHERE state = 'done' AND claimed_at < ?",
-            (older_than,)).rowcount)
+        """Forget finished work older than a point in time (seconds since the epoch): claims,
+        outbox entries, and the notes already posted of incidents not updated since."""
+        def go(db: sqlite3.Connection) -> int:
+            n = db.execute("DELETE FROM handled WHERE state = 'done' AND claimed_at < ?",
+                           (older_than,)).rowcount
+            n += db.execute("DELETE FROM outbox WHERE state IN ('done', 'failed') "
+                            "AND created_at < ?", (older_than,)).rowcount
+            n += db.execute(
+                "DELETE FROM alert_notes WHERE posted = 1 AND EXISTS (SELECT 1 FROM alerts a "
+                "WHERE a.source = alert_notes.source AND a.key = alert_notes.key "
+                "AND a.updated_at < ?)", (older_than,)).rowcount
+            return n
+
+        return await self._run(go)
 
     # --- outbox -------------------------------------------------------------------------------
     async def outbox_put(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
@@ -494,6 +505,13 @@ class SQLiteStore:
         args.append(key)
         sql = f"UPDATE outbox SET {', '.join(sets)} WHERE key = ?"
         await self._run(lambda db: db.execute(sql, args))
+
+    async def outbox_open(self, kind: str) -> list[OutboxEntry]:
+        """Entries of a kind not done yet (queued or half-way)."""
+        rows = await self._run(lambda db: db.execute(
+            f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE kind = ? "
+            "AND state IN ('queued', 'filed') ORDER BY created_at", (kind,)).fetchall())
+        return [self._entry(r) for r in rows]
 
     async def outbox_counts(self) -> dict[str, int]:
         rows = await self._run(lambda db: db.execute(

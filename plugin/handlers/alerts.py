@@ -12,6 +12,7 @@ signed and carry the incident's decision epoch: a replayed or out-of-date click 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hmac
@@ -108,6 +109,9 @@ class Alerts:
         self._responders: Membership | None = None
         self.accepted = 0
         self.dropped = 0
+        # Every read-change-save of an incident's state holds its lock (the store serves one
+        # process); new alerts also hold their channel's, so storm counting is exact.
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         r = self.router
         r.action("alertack")(self.on_ack)
         r.action("alertunack")(self.on_unack)
@@ -169,6 +173,8 @@ class Alerts:
             alerts = parser(body)
         except AlertParseError as exc:
             raise HTTPError(400, f"malformed {source} alert: {exc}") from None
+        except RecursionError:
+            raise HTTPError(400, f"malformed {source} alert: nested too deeply") from None
         accepted = dropped = 0
         for alert in alerts:
             if await self._take(alert):
@@ -179,7 +185,20 @@ class Alerts:
         self.dropped += dropped
         return {"accepted": accepted, "ignored": dropped}
 
+    def _lock(self, scope: str, key: str) -> asyncio.Lock:
+        lock = self._locks.get((scope, key))
+        if lock is None:
+            if len(self._locks) > 10_000:  # forget idle locks now and then
+                for k in [k for k, v in self._locks.items() if not v.locked()]:
+                    del self._locks[k]
+            lock = self._locks[(scope, key)] = asyncio.Lock()
+        return lock
+
     async def _take(self, alert: Alert) -> bool:
+        async with self._lock(alert.source, alert.key):
+            return await self._take_locked(alert)
+
+    async def _take_locked(self, alert: Alert) -> bool:
         store = self.bot.store
         rec = await store.alert(alert.source, alert.key)
         now = time.time()
@@ -207,10 +226,11 @@ class Alerts:
                                      "mention": route.mention if route and Severity(
                                          alert.severity).rank >= Severity(
                                          route.mention_from).rank else ""}
-            recent = await store.alerts_created_since(channel_id, now - 60)
-            if recent >= self.settings.storm_per_minute:
-                state["digest"] = await self._digest(alert, channel_id, now)
-            await self._save(alert.source, alert.key, channel_id, state, [])
+            async with self._lock("channel", channel_id):
+                recent = await store.alerts_created_since(channel_id, now - 60)
+                if recent >= self.settings.storm_per_minute:
+                    state["digest"] = await self._digest(alert, channel_id, now)
+                await self._save(alert.source, alert.key, channel_id, state, [])
             return True
         state = dict(rec.state)
         old = alert_from_json(state["alert"])
@@ -287,6 +307,11 @@ class Alerts:
     async def _digest(self, alert: Alert, channel_id: str, now: float) -> str:
         minute = int(now // 60)
         key = f"{alert.source}:{channel_id}:{minute}"
+        async with self._lock("digest", key):
+            await self._digest_add(alert, channel_id, key)
+        return key
+
+    async def _digest_add(self, alert: Alert, channel_id: str, key: str) -> None:
         rec = await self.bot.store.alert("digest", key)
         state: dict[str, Any] = dict(rec.state) if rec else {
             "source": alert.source, "members": [], "count": 0, "resolved": 0}
@@ -296,9 +321,12 @@ class Alerts:
             state["members"] = [*state["members"], {"key": alert.key, "title": alert.title,
                                                     "host": alert.host, "status": "firing"}]
         await self._save_digest(key, channel_id, state)
-        return key
 
     async def _digest_member_changed(self, digest_key: str, alert: Alert) -> None:
+        async with self._lock("digest", digest_key):
+            await self._digest_member_changed_locked(digest_key, alert)
+
+    async def _digest_member_changed_locked(self, digest_key: str, alert: Alert) -> None:
         rec = await self.bot.store.alert("digest", digest_key)
         if rec is None:
             return
@@ -335,7 +363,16 @@ class Alerts:
             await store.set_alert_post(rec.source, rec.key, post_id)
         else:
             post_id = rec.post_id
-            await api.update_post(post_id, message, props)
+            try:
+                await api.update_post(post_id, message, props)
+            except MattermostError as exc:
+                if exc.status != 404:
+                    raise
+                # Someone deleted the post: the incident gets a new one.
+                post = await api.create_post(rec.channel_id, message, props=props,
+                                             key=f"alert:{rec.source}:{rec.key}:{rec.revision}")
+                post_id = str(post["id"])
+                await store.set_alert_post(rec.source, rec.key, post_id)
         for note_id, text in await store.alert_notes(rec.source, rec.key):
             await api.create_post(rec.channel_id, text, root_id=post_id,
                                   key=f"alertnote:{note_id}", check_first=resumed)
@@ -458,6 +495,12 @@ class Alerts:
 
     async def _decide(self, click: Click, payload: Payload, op: str,
                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        source, _, key = payload.subject.partition("|")
+        async with self._lock(source, key):
+            return await self._decide_locked(click, payload, op, extra)
+
+    async def _decide_locked(self, click: Click, payload: Payload, op: str,
+                             extra: dict[str, Any] | None) -> dict[str, Any]:
         try:
             rec = await self._clicked(click, payload, op)
         except _Refusal as exc:
@@ -494,6 +537,7 @@ class Alerts:
                 f"alert-action:{rec.source}:{rec.key}:{state['epoch']}", "alert-action",
                 {"source": rec.source, "key": rec.key, "op": op, "who": who,
                  "user_id": click.user_id, "handle": (ack or {}).get("handle", ""),
+                 "previous_ack": ack,
                  "silence_handle": (rec.state.get("silence") or {}).get("handle", ""),
                  **(extra or {})})
             return {"ephemeral_text": PENDING[op]}
@@ -543,30 +587,44 @@ class Alerts:
                 await source.unsilence(alert, p.get("silence_handle", ""), who)
             elif op == "resolve":
                 await source.resolve(alert, who)
-        except SourceError as exc:
-            if exc.retryable:
+        except Exception as exc:
+            retryable = bool(getattr(exc, "retryable", False))
+            if retryable and entry.attempts < self.ACTION_ATTEMPTS:
                 raise Retry(str(exc)) from None
-            await self._failed(rec, op, who, p["user_id"], str(exc))
-            await store.outbox_update(entry.key, state="failed", error=str(exc))
+            reason = str(exc) if isinstance(exc, SourceError) else \
+                f"unexpected error ({type(exc).__name__})"
+            if not isinstance(exc, SourceError):
+                log.exception("%s on %s %s failed", op, rec.source, rec.key)
+            async with self._lock(rec.source, rec.key):
+                await self._failed(rec, op, who, p["user_id"], reason, p.get("previous_ack"))
+            await store.outbox_update(entry.key, state="failed", error=reason)
             return
-        state = dict((await store.alert(rec.source, rec.key) or rec).state)
-        state["pending"] = None
-        if op == "ack" and state.get("ack"):
-            state["ack"] = dict(state["ack"], handle=handle)
-        if op == "silence" and state.get("silence"):
-            state["silence"] = dict(state["silence"], handle=handle)
-        if op == "unsilence":
-            state["silence"] = None
-        await self._save(rec.source, rec.key, rec.channel_id, state, [])
+        async with self._lock(rec.source, rec.key):
+            state = dict((await store.alert(rec.source, rec.key) or rec).state)
+            state["pending"] = None
+            if op == "ack" and state.get("ack"):
+                state["ack"] = dict(state["ack"], handle=handle)
+            if op == "silence" and state.get("silence"):
+                state["silence"] = dict(state["silence"], handle=handle)
+            if op == "unsilence":
+                state["silence"] = None
+            await self._save(rec.source, rec.key, rec.channel_id, state, [])
         await store.outbox_update(entry.key, state="done")
 
+    #: Tries of a decision while the monitoring system is unreachable (backoff: ~5 minutes
+    #: in all) before it is reported as failed.
+    ACTION_ATTEMPTS = 6
+
     async def _failed(self, rec: AlertRecord, op: str, who: str, user_id: str,
-                      reason: str) -> None:
+                      reason: str, previous_ack: dict[str, Any] | None = None) -> None:
+        """Undo what the click showed, say why on the post and tell the clicker."""
         state = dict((await self.bot.store.alert(rec.source, rec.key) or rec).state)
         state["pending"] = None
         state["epoch"] = int(state.get("epoch", 0)) + 1
         if op == "ack":
             state["ack"] = None
+        elif op == "unack":
+            state["ack"] = previous_ack
         elif op == "silence":
             state["silence"] = None
         what = {"ack": "Acknowledging", "unack": "Removing the acknowledgement",
@@ -631,9 +689,16 @@ class Alerts:
         title = str(submission.get("title") or "").strip()
         if not title:
             return {"errors": {"title": "A title is needed."}}
-        await self.bot.outbox.put(f"alert-ticket:{source}:{key}", "alert-ticket", {
-            "source": source, "key": key, "tracker": tracker, "title": title,
-            "details": str(submission.get("details") or ""), "user_id": user_id})
+        entry_key = f"alert-ticket:{source}:{key}"
+        body = {"source": source, "key": key, "tracker": tracker, "title": title,
+                "details": str(submission.get("details") or ""), "user_id": user_id}
+        existing = await self.bot.store.outbox_get(entry_key)
+        if existing is None or existing.state == "failed":
+            # A ticket that could not be opened before may be tried again.
+            await self.bot.store.outbox_requeue(entry_key, "alert-ticket", body)
+            self.bot.outbox.kick()
+        elif existing.state != "done":
+            return {"errors": {"title": "A ticket for this alert is being opened."}}
         return {}
 
     async def _file_ticket(self, entry: OutboxEntry) -> None:
@@ -663,13 +728,14 @@ class Alerts:
                                  [f":warning: The ticket could not be opened: {exc}"])
             await store.outbox_update(entry.key, state="failed", error=str(exc))
             return
-        rec = await store.alert(p["source"], p["key"])
-        if rec is not None:
-            state = dict(rec.state)
-            state["ticket"] = {"tracker": p["tracker"], "id": found.id, "url": found.url}
-            who = (await self.bot.api.user(p["user_id"])).get("username", "")
-            await self._save(rec.source, rec.key, rec.channel_id, state,
-                             [f":ticket: Ticket **#{found.id}** opened by @{who}: {found.url}"])
+        who = (await self.bot.api.user(p["user_id"])).get("username", "")
+        async with self._lock(p["source"], p["key"]):
+            rec = await store.alert(p["source"], p["key"])
+            if rec is not None:
+                state = dict(rec.state)
+                state["ticket"] = {"tracker": p["tracker"], "id": found.id, "url": found.url}
+                await self._save(rec.source, rec.key, rec.channel_id, state, [
+                    f":ticket: Ticket **#{found.id}** opened by @{who}: {found.url}"])
         await store.outbox_update(entry.key, state="done")
 
 

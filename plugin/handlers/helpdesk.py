@@ -127,6 +127,9 @@ class Helpdesk:
     async def start(self, bot: Bot) -> None:
         self._bot = bot
         self.linked = await bot.store.linked_roots()
+        # Threads of tickets still queued take replies too (they are filed later).
+        self.linked |= {e.payload.get("root_id", "") for e in
+                        await bot.store.outbox_open("ticket")} - {""}
         self._outbox = bot.outbox
         bot.outbox.register("ticket", self._file_ticket, self._queued_notice)
         bot.outbox.register("comment", self._file_comment)
@@ -226,6 +229,8 @@ class Helpdesk:
                 ticket.status.is_open))
             self.linked.add(p["root_id"])
             await self._attach(tracker, ticket.id, p.get("file_ids") or [])
+            # From here on a retry only owes the reply: no second look-up, no second upload.
+            await self.bot.store.outbox_update(key, state="filed", result=result)
         else:
             result = entry.result
         await self.bot.api.create_post(
@@ -278,8 +283,9 @@ class Helpdesk:
                             tracker.name, ticket_id, exc)
 
     async def _queued_notice(self, entry: OutboxEntry, reason: str) -> None:
-        if entry.notified:
-            return
+        current = await self.bot.store.outbox_get(entry.key)
+        if entry.notified or current is None or current.state != "queued" or current.notified:
+            return  # told before, or the ticket exists and only the reply is being retried
         p = entry.payload
         name = label(p["tracker"])
         await self.bot.api.create_post(
@@ -293,7 +299,8 @@ class Helpdesk:
     async def thread_reply(self, ctx: Context, post: Post) -> None:
         await self.outbox.put(f"comment:{post.id}", "comment", {
             "root_id": post.root_id, "post_id": post.id, "user_id": post.user_id,
-            "text": post.message, "file_ids": list(post.file_ids)})
+            "channel_id": post.channel_id, "text": post.message,
+            "file_ids": list(post.file_ids)})
 
     def _lock(self, tracker: str, ticket_id: str) -> asyncio.Lock:
         return self._locks.setdefault((tracker, ticket_id), asyncio.Lock())
@@ -302,8 +309,8 @@ class Helpdesk:
         p = dict(entry.payload)
         link = await self.bot.store.ticket_by_root(p["root_id"])
         if link is None:
-            opening = await self.bot.store.outbox_get(f"ticket:{p['root_id']}")
-            if opening is not None and opening.state in ("queued", "filed"):
+            if any(e.payload.get("root_id") == p["root_id"]
+                   for e in await self.bot.store.outbox_open("ticket")):
                 raise Retry("the thread's ticket is not filed yet")
             await self.bot.store.outbox_update(entry.key, state="failed",
                                                error="the thread has no ticket")
@@ -314,14 +321,17 @@ class Helpdesk:
             await self.bot.store.outbox_update(entry.key, state="failed", error="no tracker")
             return
         person = await self._person(p["user_id"])
-        text = clean_text(p["text"])
+        # The link back to the chat message also marks the follow-up as this message's.
+        _, permalink = await self._permalink(p.get("channel_id", ""), p["post_id"])
+        marker = f"/pl/{p['post_id']}"
+        text = f"{clean_text(p['text'])}\n\n(from chat: {permalink})"
         try:
             async with self._lock(p["tracker"], p["ticket_id"]):
                 comment_id = ""
                 if entry.attempts > 0 or entry.created_at < self.bot.started_at:
                     # An earlier try may have landed: look before writing it again.
                     for c in await tracker.comments(p["ticket_id"]):
-                        if text and text in c.text:
+                        if marker in c.text:
                             comment_id = c.id
                 if not comment_id:
                     comment_id = await tracker.comment(p["ticket_id"], text, person)
