@@ -42,6 +42,8 @@ __all__ = [
 SOURCE = "alertmanager"
 #: Ends the comment of every silence this module creates: how it recognises its own silences.
 SILENCE_MARK = "[switchboard]"
+#: Silences made by Silence (not Acknowledge) carry this instead: the two never share one.
+MUTE_MARK = "[switchboard silence]"
 DEFAULT_ACK_SECONDS = 24 * 3600.0
 
 _SEVERITIES: dict[str, Severity] = {
@@ -259,7 +261,7 @@ class AlertmanagerClient:
             base_url=url.rstrip("/"), headers=headers, auth=auth,
             timeout=httpx.Timeout(timeout), verify=verify, transport=transport,
             follow_redirects=False)
-        self._locks: dict[frozenset[tuple[str, str, bool, bool]], asyncio.Lock] = {}
+        self._locks: dict[tuple[frozenset[tuple[str, str, bool, bool]], str], asyncio.Lock] = {}
 
     async def __aenter__(self) -> AlertmanagerClient:
         return self
@@ -333,8 +335,10 @@ class AlertmanagerClient:
             raise SourceUnavailable("Alertmanager answered the silences with something else")
         return [s for s in data if isinstance(s, dict)]
 
-    async def find_silence(self, alert: Alert) -> dict[str, Any] | None:
-        """The active (or pending) silence this bot made with exactly the alert's labels."""
+    async def find_silence(self, alert: Alert, mark: str = SILENCE_MARK
+                           ) -> dict[str, Any] | None:
+        """The active (or pending) silence this bot made with exactly the alert's labels, for
+        an acknowledgement (`SILENCE_MARK`) or a silence (`MUTE_MARK`)."""
         matchers = _matchers(alert)
         wanted = _matcher_set(matchers)
         found = []
@@ -342,7 +346,7 @@ class AlertmanagerClient:
             state = (silence.get("status") or {}).get("state")
             comment = silence.get("comment")
             if (state in ("active", "pending") and isinstance(silence.get("id"), str)
-                    and isinstance(comment, str) and comment.rstrip().endswith(SILENCE_MARK)
+                    and isinstance(comment, str) and comment.rstrip().endswith(mark)
                     and _matcher_set(silence.get("matchers")) == wanted):
                 found.append(silence)
         if not found:
@@ -350,21 +354,22 @@ class AlertmanagerClient:
         far = datetime.max.replace(tzinfo=UTC)
         return max(found, key=lambda s: parse_time(s.get("endsAt")) or far)
 
-    async def _silence(self, alert: Alert, seconds: float, who: str, comment: str) -> str:
+    async def _silence(self, alert: Alert, seconds: float, who: str, comment: str,
+                       mark: str = SILENCE_MARK) -> str:
         if seconds <= 0:
             raise SourceError("a silence needs a positive duration")
         matchers = _matchers(alert)
         key = _matcher_set(matchers)
         assert key is not None
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        lock = self._locks.setdefault((key, mark), asyncio.Lock())
         async with lock:
             now = datetime.now(UTC)
             ends = now + timedelta(seconds=seconds)
-            existing = await self.find_silence(alert)
+            existing = await self.find_silence(alert, mark)
             body: dict[str, Any] = {
                 "matchers": matchers, "startsAt": _iso(now), "endsAt": _iso(ends),
                 "createdBy": who or "switchboard",
-                "comment": f"{' '.join(comment.split())} {SILENCE_MARK}".strip(),
+                "comment": f"{' '.join(comment.split())} {mark}".strip(),
             }
             if existing is not None:
                 current_end = parse_time(existing.get("endsAt"))
@@ -392,10 +397,13 @@ class AlertmanagerClient:
         return await self._silence(alert, self.ack_duration, who, text)
 
     async def unacknowledge(self, alert: Alert, handle: str, who: str) -> None:
-        """Expires the silence `handle` (or, without one, this bot's silence of the alert).
-        A silence already gone or already expired is fine."""
+        """Expires the silence `handle` (or, without one, this bot's acknowledgement silence of
+        the alert). A silence already gone or already expired is fine."""
+        await self._expire(alert, handle, SILENCE_MARK)
+
+    async def _expire(self, alert: Alert, handle: str, mark: str) -> None:
         if not handle:
-            existing = await self.find_silence(alert)
+            existing = await self.find_silence(alert, mark)
             if existing is None:
                 return
             handle = str(existing["id"])
@@ -409,11 +417,11 @@ class AlertmanagerClient:
 
     async def silence(self, alert: Alert, seconds: float, who: str) -> str:
         text = f"Silenced for {_duration_words(seconds)} by {who}"
-        return await self._silence(alert, seconds, who, text)
+        return await self._silence(alert, seconds, who, text, MUTE_MARK)
 
     async def unsilence(self, alert: Alert, handle: str, who: str) -> None:
-        """Ends a silence early: an acknowledgement here is a silence too, ended the same way."""
-        await self.unacknowledge(alert, handle, who)
+        """Ends the Silence early (never the acknowledgement's silence)."""
+        await self._expire(alert, handle, MUTE_MARK)
 
     async def resolve(self, alert: Alert, who: str) -> None:
         raise SourceError("Alertmanager cannot resolve an alert: it ends when its sender "

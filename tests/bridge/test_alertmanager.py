@@ -500,8 +500,13 @@ async def test_the_whole_loop(alertmanager_factory: AlertmanagerFactory,
         ends = datetime.fromisoformat(silence["endsAt"].replace("Z", "+00:00"))
         assert abs(ends - (datetime.now(UTC) + timedelta(hours=2))) < timedelta(seconds=30)
         assert await client.silence(alert, 60, "bob") == longer
+        # An acknowledgement and a Silence are separate silences: ending one keeps the other.
+        acked = await client.acknowledge(alert, "alice", "")
+        assert acked != longer
+        await client.unacknowledge(alert, "", "alice")
+        assert [s["id"] for s in await asyncio.to_thread(ours, server, labels)] == [longer]
         # Without a handle, the bot finds its own silence.
-        await client.unacknowledge(alert, "", "bob")
+        await client.unsilence(alert, "", "bob")
         assert await asyncio.to_thread(ours, server, labels) == []
 
         # Resolve at the source: the resolved notification comes with the same key.

@@ -361,3 +361,50 @@ def test_basic_credentials_size_limit_and_a_restart_keep_one_post(tmp_path: Path
         assert "s3cret-basic-pass" not in e.bot.log()
     finally:
         e.close()
+
+
+def test_simultaneous_clicks_and_a_simultaneous_storm(tmp_path: Path) -> None:
+    import asyncio
+    e = Env(tmp_path, alerts={"storm_per_minute": 5})
+    try:
+        e.send(DISK)
+        post = e.post("Disk full on db1")
+        stored = next(p for p in e.mm.posts("town-square") if p["id"] == post["id"])
+        action = next(a for a in stored["props"]["attachments"][0]["actions"]
+                      if a["name"] == "Acknowledge")
+
+        async def both() -> list[dict[str, Any]]:
+            async with httpx.AsyncClient(timeout=10) as client:
+                answers = await asyncio.gather(*(client.post(
+                    action["integration"]["url"], json={
+                        "user_id": e.mm.user_id(who), "user_name": who, "post_id": post["id"],
+                        "channel_id": post["channel_id"], "trigger_id": who, "type": "button",
+                        "context": action["integration"]["context"]})
+                    for who in ("bob", "carol")))
+            return [a.json() for a in answers]
+        texts = sorted(a["ephemeral_text"] for a in asyncio.run(both()))
+        assert texts[0] == "Acknowledging…" and texts[1].startswith("Already acknowledged by @")
+        winner = texts[1].removeprefix("Already acknowledged by @").rstrip(".")
+        post = wait_until(lambda: (p := e.post("Disk full on db1"))
+                          and "Unacknowledge" in e.buttons(p) and p, 10, "the ack")
+        assert f"Acknowledged by @{winner}" in field(post, "Status")
+
+        # 30 new alerts at once with room for 5 (one is taken): 4 posts, the rest counted.
+        async def storm() -> None:
+            async with httpx.AsyncClient(timeout=20, headers={
+                    "Authorization": f"Bearer {ALERTS_TOKEN}"}) as client:
+                answers = await asyncio.gather(*(client.post(
+                    f"{e.bot.url}/alerts/generic", json={"key": f"s{i}", "title": f"Storm {i}"})
+                    for i in range(30)))
+            assert all(a.status_code == 200 for a in answers)
+        asyncio.run(storm())
+        digest = wait_until(lambda: next((p for p in e.alert_posts() if "Alert storm" in
+                                          p["props"]["attachments"][0]["title"]
+                                          and "26 more" in p["props"]["attachments"][0]
+                                          ["title"]), None), 20, "a digest of 26")
+        assert digest
+        singles = [p for p in e.alert_posts() if "Storm " in
+                   p["props"]["attachments"][0]["title"]]
+        assert len(singles) == 4
+    finally:
+        e.close()
