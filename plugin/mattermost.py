@@ -242,17 +242,14 @@ class MattermostAPI:
 
     async def is_member(self, channel_id: str, user_id: str) -> bool:
         """Whether a user is in a channel (False when the bot may not tell)."""
-        try:
-            await self.call(lambda d: d.client.get(f"/channels/{channel_id}/members/{user_id}"))
-            return True
-        except MattermostError as exc:
-            if exc.status in (403, 404):
-                return False
-            raise
+        return await self._exists(f"/channels/{channel_id}/members/{user_id}")
 
     async def is_team_member(self, team_id: str, user_id: str) -> bool:
+        return await self._exists(f"/teams/{team_id}/members/{user_id}")
+
+    async def _exists(self, path: str) -> bool:
         try:
-            await self.call(lambda d: d.client.get(f"/teams/{team_id}/members/{user_id}"))
+            await self.call(lambda d: d.client.get(path))
             return True
         except MattermostError as exc:
             if exc.status in (403, 404):

@@ -242,6 +242,20 @@ class Handlers:
                            "Unable to find the existing team.")
         return self.ok(ctx, self.core.team.json())
 
+    async def team_member(self, ctx: Ctx) -> web.StreamResponse:
+        """`GET /teams/{id}/members/{uid}`: every user of the sandbox is on its one team."""
+        if ctx.id_param("team_id") != self.core.team.id:
+            raise permission_error()
+        uid = ctx.id_param("user_id")
+        if uid not in self.core.users:
+            raise AppError(404, "app.team.get_member.missing.app_error",
+                           "No team member found for that user ID and team ID.")
+        user = self.core.users[uid]
+        roles = "team_user team_admin" if user.is_admin else "team_user"
+        return self.ok(ctx, {"team_id": self.core.team.id, "user_id": uid, "roles": roles,
+                             "delete_at": 0, "scheme_guest": False, "scheme_user": True,
+                             "scheme_admin": user.is_admin, "explicit_roles": ""})
+
     async def team_by_name(self, ctx: Ctx) -> web.StreamResponse:
         """`GET /teams/name/{name}`."""
         if ctx.params["team_name"] != self.core.team.name:

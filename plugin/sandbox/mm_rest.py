@@ -244,6 +244,7 @@ class RestApi(Handlers):
             ("POST", "/api/v4/users/{user_id}/typing", self.typing, True),
             ("DELETE", "/api/v4/users/{user_id}/posts/{post_id}/reactions/{emoji_name:emoji}",
              self.delete_reaction, True),
+            ("GET", "/api/v4/teams/{team_id}/members/{user_id}", self.team_member, True),
             ("GET", "/api/v4/teams/name/{team_name:name}", self.team_by_name, True),
             ("GET", "/api/v4/teams/{team_id}", self.get_team, True),
             ("GET", "/api/v4/teams/{team_id}/channels", self.team_channels, True),

@@ -188,3 +188,18 @@ async def test_malformed_events_are_skipped(st: SimulatorThread, bot: Bot) -> No
         bot.on_frame({"event": "posted", "data": data})
     p = await post(st, "helpdesk", "echo still")
     await until(lambda: replies(st.simulator, p["id"]), 10, "the reply")
+
+
+async def test_membership_by_user_channel_and_team(st: SimulatorThread, bot: Bot) -> None:
+    from plugin.access import Membership
+    from plugin.config import StaffSettings
+    sim = st.simulator
+    assert sim is not None
+    alice, bob = sim.user_id("alice"), sim.user_id("bob")
+    by_channel = Membership(bot.api, StaffSettings(channels=["ops"]))
+    assert await by_channel.includes(alice) and not await by_channel.includes(bob)
+    by_team = Membership(bot.api, StaffSettings(teams=["sandbox"]))
+    assert await by_team.includes(bob)
+    by_name = Membership(bot.api, StaffSettings(users=["@carol"]))
+    assert await by_name.includes(sim.user_id("carol")) and not await by_name.includes(bob)
+    assert Membership(bot.api, StaffSettings()).anyone
