@@ -42,6 +42,8 @@ class Outbox:
         self._on_retry: dict[str, Callable[[OutboxEntry, str], Awaitable[None]]] = {}
         self._kick = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._releases: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)
 
     def register(self, kind: str, executor: Executor,
@@ -79,7 +81,11 @@ class Outbox:
                     log.exception("cannot read the outbox")
                     due = []
                 for entry in due:
-                    if entry.key not in self._running:
+                    if entry.key in self._running:
+                        # Queued again while its last run is ending (a re-render): the read
+                        # leased it, so release it once that run is over.
+                        self._again.add(entry.key)
+                    else:
                         self._start(entry)
                 if len(due) >= free:
                     await asyncio.sleep(0)
@@ -102,9 +108,21 @@ class Outbox:
 
         def forget(_: asyncio.Task[None]) -> None:
             self._running.pop(key, None)
+            if key in self._again:
+                self._again.discard(key)
+                release = asyncio.ensure_future(self._release(key))
+                self._releases.add(release)
+                release.add_done_callback(self._releases.discard)
             self._kick.set()  # a slot is free
 
         task.add_done_callback(forget)
+
+    async def _release(self, key: str) -> None:
+        try:
+            await self.store.outbox_update(key)  # lease_until = 0: due again at once
+        except Exception:
+            log.exception("cannot release outbox entry %s", key)
+        self._kick.set()
 
     async def _process(self, entry: OutboxEntry) -> None:
         executor = self._executors.get(entry.kind)
