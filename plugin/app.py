@@ -468,7 +468,8 @@ class Bot:
         return result if isinstance(result, dict) else {}
 
     async def on_slash(self, command: SlashCommand, token: str) -> dict[str, Any]:
-        tokens = [t.get_secret_value() for t in self.settings.listener.slash_tokens]
+        tokens = [t.get_secret_value() for t in self.settings.listener.slash_tokens
+                  if t.get_secret_value()]
         if not token or not any(hmac.compare_digest(token.encode(), t.encode())
                                 for t in tokens):
             raise HTTPError(401, "missing or wrong slash command token")

@@ -285,6 +285,8 @@ class HelpdeskSettings(_Model):
     staff: StaffSettings = Field(default_factory=lambda: StaffSettings())
     #: The tracker `status N` and `my tickets` use (default: the first trigger's).
     default_tracker: str = ""
+    #: The slash command (without /) that files tickets, as the first trigger does; "" for none.
+    slash_command: str = Field("ticket", pattern=r"^[a-z0-9_-]{0,32}$")
 
 
 class AlertSourceSettings(_Model):

@@ -11,11 +11,12 @@ for it carries an idempotency key.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridge.tickets import (
     Attachment,
@@ -35,7 +36,7 @@ from .. import filters as F
 from ..access import Membership
 from ..config import HelpdeskSettings, Trigger
 from ..context import Context
-from ..events import Message, Post
+from ..events import Message, Post, SlashCommand
 from ..mattermost import MattermostError
 from ..outbox import Outbox, Retry
 from ..router import Router
@@ -95,6 +96,9 @@ class Helpdesk:
                 description += f" (`{trigger.urgent_keywords[0]}` for an urgent one)"
             r.message(F.Keyword(*words), channels=trigger.channels or None,
                       usage=f"{trigger.keyword} <problem>", description=description)(handler)
+        if self.trackers and self.default_tracker and self.settings.slash_command:
+            r.slash(self.settings.slash_command,
+                    description="open a ticket, or `status N`, or `mine`")(self.slash)
         if self.trackers and self.default_tracker:
             r.command("status", args=r"(?:(?P<tracker>[A-Za-z][\w-]*)\s+)?#?(?P<number>\d+)",
                       usage="status <number>",
@@ -433,34 +437,31 @@ class Helpdesk:
         if usage_error:
             await ctx.reply("Usage: `status <number>`, for example `status 123`.")
             return
+        await ctx.reply(await self.status_text(user_id, number, tracker))
+
+    async def status_text(self, user_id: str, number: str, tracker: str | None = None) -> str:
+        """What `status N` answers this user."""
         name = tracker or self.default_tracker
         t = self.trackers.get(name)
         if t is None:
-            await ctx.reply(f"I know no tracker named `{name}`. "
-                            f"Known: {', '.join(sorted(self.trackers))}.")
-            return
+            return (f"I know no tracker named `{name}`. "
+                    f"Known: {', '.join(sorted(self.trackers))}.")
         try:
             ticket = await t.get(number)
         except TicketNotFound:
-            await ctx.reply(NOT_FOUND.format(number=number))
-            return
+            return NOT_FOUND.format(number=number)
         except TrackerUnavailable:
-            await ctx.reply(f"{label(t.name)} is not reachable right now; "
-                            "try again in a few minutes.")
-            return
+            return f"{label(t.name)} is not reachable right now; try again in a few minutes."
         except TrackerError as exc:
             log.warning("status %s on %s: %s", number, t.name, exc)
-            await ctx.reply(NOT_FOUND.format(number=number))
-            return
+            return NOT_FOUND.format(number=number)
         if not await self._may_see(user_id, name, ticket):
-            await ctx.reply(NOT_FOUND.format(number=number))
-            return
+            return NOT_FOUND.format(number=number)
         updated = ticket.updated_at.strftime("%Y-%m-%d %H:%M UTC") if ticket.updated_at else "—"
-        await ctx.reply(
-            f"**#{ticket.id}** {ticket.title}\n"
-            f"Status: **{ticket.status_label or ticket.status.value}** · "
-            f"Assigned to: {ticket.assignee or 'nobody yet'} · Last update: {updated}\n"
-            f"{ticket.url}")
+        return (f"**#{ticket.id}** {ticket.title}\n"
+                f"Status: **{ticket.status_label or ticket.status.value}** · "
+                f"Assigned to: {ticket.assignee or 'nobody yet'} · Last update: {updated}\n"
+                f"{ticket.url}")
 
     async def _may_see(self, user_id: str, tracker: str, ticket: Ticket) -> bool:
         link = await self.bot.store.ticket(tracker, ticket.id)
@@ -473,6 +474,10 @@ class Helpdesk:
         return await self._is_staff(user_id)
 
     async def my_tickets(self, ctx: Context, user_id: str) -> None:
+        await ctx.reply(await self.my_tickets_text(user_id))
+
+    async def my_tickets_text(self, user_id: str) -> str:
+        """What `my tickets` answers this user."""
         name = self.default_tracker
         t = self.trackers[name]
         person = await self._person(user_id)
@@ -486,15 +491,47 @@ class Helpdesk:
                                     ticket.url)
         except TrackerUnavailable:
             if not found:
-                await ctx.reply(f"{label(t.name)} is not reachable right now; try again later.")
-                return
+                return f"{label(t.name)} is not reachable right now; try again later."
         except TrackerError as exc:
             log.warning("open tickets of %s: %s", person.username, exc)
         if not found:
-            await ctx.reply("You have no open tickets.")
-            return
+            return "You have no open tickets."
         lines = [f"Your open tickets ({len(found)}):"]
         for tid in sorted(found, key=lambda x: int(x) if x.isdigit() else 0, reverse=True):
             title, status, url = found[tid]
             lines.append(f"- **#{tid}** {title} — {status} — {url}")
-        await ctx.reply("\n".join(lines))
+        return "\n".join(lines)
+
+    # --- the slash command ----------------------------------------------------------------------
+    async def slash(self, ctx: Context, command: SlashCommand, text: str) -> dict[str, Any]:
+        """`/ticket <text>` files a ticket as `112` does; `/ticket status N`; `/ticket mine`."""
+        words = text.split()
+        name = command.command
+        if not words or words[0].lower() == "help":
+            return {"text": f"`{name} <problem>` opens a ticket · `{name} status <number>` · "
+                            f"`{name} mine` lists your open tickets"}
+        if words[0].lower() == "status":
+            m = re.fullmatch(r"#?(\d+)", " ".join(words[1:]))
+            if m is None:
+                return {"text": f"Usage: `{name} status <number>`"}
+            return {"text": await self.status_text(command.user_id, m.group(1))}
+        if words[0].lower() in ("mine", "my"):
+            return {"text": await self.my_tickets_text(command.user_id)}
+        trigger = next((t for t in self.settings.triggers if t.tracker in self.trackers), None)
+        if trigger is None:
+            return {"text": "No tracker is configured for tickets."}
+        # The request gets a post of its own in the channel: the ticket's thread.
+        who = (await self._person(command.user_id)).username
+        key = hashlib.sha256(command.trigger_id.encode()).hexdigest()[:24]
+        root = await self.bot.api.create_post(
+            command.channel_id, f":inbox_tray: Ticket request from @{who}: {text}",
+            key=f"slash:{key}")
+        post_id = str(root["id"])
+        self.linked.add(post_id)
+        await self.outbox.put(f"ticket:{post_id}", "ticket", {
+            "tracker": trigger.tracker, "post_id": post_id, "channel_id": command.channel_id,
+            "root_id": post_id, "user_id": command.user_id, "text": text.strip(),
+            "urgency": trigger.urgency, "fields": trigger.fields, "file_ids": [],
+            "channel_type": "", "created_ms": int(root.get("create_at") or 0)})
+        return {"text": "Your ticket is being filed; its number will appear in the thread of "
+                        "your request in this channel."}

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from plugin.sandbox.glpi import GLPISimulator, GLPISimulatorThread
@@ -187,3 +188,46 @@ def test_files_are_copied_to_the_ticket(world: World, bot: BotProcess) -> None:
     docs = wait_until(lambda: world.glpi.documents(n), 10, "the document")
     assert docs[0]["filename"] == "error.txt"
     assert world.glpi.document_data(docs[0]["id"]) == b"E42 paper jam"
+
+
+def test_the_slash_command_files_and_answers(world: World) -> None:
+    sim = world.mm
+    b = BotProcess(sim, world.tmp, settings=HELPDESK, env={
+        "GLPI_URL": world.glpi.api_url, "GLPI_USER_TOKEN": GLPI_TOKEN,
+        "HELPDESK_TRACKER": "glpi"})
+    admin = httpx.Client(base_url=sim.url + "/api/v4", timeout=40,
+                         headers={"Authorization": "Bearer admin-token"})
+    alice = httpx.Client(base_url=sim.url + "/api/v4", timeout=40,
+                         headers={"Authorization": "Bearer alice-token"})
+    created = admin.post("/commands", json={"team_id": sim.team_id, "trigger": "ticket",
+                                            "url": f"{b.url}/slash", "method": "P"})
+    assert created.status_code == 201, created.text
+    b.env["SLASH_TOKEN"] = created.json()["token"]
+    b.start()
+    try:
+        b.wait_ready()
+        channel = sim.channel_id("helpdesk")
+
+        def run(text: str) -> httpx.Response:
+            return alice.post("/commands/execute", json={"channel_id": channel,
+                                                         "command": f"/ticket {text}"})
+        filed = run("scanner jams on every page")
+        assert filed.status_code == 200 and "being filed" in filed.json()["text"]
+        root = wait_until(lambda: next((p for p in sim.posts("helpdesk")
+                                        if "Ticket request from @alice" in p["message"]), None),
+                          15, "the request's post")
+        n = ticket_number(world.reply(root, r"opened in GLPI"))
+        assert world.tickets()[0]["name"] == "scanner jams on every page"
+        status = run(f"status {n}")
+        assert f"**#{n}** scanner jams on every page" in status.json()["text"]
+        assert f"**#{n}**" in run("mine").json()["text"]
+        # A command with a wrong token is refused before anything happens.
+        forged = httpx.post(f"{b.url}/slash", data={
+            "command": "/ticket", "text": "x", "user_id": sim.user_id("bob"),
+            "token": "not-the-token", "channel_id": channel}, timeout=10)
+        assert forged.status_code == 401
+        assert len(world.tickets()) == 1
+    finally:
+        assert b.stop() == 0
+        admin.close()
+        alice.close()
