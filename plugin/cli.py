@@ -17,10 +17,6 @@ from .handlers import default_features
 from .trackers import build_trackers
 
 
-def _load(path: str | None) -> Config:
-    return load(path)
-
-
 def _secrets(config: Config) -> list[str]:
     s = config.settings
     values = [s.mattermost.token.get_secret_value(), s.security.secret.get_secret_value()]
@@ -39,7 +35,7 @@ def _secrets(config: Config) -> list[str]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = load(args.config)
     problems = check_runnable(config)
     s = config.settings
     if problems:
@@ -56,7 +52,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = load(args.config)
     s = config.settings
     if s.sandbox:
         from .sandbox.run import run_sandbox
@@ -86,7 +82,7 @@ def run_bot(bot: Bot) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import doctor
-    config = _load(args.config)
+    config = load(args.config)
     logs.setup("WARNING", "text", _secrets(config))
     return asyncio.run(doctor(config))
 

@@ -194,27 +194,25 @@ class MattermostAPI:
     def bot_id(self) -> str:
         return str(self.me.get("id", ""))
 
+    async def _cached(self, cache: dict[str, dict[str, Any]], key: str,
+                      fetch: Callable[[Driver], dict[str, Any]]) -> dict[str, Any]:
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = dict(await self.call(fetch))
+        return found
+
     async def user(self, user_id: str) -> dict[str, Any]:
-        cached = self._users.get(user_id)
-        if cached is None:
-            fetched: dict[str, Any] = await self.call(lambda d: d.users.get_user(user_id))
-            self._users[user_id] = cached = fetched
-        return cached
+        return await self._cached(self._users, user_id, lambda d: d.users.get_user(user_id))
 
     # --- channels -----------------------------------------------------------------------------
     async def channel(self, channel_id: str) -> dict[str, Any]:
-        cached = self._channels.get(channel_id)
-        if cached is None:
-            fetched: dict[str, Any] = await self.call(
-                lambda d: d.channels.get_channel(channel_id))
-            self._channels[channel_id] = cached = fetched
-        return cached
+        return await self._cached(self._channels, channel_id,
+                                  lambda d: d.channels.get_channel(channel_id))
 
     async def my_channels(self) -> list[dict[str, Any]]:
         """Every channel the bot is in, DMs and group messages included, without duplicates."""
-        teams = await self.call(lambda d: d.teams.get_user_teams("me"))
         seen: dict[str, dict[str, Any]] = {}
-        for team in teams:
+        for team in await self._fetch_teams():
             tid = team["id"]
             chans: list[dict[str, Any]] = await self.call(
                 lambda d, tid=tid: d.channels.get_channels_for_user(  # type: ignore[misc]
@@ -225,20 +223,19 @@ class MattermostAPI:
         self._channels.update(seen)
         return list(seen.values())
 
+    async def _fetch_teams(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await self.call(lambda d: d.teams.get_user_teams("me"))
+        self._teams = {t["id"]: t for t in found}
+        return found
+
     async def teams(self) -> list[dict[str, Any]]:
-        """The bot's teams (cached: they seldom change)."""
+        """The bot's teams (cached; refreshed whenever the channels are listed)."""
         if not self._teams:
-            found: list[dict[str, Any]] = await self.call(
-                lambda d: d.teams.get_user_teams("me"))
-            self._teams = {t["id"]: t for t in found}
+            await self._fetch_teams()
         return list(self._teams.values())
 
     async def team(self, team_id: str) -> dict[str, Any]:
-        cached = self._teams.get(team_id)
-        if cached is None:
-            fetched: dict[str, Any] = await self.call(lambda d: d.teams.get_team(team_id))
-            self._teams[team_id] = cached = fetched
-        return cached
+        return await self._cached(self._teams, team_id, lambda d: d.teams.get_team(team_id))
 
     async def is_member(self, channel_id: str, user_id: str) -> bool:
         """Whether a user is in a channel (False when the bot may not tell)."""

@@ -157,13 +157,18 @@ class Helpdesk:
         urgent = keyword in trigger.urgent_keywords
         # Replies in the thread are meant for the ticket, even before it is filed.
         self.linked.add(post.thread_id)
-        await self.outbox.put(f"ticket:{post.id}", "ticket", {
-            "tracker": trigger.tracker, "post_id": post.id, "channel_id": post.channel_id,
-            "root_id": post.thread_id, "user_id": post.user_id, "text": text,
+        await self._queue_ticket(trigger, post.id, post.channel_id, post.thread_id,
+                                 post.user_id, text, urgent, list(post.file_ids))
+
+    async def _queue_ticket(self, trigger: Trigger, post_id: str, channel_id: str,
+                            root_id: str, user_id: str, text: str, urgent: bool,
+                            file_ids: list[str]) -> None:
+        """Durably queue the filing of one ticket for one chat post (once per post)."""
+        await self.outbox.put(f"ticket:{post_id}", "ticket", {
+            "tracker": trigger.tracker, "post_id": post_id, "channel_id": channel_id,
+            "root_id": root_id, "user_id": user_id, "text": text,
             "urgency": trigger.urgent_urgency if urgent else trigger.urgency,
-            "fields": trigger.fields, "file_ids": list(post.file_ids),
-            "channel_type": event.channel_type, "created_ms": post.create_at,
-        })
+            "fields": trigger.fields, "file_ids": file_ids})
 
     async def _person(self, user_id: str) -> Person:
         try:
@@ -528,10 +533,7 @@ class Helpdesk:
             key=f"slash:{key}")
         post_id = str(root["id"])
         self.linked.add(post_id)
-        await self.outbox.put(f"ticket:{post_id}", "ticket", {
-            "tracker": trigger.tracker, "post_id": post_id, "channel_id": command.channel_id,
-            "root_id": post_id, "user_id": command.user_id, "text": text.strip(),
-            "urgency": trigger.urgency, "fields": trigger.fields, "file_ids": [],
-            "channel_type": "", "created_ms": int(root.get("create_at") or 0)})
+        await self._queue_ticket(trigger, post_id, command.channel_id, post_id,
+                                 command.user_id, text.strip(), False, [])
         return {"text": "Your ticket is being filed; its number will appear in the thread of "
                         "your request in this channel."}
