@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit bench check clean
+.PHONY: run test lint unit bench check clean i18n docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ lint: $(STAMP)
 ## check: validate plugin.yaml without connecting
 check: $(STAMP)
 	$(BIN)/switchboard check
+
+## i18n: bring the message catalogs (plugin/i18n) in step with the code
+i18n: $(STAMP)
+	$(BIN)/python -m plugin.i18n.extract
+
+## docs: regenerate docs/configuration.md from the schema (plugin/config.py, plugin.yaml)
+docs: $(STAMP)
+	$(BIN)/python -m plugin.configdoc
 
 ## bench: throughput and latency figures (never part of `make test`)
 bench: $(STAMP)

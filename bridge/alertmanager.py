@@ -323,6 +323,43 @@ class AlertmanagerClient:
                 f"Alertmanager answered {method} {path} with something that is not JSON"
             ) from None
 
+    # ------------------------------------------------------------------ the operator's probe
+
+    async def check(self) -> list[tuple[str, str]]:
+        """For `switchboard doctor`: `GET /api/v2/status` with the configured credentials.
+
+        Returns `(level, text)` pairs, level "ok" or "warn". Raises `SourceError` when the API
+        cannot be used; its message says what is wrong and, after " — fix: ", what to do, naming
+        settings in backquotes (`url`, `api_token`, `api_username`, `api_password`).
+        Connection failures are raised as they are."""
+        response = await self._request("GET", "/api/v2/status")
+        code = response.status_code
+        where = f"HTTP {code} on GET /api/v2/status"
+        if code in (401, 403):
+            raise SourceError(
+                f"Alertmanager refused the credentials ({where}) — fix: set `api_token` (a "
+                "bearer token) or `api_username` and `api_password` to what the proxy in front "
+                "of Alertmanager expects")
+        if code >= 500:
+            raise SourceUnavailable(f"Alertmanager failed ({where}: {self._message(response)})"
+                                    " — fix: Alertmanager's log says why")
+        try:
+            status = response.json() if code == 200 else None
+        except ValueError:
+            status = None
+        if not isinstance(status, dict) or "versionInfo" not in status:
+            raise SourceError(
+                f"no Alertmanager API v2 answers at `url` ({where}) — fix: `url` is "
+                "Alertmanager's own address (e.g. http://alertmanager:9093, plus its "
+                "--web.route-prefix when it has one)")
+        version = (status.get("versionInfo") or {}).get("version") or "?"
+        cluster = (status.get("cluster") or {}).get("status") or "?"
+        found = [("ok", f"Alertmanager {version} answers (cluster: {cluster})")]
+        if cluster not in ("ready", "disabled", "?"):
+            found.append(("warn", f"Alertmanager's cluster is {cluster!r}, not ready: silences "
+                                  "may not reach every peer yet"))
+        return found
+
     # ------------------------------------------------------------------ silences
 
     async def _silences_like(self, matchers: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -352,6 +352,103 @@ class GLPITracker:
         finally:
             await self._client.aclose()
 
+    # -- the operator's probe ---------------------------------------------------------------
+
+    async def check(self) -> list[tuple[str, str]]:
+        """For `switchboard doctor`: open an API session, read who it is, look up the configured
+        request source, category and entity, and close the session.
+
+        Returns `(level, text)` pairs, level "ok" or "warn". Raises `TrackerError` when the
+        tracker cannot be used; its message says what is wrong and, after " — fix: ", what to
+        do, naming this tracker's settings in backquotes (`user_token`, `app_token`, `url`,
+        `requesttypes_id`, ...). Connection failures are raised as they are."""
+        headers = {**self._headers(), "Authorization": f"user_token {self._user_token}",
+                   "Content-Type": "application/json"}
+        response = await self._send("GET", "/initSession", headers=headers)
+        body = self._json(response)
+        token = body.get("session_token") if isinstance(body, dict) else None
+        if response.status_code != 200 or not isinstance(token, str) or not token:
+            raise self._session_refused(response)
+        try:
+            found = [("ok", await self._session_user(token))]
+            for key, itemtype, what in (("requesttypes_id", "RequestType", "request source"),
+                                        ("itilcategories_id", "ITILCategory", "category"),
+                                        ("entities_id", "Entity", "entity")):
+                if key in self._defaults:
+                    found.append(("ok", await self._probe_item(token, key, itemtype, what)))
+            return found
+        finally:
+            try:
+                await self._send("GET", "/killSession", headers=self._headers(token))
+            except TrackerError as exc:
+                log.info("GLPI probe session not closed: %s", exc)
+
+    def _session_refused(self, response: httpx.Response) -> TrackerError:
+        """Why `initSession` gave no session, with the fix in GLPI's own menu names."""
+        code = self._error_code(response)
+        body = self._json(response)
+        detail = body[1] if isinstance(body, list) and len(body) > 1 else ""
+        where = short_error(response)
+        api = "Setup > General > API"
+        fixes = {
+            "ERROR_GLPI_LOGIN_USER_TOKEN": (
+                "GLPI refused the user token",
+                "set `user_token` to the API token of the GLPI user that files tickets (that "
+                "user's Preferences > Remote access keys > API token), and turn on \"Enable "
+                f"login with external token\" in {api}"),
+            "ERROR_LOGIN_PARAMETERS_MISSING": (
+                "GLPI got no user token", "set `user_token`"),
+            "ERROR_WRONG_APP_TOKEN_PARAMETER": (
+                "GLPI refused the app token",
+                f"set `app_token` to the App-Token of the API client ({api} > the client), or "
+                "leave it empty when the client has none"),
+            "ERROR_APP_TOKEN_PARAMETERS_MISSING": (
+                "GLPI wants an app token",
+                f"set `app_token` to the App-Token of the API client ({api} > the client)"),
+            "ERROR_NOT_ALLOWED_IP": (
+                "no active GLPI API client admits this host's address",
+                f"in {api}, add an API client (or widen one's IPv4 range) for this host"),
+        }
+        if code in fixes:
+            problem, fix = fixes[code]
+            return TrackerRejected(f"{problem} ({code}, {where}) — fix: {fix}")
+        if code == "ERROR" and isinstance(detail, str) and "disabled" in detail.lower():
+            return TrackerRejected(f"GLPI's REST API is disabled ({where}) — fix: turn on "
+                                   f"\"Enable Rest API\" in {api}")
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            return TrackerUnavailable(f"GLPI failed to open a session ({where}) — fix: GLPI's "
+                                      "own logs (files/_log/php-errors.log) say why")
+        if code:
+            text = _DOC_SUFFIX.sub("", detail).strip() if isinstance(detail, str) else ""
+            return TrackerRejected(self._redact(
+                f"GLPI refused the session: {code}" + (f" — {text}" if text else "")
+                + f" ({where}) — fix: check `user_token` and `app_token`"))
+        return TrackerRejected(f"no GLPI API answers at `url` ({where}) — fix: `url` is the "
+                               "legacy API's address, ending in /apirest.php")
+
+    async def _session_user(self, token: str) -> str:
+        response = self._check(await self._send("GET", "/getFullSession",
+                                                headers=self._headers(token)))
+        body = self._json(response)
+        session = body.get("session") if isinstance(body, dict) else None
+        login = _plain(session.get("glpiname")) if isinstance(session, dict) else ""
+        return f"API session opened as {login or 'an unnamed user'}, and closed"
+
+    async def _probe_item(self, token: str, key: str, itemtype: str, what: str) -> str:
+        number = self._defaults[key]
+        try:
+            response = self._check(await self._send("GET", f"/{itemtype}/{number}",
+                                                    headers=self._headers(token)))
+        except TicketNotFound:
+            raise TrackerRejected(
+                f"GLPI has no {what} {number} that this user may see — fix: set `{key}` to "
+                f"the id GLPI shows for the {what} (Setup > Dropdowns), or leave it empty"
+            ) from None
+        item = self._json(response)
+        name = _plain(item.get("completename") or item.get("name")) \
+            if isinstance(item, dict) else ""
+        return f"{what} {number}" + (f" ({name})" if name else "") + " exists"
+
     # -- tickets ------------------------------------------------------------------------------
 
     def _url(self, number: int) -> str:

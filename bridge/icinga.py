@@ -294,6 +294,53 @@ class IcingaClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    # ------------------------------------------------------------------ the operator's probe
+
+    async def check(self) -> list[tuple[str, str]]:
+        """For `switchboard doctor`: `GET /v1/status/IcingaApplication` as the API user.
+
+        Returns `(level, text)` pairs, level "ok" or "warn". Raises `SourceError` when the API
+        cannot be used; its message says what is wrong and, after " — fix: ", what to do, naming
+        settings in backquotes (`url`, `api_username`, `api_password`). Connection failures are
+        raised as they are."""
+        path = "/v1/status/IcingaApplication"
+        try:
+            response = await self._client.get(path)
+        except httpx.TimeoutException as exc:
+            raise SourceUnavailable("Icinga timed out on GET /v1/status") from exc
+        except httpx.HTTPError as exc:
+            raise SourceUnavailable(
+                f"Icinga unreachable on GET /v1/status: {type(exc).__name__}") from exc
+        code = response.status_code
+        if code == 401:
+            raise SourceError(
+                "Icinga rejected the API user's credentials (HTTP 401) — fix: set "
+                "`api_username` and `api_password` to an ApiUser object's name and password "
+                "(e.g. in /etc/icinga2/conf.d/api-users.conf)")
+        access = ("it needs the permissions actions/acknowledge-problem, "
+                  "actions/remove-acknowledgement, actions/schedule-downtime and "
+                  "actions/remove-downtime")
+        if code == 403:
+            return [("ok", "Icinga accepted the API user's credentials"),
+                    ("warn", f"the API user may not read /v1/status, so its permissions "
+                             f"cannot be checked from here: {access}")]
+        try:
+            answer = response.json() if code == 200 else None
+        except ValueError:
+            answer = None
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if code >= 500:
+            raise SourceUnavailable(f"Icinga failed GET /v1/status (HTTP {code}) — fix: "
+                                    "Icinga's log (/var/log/icinga2/icinga2.log) says why")
+        if not isinstance(results, list):
+            raise SourceError(f"no Icinga 2 API answers at `url` (HTTP {code} on GET "
+                              "/v1/status) — fix: `url` is the API's address, "
+                              "e.g. https://icinga.example.org:5665")
+        app: Any = next((r for r in results if isinstance(r, dict)), {})
+        version = (((app.get("status") or {}).get("icingaapplication") or {})
+                   .get("app") or {}).get("version") or "?"
+        return [("ok", f"Icinga {version} answers; the API user's credentials are accepted")]
+
     # ------------------------------------------------------------------ HTTP
 
     @staticmethod

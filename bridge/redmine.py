@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -274,6 +275,70 @@ class RedmineTracker:
                 break
         return found
 
+    # ------------------------------------------------------------------ the operator's probe
+
+    async def check(self) -> list[tuple[str, str]]:
+        """For `switchboard doctor`: the REST API answers, the key is valid
+        (`/users/current.json`), and the project exists and its user may see it.
+
+        Returns `(level, text)` pairs, level "ok" or "warn". Raises `TrackerError` when the
+        tracker cannot be used; its message says what is wrong and, after " — fix: ", what to
+        do, naming this tracker's settings in backquotes (`api_key`, `url`, `project`, ...).
+        Connection failures are raised as they are."""
+        response = await self._send("GET", "/users/current.json")
+        code = response.status_code
+        if code == 401:
+            raise TrackerRejected(
+                f"Redmine rejected the API key ({short_error(response)}) — fix: set `api_key` "
+                "to the key shown under My account > API access key of the Redmine user the "
+                "bot files tickets as")
+        if code == 403:
+            raise TrackerRejected(
+                f"Redmine's REST API is off ({short_error(response)}) — fix: in Redmine, "
+                "Administration > Settings > API, tick \"Enable REST web service\"")
+        user = _object(response, "user") if code == 200 else None
+        if user is None:
+            if 300 <= code < 400:
+                raise TrackerRejected(
+                    f"Redmine redirects the API ({short_error(response)} to "
+                    f"{response.headers.get('Location', '?')}) — fix: set `url` to the address "
+                    "it redirects to")
+            if code >= 500:
+                raise TrackerUnavailable(f"Redmine failed ({short_error(response)}) — fix: "
+                                         "Redmine's log (log/production.log) says why")
+            raise TrackerRejected(f"no Redmine API answers at `url` ({short_error(response)}) "
+                                  "— fix: `url` is Redmine's home page address")
+        login = str(user.get("login") or user.get("firstname") or "?")
+        found = [("ok", f"API key of {login} accepted")]
+        if self.switch_user and not user.get("admin"):
+            found.append(("warn", f"`switch_user` is on, but {login} is not an administrator: "
+                                  f"tickets are filed as {login}, not as the person asking "
+                                  "— fix: use an administrator's key, or turn `switch_user` off"))
+        found.append(("ok", await self._probe_project(login)))
+        return found
+
+    async def _probe_project(self, login: str) -> str:
+        path = f"/projects/{quote(self.project, safe='')}.json"
+        response = await self._send("GET", path, params={"include": "trackers"})
+        if response.status_code in (403, 404):
+            raise TrackerRejected(
+                f"{login} sees no project {self.project!r} ({short_error(response)}) — fix: "
+                "set `project` to the project's identifier "
+                "(the name in its address, /projects/<identifier>), and make "
+                f"{login} a member of it with a role that may add issues")
+        self._check(response)
+        project = _object(response, "project")
+        if project is None:
+            raise TrackerUnavailable(short_error(response, "the answer is not a project"))
+        trackers = {t.get("id"): t.get("name") for t in project.get("trackers") or []
+                    if isinstance(t, dict)}
+        if self.tracker_id is not None and trackers and self.tracker_id not in trackers:
+            known = ", ".join(f"{i} ({n})" for i, n in trackers.items())
+            raise TrackerRejected(
+                f"tracker {self.tracker_id} is not used in project {self.project!r} — fix: set "
+                f"`tracker_id` to one of {known}, or enable it in the project's settings")
+        return f"project {self.project!r} ({project.get('name', '?')}) is visible to {login}"
+
     # ------------------------------------------------------------------ people
 
     def _forget_login(self, login: str) -> None:
@@ -465,6 +530,16 @@ class RedmineTracker:
                 if named_requester(issue.get("description")) == requester.username:
                     issues[int(issue["id"])] = issue
         return [await self._ticket(issues[i]) for i in sorted(issues, reverse=True)]
+
+
+def _object(response: httpx.Response, key: str) -> dict[str, Any] | None:
+    """`body[key]` when the answer is a JSON object holding an object there."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else None
 
 
 def _errors(response: httpx.Response) -> str:

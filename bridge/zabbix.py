@@ -263,11 +263,14 @@ class ZabbixClient:
             text = text.replace(self._token, "***")
         return text[:limit]
 
-    async def call(self, method: str, params: Any) -> Any:
-        """One JSON-RPC call; returns its `result`."""
+    async def call(self, method: str, params: Any, *, auth: bool = True) -> Any:
+        """One JSON-RPC call; returns its `result`. `auth=False` for the few methods Zabbix
+        refuses with a token (`apiinfo.version`)."""
         self._next_id += 1
         body = {"jsonrpc": "2.0", "method": method, "params": params, "auth": self._token,
                 "id": self._next_id}
+        if not auth:
+            del body["auth"]
         try:
             response = await self._client.post(self.url + "/api_jsonrpc.php", json=body)
         except httpx.TimeoutException as exc:
@@ -297,6 +300,40 @@ class ZabbixClient:
         if "result" not in data:
             raise SourceError(f"Zabbix answered {method} without a result")
         return data["result"]
+
+    async def check(self) -> list[tuple[str, str]]:
+        """For `switchboard doctor`: `apiinfo.version` (no token), then one call with the API
+        token (`problem.get`, counting what its user may see).
+
+        Returns `(level, text)` pairs, level "ok" or "warn". Raises `SourceError` when the API
+        cannot be used; its message says what is wrong and, after " — fix: ", what to do, naming
+        settings in backquotes (`url`, `api_token`). Connection failures are raised as they
+        are."""
+        try:
+            version = str(await self.call("apiinfo.version", [], auth=False))
+        except SourceUnavailable as exc:
+            if exc.__cause__ is not None:
+                raise  # not reached at all: the caller says how
+            raise SourceUnavailable(f"{exc} — fix: Zabbix's frontend log says why") from None
+        except SourceError as exc:
+            raise SourceError(f"no Zabbix API answers at `url` ({exc}) — fix: `url` is the "
+                              "Zabbix frontend's address, where api_jsonrpc.php is (e.g. "
+                              "https://zabbix.example.org or …/zabbix)") from None
+        found = [("ok", f"Zabbix {version} answers")]
+        major, _, minor = version.partition(".")
+        if major.isdigit() and (int(major), int(minor.partition(".")[0] or 0)) < (6, 0):
+            found.append(("warn", f"Zabbix {version} is older than 6.0, which Switchboard's "
+                                  "acknowledgements and media type are made for"))
+        try:
+            count = await self.call("problem.get", {"countOutput": True})
+        except SourceUnavailable:
+            raise
+        except SourceError as exc:
+            raise SourceError(f"{exc} — fix: set `api_token` to an API token (User "
+                              "settings > API tokens) of a user whose role may acknowledge "
+                              "and close problems") from None
+        found.append(("ok", f"API token accepted ({count} problems visible to its user)"))
+        return found
 
     @staticmethod
     def _eventid(alert: Alert) -> str:

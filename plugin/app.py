@@ -3,7 +3,8 @@
 The path of a message: the stream hands a frame to `on_frame` → `ingest` decides (cheaply, on the
 loop) whether any handler wants it → the dispatcher runs the handler in its conversation's order →
 the handler's run is claimed in the store first (so it happens once, whichever way the message
-arrived: live, by backfill after a gap, or twice) and marked done after.
+arrived: live, by backfill after a gap, through an outgoing webhook's call to `on_outgoing`, or
+twice) and marked done after.
 """
 
 from __future__ import annotations
@@ -18,13 +19,23 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from . import __version__
+from . import __version__, i18n, logs
+from .commands import stored_tokens
 from .config import Config
-from .context import Context
+from .context import Context, ThreadAnswer
 from .cursors import CursorTracker
 from .dispatch import Dispatcher
-from .events import BadPayload, Click, DialogSubmission, Message, Post, SlashCommand, Webhook
-from .listener import HTTPError, Listener, build
+from .events import (
+    BadPayload,
+    Click,
+    DialogSubmission,
+    Message,
+    OutgoingWebhook,
+    Post,
+    SlashCommand,
+    Webhook,
+)
+from .listener import HTTPError, Listener, build, token_matches
 from .mattermost import MattermostAPI, MattermostAuthError, MattermostError
 from .metrics import Metrics
 from .outbox import Outbox
@@ -57,6 +68,10 @@ class Feature(Protocol):
 
 
 class Bot:
+    #: Tokens of commands made by `register-commands` are read again (when a slash command's
+    #: token matches none known) at most this often, in seconds.
+    slash_token_reread = 60.0
+
     def __init__(self, config: Config, features: Iterable[Router | Feature], *,
                  url: str | None = None, token: str | None = None, secret: str | None = None,
                  public_url: str | None = None, store: Store | None = None) -> None:
@@ -100,6 +115,13 @@ class Bot:
         self._mention = ""
         self._probe_channel = ""
         self._outbox_counts: dict[str, int] = {}
+        #: Outgoing webhook calls waiting for their post's handler, by post id.
+        self._hook_answers: dict[str, ThreadAnswer] = {}
+        self._stored_slash: list[str] = []
+        self._slash_read_at = float("-inf")
+        #: user id → (language, when looked up); see `locale_of`.
+        self._locales: dict[str, tuple[str, float]] = {}
+        i18n.set_default(s.language.default_locale)
         #: Where /alerts/<source> requests go (set by the alerts feature).
         self.alert_sink: Callable[[str, Any, dict[str, str]],
                                   Awaitable[dict[str, Any]]] | None = None
@@ -122,7 +144,10 @@ class Bot:
                 pass
         try:
             await self.start()
-            stream = asyncio.create_task(self.stream.run(), name="stream")
+            # Webhook-only mode: no websocket (so no probes and no backfill), only the listener.
+            stream = asyncio.create_task(
+                self.stream.run() if self.settings.stream.enabled else self._stopping.wait(),
+                name="stream")
             stopper = asyncio.create_task(self._stopping.wait(), name="stop")
             done, _ = await asyncio.wait({stream, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stream in done and stream.exception() is not None:
@@ -140,6 +165,7 @@ class Bot:
     async def start(self) -> None:
         await self.store.open()
         self._fresh = await self.store.get("initialized") is None
+        await self._read_slash_tokens()
         try:
             me = await self.api.login()
         except MattermostAuthError:
@@ -218,6 +244,8 @@ class Bot:
         self.metrics.events_received.labels(event if isinstance(event, str) else "?").inc()
         self.metrics.last_event.set(time.time())
         if event != "posted":
+            if event == "user_updated":
+                self._user_changed(frame.get("data"))
             return
         try:
             msg = Message.from_frame(frame.get("data"))
@@ -226,28 +254,69 @@ class Bot:
             return
         self.ingest(msg, time.monotonic())
 
-    def ingest(self, msg: Message, received: float) -> None:
+    def _user_changed(self, data: Any) -> None:
+        user = data.get("user") if isinstance(data, dict) else None
+        if isinstance(user, dict) and isinstance(user.get("id"), str):
+            self._locales.pop(user["id"], None)
+            self.api.forget_user(user["id"])
+
+    async def locale_of(self, user_id: str) -> str:
+        """The language to answer this user in: their Mattermost locale when we speak it,
+        otherwise the configured default. Remembered for `language.locale_cache_seconds`."""
+        if not user_id:
+            return i18n.default()
+        now = time.monotonic()
+        known = self._locales.get(user_id)
+        if known is not None and now - known[1] < self.settings.language.locale_cache_seconds:
+            return known[0]
+        if known is not None:
+            self.api.forget_user(user_id)
+        try:
+            user = await self.api.user(user_id)
+            lang = i18n.choose(str(user.get("locale") or ""))
+        except MattermostError as exc:
+            log.info("cannot read the locale of user %s: %s", user_id, exc)
+            lang = known[0] if known is not None else i18n.default()
+        self._locales[user_id] = (lang, now)
+        return lang
+
+    async def speak_to(self, user_id: str) -> None:
+        """Answer in this user's language for the rest of the current task."""
+        i18n.activate(await self.locale_of(user_id))
+
+    def ingest(self, msg: Message, received: float) -> bool:
+        """Hand a message to its handler (once, whichever way it came); False when none
+        wants it."""
         post = msg.post
         self.cursors.observe(post.channel_id, post.create_at)
         if post.user_id == self.api.bot_id or post.type or post.delete_at:
-            return
+            return False
         d = self.settings.dispatch
         if (d.ignore_bots and post.from_bot) or (d.ignore_webhooks and post.from_webhook):
-            return
+            return False
         if msg.source == "backfill":
             cutoff = time.time() * 1000 - self.settings.backfill.max_age * 1000
             if post.create_at < cutoff:
-                return
+                return False
         match = self.routes.match_message(msg, self._mention)
         if match is None:
-            return
+            return False
         self.cursors.hold(post.channel_id, post.id, post.create_at)
         self.metrics.in_flight.inc()
-        self.dispatcher.submit(post.thread_id,
-                               lambda: self._handle_message(msg, match, received))
+        answer = self._hook_answers.get(post.id) if msg.source == "webhook" else None
+        if answer is None:
+            self.dispatcher.submit(post.thread_id,
+                                   lambda: self._handle_message(msg, match, received))
+        else:
+            self.dispatcher.submit(post.thread_id, lambda: answer.track(
+                self._handle_message(msg, match, received)))
+        return True
 
     async def _handle_message(self, msg: Message, match: Match, received: float) -> None:
         post = msg.post
+        # Jobs run one after another in their conversation's task: each names its own post,
+        # and the tasks its handler spawns inherit it.
+        logs.set_subject(post=post.id, alert="")
         try:
             claimed = True if msg.attempt > 1 else await self.store.claim(post.id,
                                                                           post.channel_id)
@@ -258,18 +327,20 @@ class Bot:
             self.metrics.duplicates.inc()
             return
         ctx = Context(self, key=post.id, user_id=post.user_id, channel_id=post.channel_id,
-                      root_id=post.thread_id, post_id=post.id, attempt=msg.attempt, message=msg)
+                      root_id=post.thread_id, post_id=post.id, attempt=msg.attempt, message=msg,
+                      answer=self._hook_answers.get(post.id) if msg.source == "webhook" else None)
         available = {"ctx": ctx, "event": msg, "post": post, "text": post.message,
                      "user_id": post.user_id, "channel_id": post.channel_id} | match.captured
         name = match.route.handler.__name__
         try:
+            await self.speak_to(post.user_id)
             await match.route.call(available)
             self.metrics.handled.labels("message").inc()
         except Exception:
             self.metrics.handler_errors.labels("message").inc()
             log.exception("handler %s failed on post %s", name, post.id)
             try:
-                await ctx.reply(self.settings.dispatch.apology)
+                await ctx.reply(self.apology())
             except Exception as exc:
                 log.error("could not send the apology for post %s: %s", post.id, exc)
         finally:
@@ -423,8 +494,15 @@ class Bot:
     def help_text(self) -> str:
         return self.routes.help_text()
 
+    def apology(self) -> str:
+        """What a person is told when their request failed inside the bot."""
+        return self.settings.dispatch.apology or i18n._(
+            "Sorry, something went wrong while handling your message. It has been logged.")
+
     # --- the listener's side ------------------------------------------------------------------
     async def on_click(self, click: Click) -> dict[str, Any]:
+        # The listener runs each request in a task of its own; the handler's task inherits this.
+        logs.set_subject(post=click.post_id)
         try:
             payload = self.signer.unpack(click.context)
         except BadSignature as exc:
@@ -435,6 +513,7 @@ class Bot:
         route = self.routes.get("action", payload.action)
         if route is None:
             raise HTTPError(404, f"no handler for action {payload.action!r}")
+        await self.speak_to(click.user_id)
         ctx = Context(self, key=f"click:{click.post_id}:{click.trigger_id[-24:]}",
                       user_id=click.user_id, channel_id=click.channel_id, root_id=None,
                       post_id=click.post_id)
@@ -457,6 +536,7 @@ class Bot:
         route = self.routes.get("dialog", submission.callback_id)
         if route is None:
             raise HTTPError(404, f"no handler for dialog {submission.callback_id!r}")
+        await self.speak_to(submission.user_id)
         ctx = Context(self, key=f"dialog:{submission.callback_id}:{time.time_ns()}",
                       user_id=submission.user_id, channel_id=submission.channel_id)
         available = {"ctx": ctx, "event": submission, "submission": submission.submission,
@@ -468,15 +548,14 @@ class Bot:
         return result if isinstance(result, dict) else {}
 
     async def on_slash(self, command: SlashCommand, token: str) -> dict[str, Any]:
-        tokens = [t.get_secret_value() for t in self.settings.listener.slash_tokens
-                  if t.get_secret_value()]
-        if not token or not any(hmac.compare_digest(token.encode(), t.encode())
-                                for t in tokens):
+        if not await self._slash_token_valid(token):
             raise HTTPError(401, "missing or wrong slash command token")
         route = self.routes.get("slash", command.command.lower())
+        await self.speak_to(command.user_id)
         if route is None:
             return {"response_type": "ephemeral",
-                    "text": f"{command.command} is not a command I know."}
+                    "text": i18n._("{command} is not a command I know.").format(
+                        command=command.command)}
         ctx = Context(self, key=f"slash:{command.trigger_id[-24:]}", user_id=command.user_id,
                       channel_id=command.channel_id)
         available = {"ctx": ctx, "event": command, "command": command, "text": command.text,
@@ -485,6 +564,58 @@ class Bot:
             route.call(available), "slash", route.handler.__name__), "text")
         answer.setdefault("response_type", "ephemeral")
         return answer
+
+    async def _slash_token_valid(self, token: str) -> bool:
+        """The configured tokens, and those `register-commands` stored (read again when none
+        matches, at most once per `slash_token_reread`)."""
+        configured = [t.get_secret_value() for t in self.settings.listener.slash_tokens]
+        if token_matches(token, configured + self._stored_slash):
+            return True
+        if not token or time.monotonic() - self._slash_read_at < self.slash_token_reread:
+            return False
+        await self._read_slash_tokens()
+        return token_matches(token, configured + self._stored_slash)
+
+    async def _read_slash_tokens(self) -> None:
+        self._slash_read_at = time.monotonic()
+        self._stored_slash = await stored_tokens(self.store)
+
+    async def on_outgoing(self, hook: OutgoingWebhook) -> dict[str, Any]:
+        """An outgoing webhook's call: its post goes the way a streamed one goes (same routes,
+        same once-only claim, so a post that also arrives on the stream is handled once). What
+        the handler replies in the thread while the call is open is the answer, which
+        Mattermost posts as a reply in the thread; later replies go over REST."""
+        if not token_matches(hook.token, [t.get_secret_value()
+                                          for t in self.settings.listener.outgoing_tokens]):
+            raise HTTPError(401, "missing or wrong outgoing webhook token")
+        logs.set_subject(post=hook.post_id)
+        if hook.user_id == self.api.bot_id or hook.post_id in self._hook_answers:
+            # The bot's own posts fire outgoing webhooks too: answering them would loop. A
+            # second call for a post already being answered adds nothing.
+            return {}
+        received = time.monotonic()
+        answer = self._hook_answers[hook.post_id] = ThreadAnswer()
+        try:
+            if self.ingest(await self._webhook_message(hook), received):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(answer.finished.wait(),
+                                           self.settings.listener.action_timeout)
+        finally:
+            del self._hook_answers[hook.post_id]
+            text = answer.close()
+        return {"text": text, "response_type": "comment"} if text else {}
+
+    async def _webhook_message(self, hook: OutgoingWebhook) -> Message:
+        """The Message for a webhook's post, read over REST for what the call does not carry
+        (its thread, props, files); from the call alone when the post cannot be read."""
+        try:
+            post = Post.from_dict(await self.api.get_post(hook.post_id))
+            channel = await self.api.channel(post.channel_id)
+        except (MattermostError, BadPayload) as exc:
+            log.info("cannot read post %s of an outgoing webhook (%s); using the call's fields",
+                     hook.post_id, exc)
+            return hook.message()
+        return await self._rest_message(post, channel, "webhook")
 
     async def on_webhook(self, hook: Webhook) -> dict[str, Any]:
         route = self.routes.get("webhook", hook.name)
@@ -521,13 +652,13 @@ class Bot:
             return result
         except TimeoutError:
             self.dispatcher.spawn(self._finish_late(task, kind, name), f"late-{kind}")
-            return "Still working on it…"
+            return i18n._("Still working on it…")
         except (HTTPError, BadPayload):
             raise
         except Exception:
             self.metrics.handler_errors.labels(kind).inc()
             log.exception("%s handler %s failed", kind, name)
-            return self.settings.dispatch.apology
+            return self.apology()
         finally:
             self.metrics.latency.labels(kind).observe(time.monotonic() - started)
 
@@ -551,6 +682,12 @@ class Bot:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         s = self.settings.stream
+        if not s.enabled:
+            # Webhook-only mode: there is no stream to judge; answering at all is the health.
+            return True, {"websocket": "disabled", "handlers_queued": self.dispatcher.queued,
+                          "outbox": {k: v for k, v in self._outbox_counts.items()
+                                     if k in ("queued", "filed")},
+                          "version": __version__}
         age = time.monotonic() - self.stream.last_event if self.stream.last_event else None
         deaf_after = s.idle_probe_after + s.probe_timeout + s.pong_timeout
         ok = self.stream.connected and age is not None and age < deaf_after

@@ -1,4 +1,4 @@
-"""The `switchboard` command: run | check | doctor | console."""
+"""The `switchboard` command: run | check | doctor | register-commands | console."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def _secrets(config: Config) -> list[str]:
     s = config.settings
     values = [s.mattermost.token.get_secret_value(), s.security.secret.get_secret_value()]
     values += [t.get_secret_value() for t in s.listener.slash_tokens]
+    values += [t.get_secret_value() for t in s.listener.outgoing_tokens]
     values += [t.get_secret_value() for t in s.listener.webhook_tokens.values()]
     values.append(s.alerts.token.get_secret_value())
     for source in s.alerts.sources.values():
@@ -81,10 +82,19 @@ def run_bot(bot: Bot) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import doctor
+    from .doctor import doctor, secret_values
     config = load(args.config)
-    logs.setup("WARNING", "text", _secrets(config))
-    return asyncio.run(doctor(config))
+    logs.setup("WARNING", "text", secret_values(config))
+    return asyncio.run(doctor(config, config_path=args.config))
+
+
+def cmd_register_commands(args: argparse.Namespace) -> int:
+    from .commands import register_commands
+    config = load(args.config)
+    extra = [os.environ.get(args.token_env, "")] if args.token_env else []
+    logs.setup("WARNING", "text", _secrets(config) + extra)
+    return asyncio.run(register_commands(config, token_env=args.token_env,
+                                         err=lambda line: print(line, file=sys.stderr)))
 
 
 def cmd_console(args: argparse.Namespace) -> int:
@@ -110,8 +120,16 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
     with_config(sub.add_parser("check", help="validate the configuration without connecting")
                 ).set_defaults(fn=cmd_check)
-    with_config(sub.add_parser("doctor", help="check the connection to Mattermost")
+    with_config(sub.add_parser(
+        "doctor", help="check Mattermost, the bot account, the listener, the trackers and the "
+                       "monitoring sources; say what to fix (exit status 1 on any failure)")
                 ).set_defaults(fn=cmd_doctor)
+    rc = with_config(sub.add_parser(
+        "register-commands", help="create or update the slash commands in Mattermost"))
+    rc.add_argument("--token-env", metavar="NAME", default=None,
+                    help="take the token from this environment variable (e.g. a system admin's "
+                         "personal access token) instead of the bot's")
+    rc.set_defaults(fn=cmd_register_commands)
     sub.add_parser("sendevt", help="send an event to the alert listener (see sendevt --help)",
                    add_help=False)
     c = sub.add_parser("console", help="chat with a running sandbox as a user")

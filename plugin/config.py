@@ -48,42 +48,66 @@ class _Model(BaseModel):
 class SettingSchema(_Model):
     """One entry of the manifest's settings schema, as Mattermost's plugin manifests spell it."""
 
-    key: str
-    display_name: str
-    type: Literal["text", "bool", "number", "dropdown", "radio", "longtext", "generated"]
-    help_text: str = ""
-    default: Any = None
-    secret: bool = False
+    key: str = Field(description="The setting's name: here, the environment variable it is "
+                                 "read from.")
+    display_name: str = Field(description="Label shown for the setting.")
+    type: Literal["text", "bool", "number", "dropdown", "radio", "longtext", "generated"] = Field(
+        description="How the setting is entered (Mattermost's setting types).")
+    help_text: str = Field("", description="A sentence saying what the setting is for.")
+    default: Any = Field(None, description="The value used when the variable is unset.")
+    secret: bool = Field(False, description="The value is a secret: masked in logs and shown "
+                                            "as such.")
 
 
 class SettingsSchema(_Model):
-    header: str = ""
-    footer: str = ""
-    settings: list[SettingSchema] = Field(default_factory=list)
+    """The settings an operator provides, in the shape of Mattermost's plugin manifests."""
+
+    header: str = Field("", description="Text shown above the settings.")
+    footer: str = Field("", description="Text shown below the settings.")
+    settings: list[SettingSchema] = Field(default_factory=list,
+                                          description="One entry per environment variable.")
 
 
 class Manifest(_Model):
-    id: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{2,189}$")
-    name: str = Field(min_length=1)
-    version: str = Field(pattern=r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
-    description: str = ""
-    min_server_version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
-    settings_schema: SettingsSchema = Field(default_factory=SettingsSchema)
+    """What Mattermost and operators read about the bot."""
+
+    id: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{2,189}$",
+                    description="Unique identifier, reverse-DNS style.")
+    name: str = Field(min_length=1, description="Name shown to people.")
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$",
+                         description="Version of this release (semantic versioning).")
+    description: str = Field("", description="What the bot does, in a sentence or two.")
+    min_server_version: str = Field(pattern=r"^\d+\.\d+\.\d+$",
+                                    description="Oldest Mattermost server version supported.")
+    settings_schema: SettingsSchema = Field(
+        default_factory=SettingsSchema,
+        description="The environment variables an operator sets, with their help texts.")
 
 
 class MattermostSettings(_Model):
     """How to reach Mattermost. An empty url selects the built-in sandbox."""
 
-    url: str = ""
-    token: SecretStr = SecretStr("")
-    request_timeout: float = Field(10.0, gt=0, le=300)
-    retries: int = Field(4, ge=0, le=20)
-    max_retry_after: float = Field(30.0, gt=0)
-    rest_threads: int = Field(8, ge=1, le=64)
-    verify_tls: bool = True
-    ca_bundle: str = ""
-    #: Only system admins have create_post_ephemeral; without it the bot answers in a DM instead.
-    ephemeral_permission: bool = False
+    url: str = Field("", description="Base URL of the Mattermost server, e.g. "
+                                     "`https://chat.example.org`. Empty: `switchboard run` "
+                                     "starts the built-in sandbox.")
+    token: SecretStr = Field(SecretStr(""),
+                             description="Personal access token of the bot account.")
+    request_timeout: float = Field(10.0, gt=0, le=300,
+                                   description="Seconds to wait for one REST call.")
+    retries: int = Field(4, ge=0, le=20, description="Retries of a REST call that failed to "
+                                                     "connect or got 429 or 5xx.")
+    max_retry_after: float = Field(30.0, gt=0, description="Longest wait between two tries, in "
+                                                           "seconds, whatever `Retry-After` "
+                                                           "asks for.")
+    rest_threads: int = Field(8, ge=1, le=64, description="Threads, and pooled connections, "
+                                                          "that make REST calls.")
+    verify_tls: bool = Field(True, description="Verify Mattermost's certificate.")
+    ca_bundle: str = Field("", description="CA bundle file for a Mattermost certificate signed "
+                                           "by a private CA (used instead of `verify_tls`).")
+    # Only system admins have create_post_ephemeral by default.
+    ephemeral_permission: bool = Field(False, description="The bot account may post ephemeral "
+                                       "messages (`create_post_ephemeral`); off: the bot "
+                                       "answers in a DM instead.")
 
     @field_validator("url")
     @classmethod
@@ -99,18 +123,32 @@ class MattermostSettings(_Model):
 class ListenerSettings(_Model):
     """The embedded HTTP listener where clicks, dialogs, slash commands and webhooks land."""
 
-    listen: str = "127.0.0.1:8470"
-    public_url: str = ""
-    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
-    #: Verification tokens of the slash commands pointed at /slash (Mattermost shows each
-    #: command's token when it is created).
-    slash_tokens: list[SecretStr] = Field(default_factory=list)
-    #: Tokens of inbound webhooks, by name (/hooks/<name>): sent as `Authorization: Bearer` or,
-    #: for Mattermost's outgoing webhooks, as the body's `token`.
-    webhook_tokens: dict[str, SecretStr] = Field(default_factory=dict)
-    #: A click handler slower than this answers at once and finishes in the background
-    #: (Mattermost gives up on an integration after 30 s).
-    action_timeout: float = Field(20.0, gt=0, lt=30)
+    listen: str = Field("127.0.0.1:8470", description="`host:port` the listener binds "
+                                                      "(`0.0.0.0:8470`: every interface).")
+    public_url: str = Field("", description="URL Mattermost uses to reach the listener: "
+                                            "buttons, dialogs and slash commands point there. "
+                                            "Required outside the sandbox.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576,
+                                description="Largest request body accepted (larger: 413).")
+    slash_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Tokens of the slash commands pointed at `/slash` (Mattermost shows each "
+                    "command's token when it is created); empty entries are ignored.")
+    webhook_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Tokens of inbound webhooks, by name (`/hooks/<name>`): sent as "
+                    "`Authorization: Bearer` or, by Mattermost's outgoing webhooks, as the "
+                    "body's `token`.")
+    outgoing_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Tokens of the Mattermost outgoing webhooks pointed at `/outgoing` "
+                    "(Mattermost shows each hook's token when it is created); empty entries are "
+                    "ignored.")
+    # Mattermost gives up on an integration after 30 s.
+    action_timeout: float = Field(20.0, gt=0, lt=30,
+                                  description="Seconds after which a slow click, dialog or slash "
+                                              "command is answered at once and finished in "
+                                              "the background.")
 
     @field_validator("listen")
     @classmethod
@@ -140,60 +178,83 @@ class ListenerSettings(_Model):
 
 
 class SecuritySettings(_Model):
-    #: Signs button payloads; required outside the sandbox.
-    secret: SecretStr = SecretStr("")
-    #: How long a button stays clickable.
-    action_ttl: float = Field(7 * 24 * 3600, gt=0)
+    """Signing of button payloads."""
+
+    secret: SecretStr = Field(SecretStr(""),
+                              description="Signs button payloads: 16 or more random "
+                                          "characters, required outside the sandbox.")
+    action_ttl: float = Field(7 * 24 * 3600, gt=0,
+                              description="Seconds a button stays clickable.")
 
 
 class StateSettings(_Model):
-    path: str = "./state/switchboard.db"
-    #: Handled-post records older than this are pruned.
-    retention: float = Field(14 * 24 * 3600, gt=0)
+    """The state store: cursors, handled posts, the outbox, tickets' and alerts' posts."""
+
+    path: str = Field("./state/switchboard.db",
+                      description="SQLite file of the state store (its folder is created).")
+    retention: float = Field(14 * 24 * 3600, gt=0,
+                             description="Seconds after which handled-post records are pruned.")
 
 
 class StreamSettings(_Model):
     """Websocket supervision. Seconds throughout."""
 
-    ping_interval: float = Field(30.0, gt=0)
-    pong_timeout: float = Field(20.0, gt=0)
-    transport_ping_interval: float = Field(20.0, gt=0)
-    hello_timeout: float = Field(8.0, gt=0)
-    #: Silence on the stream for this long triggers a liveness probe...
-    idle_probe_after: float = Field(90.0, gt=0)
-    #: ...and the socket is replaced when the probe's echo does not arrive within this.
-    probe_timeout: float = Field(10.0, gt=0)
-    backoff_initial: float = Field(1.0, gt=0)
-    backoff_factor: float = Field(1.6, ge=1)
-    backoff_max: float = Field(60.0, gt=0)
-    #: A connection that stayed up this long resets the backoff.
-    stable_after: float = Field(30.0, gt=0)
+    enabled: bool = Field(True, description="Listen on the bot account's websocket event "
+                                            "stream. Off (webhook-only mode): only outgoing "
+                                            "webhooks and slash commands reach the bot, so "
+                                            "thread replies and direct messages do not; replies "
+                                            "still go out over REST.")
+    ping_interval: float = Field(30.0, gt=0, description="Between two application-level "
+                                                         "pings.")
+    pong_timeout: float = Field(20.0, gt=0, description="A ping unanswered this long ends the "
+                                                        "connection.")
+    transport_ping_interval: float = Field(20.0, gt=0, description="Between two websocket "
+                                                                   "protocol pings.")
+    hello_timeout: float = Field(8.0, gt=0, description="To connect and receive the server's "
+                                                        "`hello`.")
+    idle_probe_after: float = Field(90.0, gt=0, description="Silence on the stream for this "
+                                                            "long triggers a liveness probe.")
+    probe_timeout: float = Field(10.0, gt=0, description="The socket is replaced when the "
+                                                         "probe's echo does not arrive within "
+                                                         "this.")
+    backoff_initial: float = Field(1.0, gt=0, description="First delay before reconnecting.")
+    backoff_factor: float = Field(1.6, ge=1, description="Each further delay is this many times "
+                                                         "longer (with random jitter).")
+    backoff_max: float = Field(60.0, gt=0, description="Longest delay before reconnecting.")
+    stable_after: float = Field(30.0, gt=0, description="A connection that stayed up this long "
+                                                        "resets the backoff.")
 
 
 class BackfillSettings(_Model):
-    #: Messages older than this are never answered after an outage or restart.
-    max_age: float = Field(3600.0, gt=0)
-    #: Re-read this much before a channel's cursor; handled posts are de-duplicated by id.
-    overlap_ms: int = Field(5000, ge=0)
-    concurrency: int = Field(4, ge=1, le=32)
+    """Reading, over REST, what was posted while the stream was down or the bot stopped."""
+
+    max_age: float = Field(3600.0, gt=0, description="Seconds: older messages are never "
+                                                     "answered after an outage or restart.")
+    overlap_ms: int = Field(5000, ge=0, description="Milliseconds re-read before a channel's "
+                                                    "cursor (handled posts are skipped by id).")
+    concurrency: int = Field(4, ge=1, le=32, description="Channels read at once.")
 
 
 class DispatchSettings(_Model):
-    concurrency: int = Field(16, ge=1, le=1024)
-    ignore_bots: bool = True
-    ignore_webhooks: bool = True
-    #: Seconds to let running handlers finish at shutdown.
-    shutdown_grace: float = Field(10.0, ge=0)
-    apology: str = "Sorry, something went wrong while handling your message. It has been logged."
+    """How messages reach the handlers."""
+
+    concurrency: int = Field(16, ge=1, le=1024, description="Handler runs at once.")
+    ignore_bots: bool = Field(True, description="Ignore posts by bot accounts.")
+    ignore_webhooks: bool = Field(True, description="Ignore posts made through incoming "
+                                                    "webhooks.")
+    shutdown_grace: float = Field(10.0, ge=0, description="Seconds to let running handlers "
+                                                          "finish at shutdown.")
+    apology: str = Field("", description="What a person is told when handling their message "
+                                         "failed; empty: the built-in text, in their language.")
 
 
 class TLSSettings(_Model):
-    #: Verify the server's certificate (on by default).
-    verify: bool = True
-    #: A CA bundle file for servers signed by a private CA.
-    ca_bundle: str = ""
-    #: Accept any certificate, for self-signed servers. Say so explicitly; never the default.
-    insecure: bool = False
+    """Certificate checks for an outside system's HTTPS."""
+
+    verify: bool = Field(True, description="Verify the server's certificate.")
+    ca_bundle: str = Field("", description="CA bundle file for a server signed by a private CA.")
+    insecure: bool = Field(False, description="Accept any certificate (self-signed servers); "
+                                              "never the default.")
 
 
 class _TrackerBase(_Model):
@@ -205,23 +266,31 @@ class _TrackerBase(_Model):
             return {k: v for k, v in data.items() if not (v == "" and k.endswith("_id"))}
         return data
 
-    timeout: float = Field(15.0, gt=0, le=300)
-    max_in_flight: int = Field(8, ge=1, le=256)
-    tls: TLSSettings = Field(default_factory=lambda: TLSSettings())
-    #: Base of links to tickets in the tracker's web UI (default: derived from url).
-    web_url: str = ""
+    timeout: float = Field(15.0, gt=0, le=300,
+                           description="Seconds to wait for one call to the tracker.")
+    max_in_flight: int = Field(8, ge=1, le=256,
+                               description="Requests to the tracker on the wire at once.")
+    tls: TLSSettings = Field(default_factory=lambda: TLSSettings(),
+                             description="Certificate checks for the tracker.")
+    web_url: str = Field("", description="Base of links to tickets in the tracker's web UI "
+                                         "(default: derived from `url`).")
 
 
 class GLPISettings(_TrackerBase):
-    kind: Literal["glpi"]
-    #: The legacy API's base, e.g. https://glpi.example.org/apirest.php
-    url: str = ""
-    user_token: SecretStr = SecretStr("")
-    app_token: SecretStr = SecretStr("")
-    ticket_type: Literal[1, 2] = 1
-    requesttypes_id: int | None = None
-    itilcategories_id: int | None = None
-    entities_id: int | None = None
+    """A GLPI (9.5, 10) reached through its legacy REST API."""
+
+    kind: Literal["glpi"] = Field(description="The tracker's type.")
+    url: str = Field("", description="The legacy API's base, e.g. "
+                                     "`https://glpi.example.org/apirest.php`.")
+    user_token: SecretStr = Field(SecretStr(""), description="API token of the GLPI user that "
+                                                             "files the tickets.")
+    app_token: SecretStr = Field(SecretStr(""), description="App-Token of the GLPI API client, "
+                                                            "when it has one.")
+    ticket_type: Literal[1, 2] = Field(1, description="1 incident, 2 request.")
+    requesttypes_id: int | None = Field(None, description="Request source of new tickets.")
+    itilcategories_id: int | None = Field(None, description="Category of new tickets.")
+    entities_id: int | None = Field(None, description="Entity of new tickets (default: the "
+                                                      "user's).")
 
     @property
     def configured(self) -> bool:
@@ -229,15 +298,22 @@ class GLPISettings(_TrackerBase):
 
 
 class RedmineSettings(_TrackerBase):
-    kind: Literal["redmine"]
-    url: str = ""
-    api_key: SecretStr = SecretStr("")
-    project: str = ""
-    tracker_id: int | None = None
-    #: Urgency (1 very low .. 5 very high) → Redmine priority id.
-    priority_ids: dict[int, int] = Field(default_factory=dict)
-    #: Author tickets and notes as the matching Redmine user (needs an admin key).
-    switch_user: bool = False
+    """A Redmine reached through its REST API."""
+
+    kind: Literal["redmine"] = Field(description="The tracker's type.")
+    url: str = Field("", description="Redmine's base URL, e.g. `https://redmine.example.org`.")
+    api_key: SecretStr = Field(SecretStr(""), description="API key of the Redmine user that "
+                                                          "files the tickets.")
+    project: str = Field("", description="Identifier (or id) of the project that receives "
+                                         "the tickets.")
+    tracker_id: int | None = Field(None, description="Redmine tracker of new issues (default: "
+                                                     "the project's default).")
+    priority_ids: dict[int, int] = Field(
+        default_factory=dict,
+        description="Urgency (1 very low .. 5 very high) → Redmine priority id (default: "
+                    "Redmine's default priority).")
+    switch_user: bool = Field(False, description="Author tickets and notes as the matching "
+                                                 "Redmine user (needs an admin key).")
 
     @property
     def configured(self) -> bool:
@@ -250,111 +326,208 @@ TrackerSettings = Annotated[GLPISettings | RedmineSettings, Field(discriminator=
 class Trigger(_Model):
     """A keyword at the start of a message that opens a ticket."""
 
-    keyword: str = Field(min_length=1, pattern=r"^\S+$")
-    #: Words that open the ticket with high urgency (e.g. `112!`).
-    urgent_keywords: list[str] = Field(default_factory=list)
-    tracker: str
-    urgency: int = Field(3, ge=1, le=5)
-    urgent_urgency: int = Field(5, ge=1, le=5)
-    #: Tracker-specific fields for tickets from this trigger (project, category, type...).
-    fields: dict[str, Any] = Field(default_factory=dict)
-    #: Only in these channels (names or ids); empty: every channel the bot is in, and DMs.
-    channels: list[str] = Field(default_factory=list)
+    keyword: str = Field(min_length=1, pattern=r"^\S+$",
+                         description="The word, e.g. `112`.")
+    aliases: list[str] = Field(default_factory=list,
+                               description="Other words that open a ticket the same way, e.g. "
+                                           "in the users' languages (`заявка`).")
+    urgent_keywords: list[str] = Field(default_factory=list,
+                                       description="Words that open the ticket with high "
+                                                   "urgency (e.g. `112!`).")
+    tracker: str = Field(description="Name of the tracker (a key of `settings.trackers`).")
+    urgency: int = Field(3, ge=1, le=5, description="Urgency of the tickets, 1 very low .. 5 "
+                                                    "very high.")
+    urgent_urgency: int = Field(5, ge=1, le=5, description="Urgency of the tickets opened with "
+                                                           "an urgent keyword.")
+    fields: dict[str, Any] = Field(default_factory=dict,
+                                   description="Tracker-specific fields of the tickets "
+                                               "(project, category, type...).")
+    channels: list[str] = Field(default_factory=list,
+                                description="Only in these channels (names or ids); empty: "
+                                            "every channel the bot is in, and DMs.")
 
 
 class StaffSettings(_Model):
-    """Who may see every ticket with `status N` (others see only their own)."""
+    """A group of people: named users, and the members of channels or teams."""
 
-    users: list[str] = Field(default_factory=list)
-    channels: list[str] = Field(default_factory=list)
-    teams: list[str] = Field(default_factory=list)
+    users: list[str] = Field(default_factory=list,
+                             description="Usernames (with or without `@`) or user ids.")
+    channels: list[str] = Field(default_factory=list,
+                                description="Members of these channels (names or ids of "
+                                            "channels the bot is in).")
+    teams: list[str] = Field(default_factory=list,
+                             description="Members of these teams (names or ids).")
 
 
 class HelpdeskSettings(_Model):
-    triggers: list[Trigger] = Field(default_factory=list)
-    #: Seconds between looks at linked tickets for status changes and technicians' follow-ups.
-    poll_interval: float = Field(60.0, gt=0)
-    #: Retries of queued requests while a tracker is down: first delay and cap, in seconds.
-    retry_initial: float = Field(5.0, gt=0)
-    retry_max: float = Field(300.0, gt=0)
-    #: Queued requests worked on at once. Each tracker bounds its own requests in flight
-    #: (`max_in_flight`); this is larger so that posting replies never idles a tracker.
-    concurrency: int = Field(64, ge=1, le=1024)
-    #: Largest file copied from a chat message to a ticket.
-    max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=0)
-    staff: StaffSettings = Field(default_factory=lambda: StaffSettings())
-    #: The tracker `status N` and `my tickets` use (default: the first trigger's).
-    default_tracker: str = ""
-    #: The slash command (without /) that files tickets, as the first trigger does; "" for none.
-    slash_command: str = Field("ticket", pattern=r"^[a-z0-9_-]{0,32}$")
+    """Tickets from chat."""
+
+    triggers: list[Trigger] = Field(default_factory=list,
+                                    description="Keywords that open tickets.")
+    poll_interval: float = Field(60.0, gt=0,
+                                 description="Seconds between looks at linked tickets for "
+                                             "status changes and technicians' follow-ups.")
+    retry_initial: float = Field(5.0, gt=0, description="First delay, in seconds, before "
+                                                        "retrying a request queued while its "
+                                                        "tracker is down.")
+    retry_max: float = Field(300.0, gt=0, description="Longest delay between such retries.")
+    # Each tracker bounds its own requests in flight (`max_in_flight`); this is larger so
+    # that posting replies never idles a tracker.
+    concurrency: int = Field(64, ge=1, le=1024, description="Queued requests worked on at "
+                                                            "once.")
+    max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=0,
+                                      description="Largest file copied from a chat message to "
+                                                  "a ticket.")
+    staff: StaffSettings = Field(default_factory=lambda: StaffSettings(),
+                                 description="Who may see every ticket with `status N` "
+                                             "(others see only their own).")
+    default_tracker: str = Field("", description="The tracker `status N` and `my tickets` use "
+                                                 "(default: the first trigger's).")
+    slash_command: str = Field("ticket", pattern=r"^[a-z0-9_-]{0,32}$",
+                               description="The slash command (without `/`) that files "
+                                           "tickets as the first trigger does; empty for none.")
+    slash_response: Literal["ephemeral", "in_channel"] = Field(
+        "ephemeral", description="How the slash command answers: `ephemeral` (only the person "
+                                 "who ran it sees the answer) or `in_channel` (posted in the "
+                                 "channel, as that person). Usage help is always ephemeral.")
+    slash_teams: list[str] = Field(
+        default_factory=list,
+        description="Teams (names) in which `switchboard register-commands` creates the slash "
+                    "command; empty: every team the bot belongs to. A comma-separated string "
+                    "is accepted.")
+
+    @field_validator("slash_teams", mode="before")
+    @classmethod
+    def _team_list(cls, v: Any) -> Any:
+        # `${SLASH_TEAMS:-}` gives one string: "a, b" names two teams, "" none.
+        if isinstance(v, str):
+            return [t.strip() for t in v.split(",") if t.strip()]
+        return v
 
 
 class AlertSourceSettings(_Model):
     """A monitoring system: how senders authenticate, and how to act on its alerts."""
 
-    #: Overrides alerts.token for this source's senders.
-    token: SecretStr = SecretStr("")
-    #: Basic credentials senders may present instead of the token.
-    username: str = ""
-    password: SecretStr = SecretStr("")
-    #: The system's API, to acknowledge and silence (empty: buttons that need it are hidden).
-    url: str = ""
-    api_token: SecretStr = SecretStr("")
-    api_username: str = ""
-    api_password: SecretStr = SecretStr("")
-    tls: TLSSettings = Field(default_factory=lambda: TLSSettings())
-    timeout: float = Field(10.0, gt=0)
+    token: SecretStr = Field(SecretStr(""), description="The bearer token this source's "
+                                                        "senders present (default: "
+                                                        "`alerts.token`).")
+    username: str = Field("", description="Basic credentials senders may present instead of "
+                                          "the token: the user name.")
+    password: SecretStr = Field(SecretStr(""), description="The password of `username`.")
+    url: str = Field("", description="The system's API, to act on its alerts (empty: decisions "
+                                     "stay in the chat).")
+    api_token: SecretStr = Field(SecretStr(""), description="API token for `url` (Zabbix; "
+                                                            "Alertmanager: as a bearer token).")
+    api_username: str = Field("", description="API user for `url` (Icinga 2; Alertmanager: "
+                                              "basic credentials).")
+    api_password: SecretStr = Field(SecretStr(""), description="The password of "
+                                                               "`api_username`.")
+    tls: TLSSettings = Field(default_factory=lambda: TLSSettings(),
+                             description="Certificate checks for `url`.")
+    timeout: float = Field(10.0, gt=0, description="Seconds to wait for one API call.")
 
 
 class AlertRoute(_Model):
     """Where alerts go: the first route whose conditions all hold wins."""
 
-    sources: list[str] = Field(default_factory=list)
-    min_severity: Literal["critical", "high", "warning", "info", "unknown"] = "unknown"
-    labels: dict[str, str] = Field(default_factory=dict)
-    #: A regular expression the host must match.
-    host: str = ""
-    #: `team/channel` names or channel ids.
-    channels: list[str] = Field(min_length=1)
-    #: Mentioned in the post (e.g. `@oncall`) when the severity is at least `mention_from`.
-    mention: str = ""
-    mention_from: Literal["critical", "high", "warning", "info", "unknown"] = "critical"
+    sources: list[str] = Field(default_factory=list,
+                               description="Only alerts from these sources (empty: all).")
+    min_severity: Literal["critical", "high", "warning", "info", "unknown"] = Field(
+        "unknown", description="Only alerts at least this severe.")
+    labels: dict[str, str] = Field(default_factory=dict,
+                                   description="Only alerts with these label values.")
+    host: str = Field("", description="A regular expression the host must match.")
+    channels: list[str] = Field(min_length=1, description="Where the alerts go: `team/channel` "
+                                                          "names or channel ids.")
+    mention: str = Field("", description="Mentioned in the post (e.g. `@oncall`) when the "
+                                         "severity is at least `mention_from`.")
+    mention_from: Literal["critical", "high", "warning", "info", "unknown"] = Field(
+        "critical", description="The least severity that gets the mention.")
 
 
 class AlertSettings(_Model):
-    #: What senders present: `Authorization: Bearer <token>`.
-    token: SecretStr = SecretStr("")
-    #: `team/channel` for alerts no route takes.
-    channel: str = ""
-    routes: list[AlertRoute] = Field(default_factory=list)
-    sources: dict[str, AlertSourceSettings] = Field(default_factory=dict)
-    #: Who may press the buttons (empty everywhere: every member of the channel).
-    responders: StaffSettings = Field(default_factory=lambda: StaffSettings())
-    #: New alerts per minute from one source into one channel before they are grouped.
-    storm_per_minute: int = Field(20, ge=1)
-    #: How long an acknowledgement as a silence lasts (Alertmanager).
-    ack_duration: float = Field(24 * 3600, gt=0)
-    #: Silence durations offered in the menu, in hours.
-    silence_hours: list[float] = Field(default_factory=lambda: [1.0, 4.0, 24.0])
+    """Monitoring alerts as live posts with buttons."""
+
+    token: SecretStr = Field(SecretStr(""), description="What senders present: "
+                                                        "`Authorization: Bearer <token>`.")
+    channel: str = Field("", description="`team/channel` (or a channel id) for alerts no "
+                                         "route takes.")
+    routes: list[AlertRoute] = Field(default_factory=list,
+                                     description="Where alerts go; the first route that "
+                                                 "matches wins.")
+    sources: dict[str, AlertSourceSettings] = Field(
+        default_factory=dict,
+        description="Per monitoring system (`alertmanager`, `zabbix`, `nagios`, `generic`): "
+                    "sender credentials and the API that buttons act through.")
+    responders: StaffSettings = Field(default_factory=lambda: StaffSettings(),
+                                      description="Who may press the buttons (nobody named: "
+                                                  "every member of the channel).")
+    storm_per_minute: int = Field(20, ge=1, description="New alerts per minute from one source "
+                                                        "into one channel before they are "
+                                                        "grouped into one post.")
+    ack_duration: float = Field(24 * 3600, gt=0, description="Seconds an acknowledgement lasts "
+                                                             "as a silence (Alertmanager).")
+    silence_hours: list[float] = Field(default_factory=lambda: [1.0, 4.0, 24.0],
+                                       description="Silence durations offered in the menu, in "
+                                                   "hours.")
 
 
 class LoggingSettings(_Model):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["text", "json"] = "text"
+    """The log on standard error."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="The least level written.")
+    format: Literal["text", "json"] = Field("text", description="Plain text lines, or one JSON "
+                                                                "object per line.")
+
+
+class LanguageSettings(_Model):
+    """The language the bot speaks to people whose Mattermost locale it does not speak, and to
+    channels (alert posts). Each person is answered in their own locale when it is one of
+    en, ru, fr, de, ja."""
+
+    default_locale: str = Field("en", description="One of `en`, `ru`, `fr`, `de`, `ja`.")
+    locale_cache_seconds: float = Field(600.0, ge=0,
+                                        description="Seconds a user's locale is remembered "
+                                                    "before it is looked up again.")
+
+    @field_validator("default_locale")
+    @classmethod
+    def _locale(cls, v: str) -> str:
+        from .i18n import LANGUAGES, normalize
+        found = normalize(v)
+        if not found:
+            raise ValueError(f"must be one of {', '.join(LANGUAGES)}")
+        return found
 
 
 class Settings(_Model):
-    mattermost: MattermostSettings = Field(default_factory=lambda: MattermostSettings())
-    listener: ListenerSettings = Field(default_factory=lambda: ListenerSettings())
-    security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())
-    state: StateSettings = Field(default_factory=lambda: StateSettings())
-    stream: StreamSettings = Field(default_factory=lambda: StreamSettings())
-    backfill: BackfillSettings = Field(default_factory=lambda: BackfillSettings())
-    dispatch: DispatchSettings = Field(default_factory=lambda: DispatchSettings())
-    logging: LoggingSettings = Field(default_factory=lambda: LoggingSettings())
-    trackers: dict[str, TrackerSettings] = Field(default_factory=dict)
-    helpdesk: HelpdeskSettings = Field(default_factory=lambda: HelpdeskSettings())
-    alerts: AlertSettings = Field(default_factory=lambda: AlertSettings())
+    """How the bot runs."""
+
+    mattermost: MattermostSettings = Field(default_factory=lambda: MattermostSettings(),
+                                           description="How to reach Mattermost.")
+    listener: ListenerSettings = Field(default_factory=lambda: ListenerSettings(),
+                                       description="The embedded HTTP listener.")
+    security: SecuritySettings = Field(default_factory=lambda: SecuritySettings(),
+                                       description="Signing of button payloads.")
+    state: StateSettings = Field(default_factory=lambda: StateSettings(),
+                                 description="The state store.")
+    stream: StreamSettings = Field(default_factory=lambda: StreamSettings(),
+                                   description="Websocket supervision.")
+    backfill: BackfillSettings = Field(default_factory=lambda: BackfillSettings(),
+                                       description="Catching up after an outage or restart.")
+    dispatch: DispatchSettings = Field(default_factory=lambda: DispatchSettings(),
+                                       description="How messages reach the handlers.")
+    logging: LoggingSettings = Field(default_factory=lambda: LoggingSettings(),
+                                     description="The log.")
+    language: LanguageSettings = Field(default_factory=lambda: LanguageSettings(),
+                                       description="The language the bot speaks.")
+    trackers: dict[str, TrackerSettings] = Field(default_factory=dict,
+                                                 description="Ticket trackers, by name.")
+    helpdesk: HelpdeskSettings = Field(default_factory=lambda: HelpdeskSettings(),
+                                       description="Tickets from chat.")
+    alerts: AlertSettings = Field(default_factory=lambda: AlertSettings(),
+                                  description="Monitoring alerts.")
 
     @model_validator(mode="after")
     def _triggers_name_trackers(self) -> Settings:
@@ -375,8 +548,10 @@ class Settings(_Model):
 
 
 class Config(_Model):
-    manifest: Manifest
-    settings: Settings = Field(default_factory=Settings)
+    """The whole of plugin.yaml."""
+
+    manifest: Manifest = Field(description="What Mattermost and operators read about the bot.")
+    settings: Settings = Field(default_factory=Settings, description="How the bot runs.")
 
 
 def interpolate(
@@ -505,4 +680,12 @@ def warnings(config: Config) -> list[str]:
                        f"the trigger(s) {', '.join(users)} are off")
         if tracker.tls.insecure:
             out.append(f"settings.trackers.{name}.tls.insecure: certificates are not checked")
+    if not s.stream.enabled:
+        out.append("settings.stream.enabled: false (webhook-only mode): only outgoing webhooks "
+                   "(/outgoing) and slash commands (/slash) reach the bot; thread replies "
+                   "(ticket follow-ups) and direct messages do not")
+        if not any(t.get_secret_value() for t in s.listener.outgoing_tokens):
+            out.append("settings.listener.outgoing_tokens: empty, so every outgoing webhook "
+                       "is refused; set OUTGOING_TOKEN to the token Mattermost shows for the "
+                       "hook")
     return out

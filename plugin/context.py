@@ -6,10 +6,14 @@ the handler has answered (a click must be answered within seconds).
 
 Replies carry an idempotency key derived from the event and their order in the handler, so a
 handler re-run after a crash, or a post creation retried after a timeout, never posts twice.
+
+A message that came through an outgoing webhook is answered in the webhook's response while the
+call is open (`ThreadAnswer`): Mattermost posts that text as a thread reply, no REST call needed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -44,12 +48,41 @@ def clip(text: str, limit: int = MAX_MESSAGE) -> str:
     return text[: limit - 20].rstrip() + "\n… (truncated)"
 
 
+class ThreadAnswer:
+    """The answer to an outgoing webhook's call: thread replies a handler makes while the call is
+    open are collected here instead of being posted; once closed, replies go over REST again."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.open = True
+        #: Set when the handler run for the message has ended (or was skipped as a duplicate).
+        self.finished = asyncio.Event()
+
+    def take(self, text: str) -> bool:
+        """Keep a reply for the answer; False when the call has been answered already."""
+        if self.open:
+            self.texts.append(text)
+        return self.open
+
+    def close(self) -> str:
+        """End collecting; the text to answer with ("" for nothing)."""
+        self.open = False
+        return clip("\n\n".join(t for t in self.texts if t))
+
+    async def track(self, work: Awaitable[None]) -> None:
+        """Run the handler's work and mark the end of it, however it ends."""
+        try:
+            await work
+        finally:
+            self.finished.set()
+
+
 class Context:
     """One handler run's view of the bot."""
 
     def __init__(self, services: Services, *, key: str, user_id: str, channel_id: str,
                  root_id: str | None = "", post_id: str = "", attempt: int = 1,
-                 message: Message | None = None) -> None:
+                 message: Message | None = None, answer: ThreadAnswer | None = None) -> None:
         self.services = services
         self.api = services.api
         self.key = key
@@ -59,6 +92,7 @@ class Context:
         self.post_id = post_id
         self.attempt = attempt
         self.message = message
+        self.answer = answer
         self._n = 0
 
     def _next_key(self) -> str:
@@ -78,6 +112,11 @@ class Context:
     async def reply(self, text: str, *, attachments: list[dict[str, Any]] | None = None,
                     props: dict[str, Any] | None = None) -> dict[str, Any]:
         """Answer in the thread of the message (a DM reply stays in the DM)."""
+        if (self.answer is not None and attachments is None and props is None
+                and self.answer.take(text)):
+            # Mattermost posts it as the webhook's comment in the thread; no post id is known.
+            return {"id": "", "channel_id": self.channel_id, "root_id": self.root_id or "",
+                    "message": text}
         if self.root_id is None:
             # A click names only its post, which may itself be a reply.
             clicked = await self.api.get_post(self.post_id)

@@ -1,6 +1,7 @@
 """Typed Mattermost events: a posted message, a button click, a dialog submission, a slash
-command, an inbound webhook. Decoding is strict about shape and lenient about extra keys: a frame
-that does not look like what Mattermost sends is refused with a short reason, never half-used.
+command, an outgoing webhook's call, an inbound webhook. Decoding is strict about shape and
+lenient about extra keys: a frame that does not look like what Mattermost sends is refused with a
+short reason, never half-used.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Message:
     sender_name: str = ""
     team_id: str = ""
     mentions: tuple[str, ...] = ()
-    #: How it reached the bot: "stream", "backfill" or "recovery".
+    #: How it reached the bot: "stream", "backfill", "recovery" or "webhook".
     source: str = "stream"
     #: >1 when a handler is re-run after the bot stopped in the middle of it.
     attempt: int = 1
@@ -231,6 +232,73 @@ class SlashCommand:
                    channel_name=form.get("channel_name", ""), team_id=form.get("team_id", ""),
                    trigger_id=form.get("trigger_id", ""),
                    response_url=form.get("response_url", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingWebhook:
+    """A Mattermost outgoing webhook's call: a post in a public channel began with a trigger word.
+
+    Mattermost sends it as JSON (`timestamp` in milliseconds) or as a form (`timestamp` in
+    seconds, every value a string); both decode to the same fields, the time in milliseconds.
+    """
+
+    token: str
+    team_id: str
+    team_domain: str
+    channel_id: str
+    channel_name: str
+    timestamp: int
+    user_id: str
+    user_name: str
+    post_id: str
+    text: str
+    trigger_word: str
+    file_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_body(cls, body: Any, *, form: bool = False) -> OutgoingWebhook:
+        """Decode a JSON body (`form=False`) or a form's fields (`form=True`)."""
+        if not isinstance(body, dict):
+            raise BadPayload("the body must be an object")
+        raw_time = body.get("timestamp", 0)
+        if isinstance(raw_time, bool) or not isinstance(raw_time, int | float | str):
+            raise BadPayload("timestamp must be a number")
+        try:
+            timestamp = int(float(raw_time)) if raw_time != "" else 0
+        except ValueError:
+            raise BadPayload("timestamp must be a number") from None
+        if timestamp < 0:
+            raise BadPayload("timestamp must not be negative")
+        if form:
+            timestamp *= 1000
+        raw_files = body.get("file_ids", "")
+        if isinstance(raw_files, list):  # the field is a comma-joined string; accept a list
+            files = tuple(str(f) for f in raw_files if f)
+        elif isinstance(raw_files, str) or raw_files is None:
+            files = tuple(f for f in (raw_files or "").split(",") if f)
+        else:
+            raise BadPayload("file_ids must be a string")
+        return cls(
+            token=_text(body, "token", False), team_id=_text(body, "team_id", False),
+            team_domain=_text(body, "team_domain", False),
+            channel_id=_text(body, "channel_id"), channel_name=_text(body, "channel_name", False),
+            timestamp=timestamp, user_id=_text(body, "user_id"),
+            user_name=_text(body, "user_name", False), post_id=_text(body, "post_id"),
+            text=_text(body, "text", False), trigger_word=_text(body, "trigger_word", False),
+            file_ids=files)
+
+    def post(self) -> Post:
+        """The triggering post as far as the call tells it (no root, props or type)."""
+        return Post(id=self.post_id, channel_id=self.channel_id, user_id=self.user_id,
+                    message=self.text, create_at=self.timestamp, file_ids=self.file_ids)
+
+    def message(self, post: Post | None = None, channel_type: ChannelType = "O") -> Message:
+        """The same event the stream delivers for this post. `post` is the post as read over
+        REST, when it could be; outgoing webhooks fire only in public channels."""
+        return Message(post=post or self.post(), channel_type=channel_type,
+                       channel_name=self.channel_name,
+                       sender_name=f"@{self.user_name}" if self.user_name else "",
+                       team_id=self.team_id, source="webhook")
 
 
 @dataclass(frozen=True, slots=True)

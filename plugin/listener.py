@@ -1,5 +1,5 @@
-"""The embedded HTTP listener (aiohttp): where Mattermost's clicks, dialog submissions and slash
-commands land, and where outside systems post webhooks.
+"""The embedded HTTP listener (aiohttp): where Mattermost's clicks, dialog submissions, slash
+commands and outgoing webhooks land, and where outside systems post webhooks.
 
 Every answer is JSON; every error is a JSON `{"error": "..."}` with a short reason, never a stack
 trace; bodies are capped. Clicks are answered with a JSON object even when there is nothing to say
@@ -8,16 +8,17 @@ trace; bodies are capped. Clicks are answered with a JSON object even when there
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .events import BadPayload, Click, DialogSubmission, SlashCommand, Webhook
+from .events import BadPayload, Click, DialogSubmission, OutgoingWebhook, SlashCommand, Webhook
 from .metrics import Metrics
 
 log = logging.getLogger("switchboard.listener")
@@ -32,6 +33,17 @@ class HTTPError(Exception):
         self.message = message
 
 
+def token_matches(given: str, expected: Iterable[str]) -> bool:
+    """Whether `given` equals one of the (non-empty) expected tokens, compared in constant time
+    against every one of them, so the answer's timing tells nothing about which came close."""
+    candidate = given.encode()
+    matched = False
+    for token in expected:
+        if token:
+            matched |= hmac.compare_digest(candidate, token.encode())
+    return matched and bool(given)
+
+
 class Handlers(Protocol):
     """What the bot offers the listener."""
 
@@ -40,6 +52,7 @@ class Handlers(Protocol):
     async def on_click(self, click: Click) -> dict[str, Any]: ...
     async def on_dialog(self, submission: DialogSubmission) -> dict[str, Any]: ...
     async def on_slash(self, command: SlashCommand, token: str) -> dict[str, Any]: ...
+    async def on_outgoing(self, hook: OutgoingWebhook) -> dict[str, Any]: ...
     async def on_webhook(self, hook: Webhook) -> dict[str, Any]: ...
     async def on_alert(self, source: str, body: Any, headers: dict[str, str]
                        ) -> dict[str, Any]: ...
@@ -117,6 +130,15 @@ def build(handlers: Handlers, max_body: int) -> web.Application:
         token = auth[6:].strip() if auth.startswith("Token ") else form.get("token", "")
         return _json(await handlers.on_slash(SlashCommand.from_form(form), token))
 
+    async def outgoing(request: web.Request) -> web.StreamResponse:
+        # Mattermost sends JSON (timestamp in ms) or a form (timestamp in s), as the hook says.
+        if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            form = {k: str(v) for k, v in (await read_form(request)).items()}
+            hook = OutgoingWebhook.from_body(form, form=True)
+        else:
+            hook = OutgoingWebhook.from_body(await read_json(request))
+        return _json(await handlers.on_outgoing(hook))
+
     async def webhook(request: web.Request) -> web.StreamResponse:
         if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             body: Any = {k: str(v) for k, v in (await read_form(request)).items()}
@@ -148,6 +170,7 @@ def build(handlers: Handlers, max_body: int) -> web.Application:
     app.router.add_post("/actions/{action}", action)
     app.router.add_post("/dialogs", dialog)
     app.router.add_post("/slash", slash)
+    app.router.add_post("/outgoing", outgoing)
     app.router.add_post("/hooks/{name}", webhook)
     app.router.add_post("/alerts/{source}", alerts)
     app.router.add_get("/healthz", healthz)

@@ -1,7 +1,17 @@
-"""Logging set-up: text or JSON lines, with every configured secret masked.
+"""Logging set-up: text or JSON lines that name what they concern, with every secret masked.
+
+Every line about a post or an alert names it: the code that starts work on one declares it with
+`with logs.about(post=...)` (or `logs.set_subject(...)` at the top of a task of its own), and a
+filter on the handler copies it onto each record. The subject lives in a context variable, so it
+follows the work into the tasks it creates (asyncio copies the context at task creation) and into
+REST threads (`plugin.mattermost` runs driver calls in a copy of the caller's context).
+
+Text:  `2026-11-23 01:02:03,456 INFO switchboard.helpdesk [post=abc123] ticket #7 filed in glpi`
+JSON:  `{"time": ..., "level": "INFO", "logger": ..., "post_id": "abc123", "message": ...}`
+(`post_id` and `alert_key` appear only when set; a traceback goes in `error`).
 
 Code never logs a secret on purpose; the mask is the second line of defence (an exception message
-from a library, a URL someone pasted into a setting).
+from a library, a URL someone pasted into a setting, an alert key chosen by a sender).
 """
 
 from __future__ import annotations
@@ -10,10 +20,78 @@ import json
 import logging
 import sys
 from collections.abc import Iterable
+from contextvars import ContextVar, Token
+from types import TracebackType
 from typing import IO
+
+#: (post id, alert key) of the work under way; "" where there is none.
+_subject: ContextVar[tuple[str, str]] = ContextVar("switchboard_log_subject", default=("", ""))
+
+
+def _merge(post: str | None, alert: str | None) -> tuple[str, str]:
+    """The current subject with the given parts replaced (None keeps a part, "" clears it)."""
+    if post is None or alert is None:
+        cur_post, cur_alert = _subject.get()
+        return (cur_post if post is None else post, cur_alert if alert is None else alert)
+    return (post, alert)
+
+
+class About:
+    """The context manager returned by `about`; restores the previous subject on exit."""
+
+    __slots__ = ("_alert", "_post", "_token")
+
+    def __init__(self, post: str | None, alert: str | None) -> None:
+        self._post = post
+        self._alert = alert
+        self._token: Token[tuple[str, str]] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _subject.set(_merge(self._post, self._alert))
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._token is not None:
+            _subject.reset(self._token)
+            self._token = None
+
+
+def about(post: str | None = None, alert: str | None = None) -> About:
+    """Lines logged inside `with about(post=..., alert=...):` name that post and/or alert.
+
+    A part left out (None) is kept from the enclosing subject, so an alert named inside the
+    handling of a click on its post carries both; "" clears a part."""
+    return About(post, alert)
+
+
+def set_subject(post: str | None = None, alert: str | None = None) -> None:
+    """Name the subject for the rest of the current task (each asyncio task has its own copy
+    of the context, so this never leaks into the task that created it)."""
+    _subject.set(_merge(post, alert))
+
+
+def subject() -> tuple[str, str]:
+    """The current (post id, alert key); "" for a part that is not set."""
+    return _subject.get()
+
+
+class SubjectFilter(logging.Filter):
+    """Copies the current subject onto each record as `post_id` and `alert_key`.
+
+    A value given explicitly (`extra={"post_id": ...}`) is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        post, alert = _subject.get()
+        if not getattr(record, "post_id", ""):
+            record.post_id = post
+        if not getattr(record, "alert_key", ""):
+            record.alert_key = alert
+        return True
 
 
 class RedactSecrets(logging.Filter):
+    """Masks every configured secret in a record's message, traceback and subject."""
+
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
@@ -26,19 +104,71 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
-            record.msg = self._mask(record.getMessage())
+            try:
+                message = record.getMessage()
+            except Exception:
+                # A bad format string must not turn a log call into an error in the caller.
+                message = f"{record.msg} (unformattable arguments)"
+            record.msg = self._mask(message)
             record.args = None
             if record.exc_info and record.exc_info[1] is not None:
                 record.exc_text = self._mask(logging.Formatter().formatException(
                     record.exc_info))
                 record.exc_info = None
+            elif record.exc_text:
+                record.exc_text = self._mask(record.exc_text)
+            if record.stack_info:
+                record.stack_info = self._mask(record.stack_info)
+            for name in ("post_id", "alert_key"):
+                value = getattr(record, name, "")
+                if value and isinstance(value, str):
+                    setattr(record, name, self._mask(value))
         return True
 
 
+def _one_line(text: str) -> str:
+    if "\n" in text or "\r" in text:
+        # A message carrying outside text must not start what looks like a line of its own.
+        return text.replace("\r", "\\r").replace("\n", "\\n")
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger [post=… alert=…] message`; `time LEVEL logger: message` without a
+    subject. The message stays on one line; a traceback follows on lines of its own."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        post = getattr(record, "post_id", "")
+        alert = getattr(record, "alert_key", "")
+        if post and alert:
+            tag = f" [post={post} alert={alert}]"
+        elif post:
+            tag = f" [post={post}]"
+        elif alert:
+            tag = f" [alert={alert}]"
+        else:
+            tag = ":"
+        return (f"{record.asctime} {record.levelname} {record.name}{tag} "
+                f"{_one_line(record.message)}")
+
+
 class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, post_id and alert_key (when set),
+    message, and error (a traceback) when there is one."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": self.formatTime(record), "level": record.levelname,
-                 "logger": record.name, "message": record.getMessage()}
+                 "logger": record.name}
+        post = getattr(record, "post_id", "")
+        if post:
+            entry["post_id"] = str(post)
+        alert = getattr(record, "alert_key", "")
+        if alert:
+            entry["alert_key"] = str(alert)
+        entry["message"] = record.getMessage()
         if record.exc_text:
             entry["error"] = record.exc_text
         elif record.exc_info:
@@ -48,9 +178,12 @@ class JSONFormatter(logging.Formatter):
 
 def setup(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = (),
           stream: IO[str] | None = None) -> None:
+    """Send every log line to `stream` (stderr) as text or JSON, naming its subject and
+    masking `secrets`."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    # The subject first, so that the mask covers it too.
+    handler.addFilter(SubjectFilter())
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):

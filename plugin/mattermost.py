@@ -13,6 +13,7 @@ server can answer 500 to two simultaneous first replies in one thread).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
@@ -178,7 +179,10 @@ class MattermostAPI:
 
     async def call(self, fn: Callable[[Driver], T]) -> T:
         """Run one driver call off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self.driver)
+        # In a copy of the caller's context, so that the thread's log lines name the same
+        # post or alert (copying is cheap: the context is an immutable mapping).
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, contextvars.copy_context().run, fn, self.driver)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -203,6 +207,10 @@ class MattermostAPI:
 
     async def user(self, user_id: str) -> dict[str, Any]:
         return await self._cached(self._users, user_id, lambda d: d.users.get_user(user_id))
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop a cached user (their profile changed), so the next look-up fetches it."""
+        self._users.pop(user_id, None)
 
     # --- channels -----------------------------------------------------------------------------
     async def channel(self, channel_id: str) -> dict[str, Any]:
@@ -374,6 +382,29 @@ class MattermostAPI:
     async def add_reaction(self, post_id: str, emoji: str) -> None:
         await self.call(lambda d: d.reactions.create_reaction({
             "user_id": self.bot_id, "post_id": post_id, "emoji_name": emoji}))
+
+    # --- slash commands -----------------------------------------------------------------------
+    async def team_by_name(self, name: str) -> dict[str, Any]:
+        return dict(await self.call(lambda d: d.teams.get_team_by_name(name)))
+
+    async def my_teams(self) -> list[dict[str, Any]]:
+        """The teams of the token's own account (not cached)."""
+        return await self._fetch_teams()
+
+    async def custom_commands(self, team_id: str) -> list[dict[str, Any]]:
+        """A team's custom slash commands, verification tokens included (needs
+        `manage_slash_commands` in the team)."""
+        found = await self.call(lambda d: d.client.get(
+            "/commands", params={"team_id": team_id, "custom_only": "true"}))
+        return [dict(c) for c in found] if isinstance(found, list) else []
+
+    async def create_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self.call(lambda d: d.client.post("/commands", command)))
+
+    async def update_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Replace a command (Mattermost keeps its id, token and creator)."""
+        command_id = str(command["id"])
+        return dict(await self.call(lambda d: d.client.put(f"/commands/{command_id}", command)))
 
     async def open_dialog(self, trigger_id: str, url: str, dialog: dict[str, Any]) -> None:
         await self.call(lambda d: d.client.post("/actions/dialogs/open", {

@@ -4,6 +4,9 @@ A request is written to the store before anyone is told it was accepted; a worke
 out, retrying with backoff while the outside system is down. Executors are registered per kind and
 drive an entry through its states themselves (`queued` → `filed` → `done`, or `failed`), so a
 request interrupted at any point resumes at the right step after a restart.
+
+Each entry's run logs under the subject its payload names (see `subject_of`), so every line about
+a ticket's filing carries the chat post it came from and every line about an alert its key.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+from . import logs
 from .store import OutboxEntry, Store
 
 log = logging.getLogger("switchboard.outbox")
@@ -26,6 +30,17 @@ class Retry(Exception):
 
     Any exception whose `retryable` attribute is true (a tracker or Mattermost that is down)
     counts as a Retry too; every other exception fails the entry for good."""
+
+
+def subject_of(payload: dict[str, object]) -> tuple[str, str]:
+    """(post id, alert key) an entry concerns ("" where none): its payload's `post_id`, and
+    its `alert_key` or else `source:key` (how the alerts feature names an incident)."""
+    post = payload.get("post_id")
+    alert = payload.get("alert_key")
+    if not alert:
+        source, key = payload.get("source"), payload.get("key")
+        alert = f"{source}:{key}" if source and key else ""
+    return (str(post) if post else "", str(alert) if alert else "")
 
 
 class Outbox:
@@ -125,6 +140,8 @@ class Outbox:
         self._kick.set()
 
     async def _process(self, entry: OutboxEntry) -> None:
+        # Runs as a task of its own: the subject stays with this entry's run.
+        logs.set_subject(*subject_of(entry.payload))
         executor = self._executors.get(entry.kind)
         if executor is None:
             log.error("outbox entry %s has unknown kind %s", entry.key, entry.kind)
@@ -132,6 +149,7 @@ class Outbox:
             return
         async with self._slots:
             try:
+                log.debug("%s %s: attempt %d", entry.kind, entry.key, entry.attempts + 1)
                 await executor(entry)
             except Exception as exc:
                 if not isinstance(exc, Retry) and not getattr(exc, "retryable", False):

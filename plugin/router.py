@@ -15,7 +15,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from . import filters as F
+from . import i18n
 from .events import Message
+from .i18n import _
 
 Kind = Literal["message", "command", "action", "dialog", "slash", "webhook"]
 Handler = Callable[..., Awaitable[Any]]
@@ -57,15 +59,19 @@ def _params(fn: Handler) -> frozenset[str] | None:
 class Command:
     """Filter for a command word (or words: "my tickets") at the start of a message.
 
-    `args` is a regex the rest must fully match; its named groups are captured. A command whose
-    arguments do not match still matches, with `usage_error` set, so the handler is not skipped
-    silently and the user learns the right form.
+    The command also answers to its translations in every catalog (`статус` for `status`), and
+    to any `aliases` given. `args` is a regex the rest must fully match; its named groups are
+    captured. A command whose arguments do not match still matches, with `usage_error` set, so
+    the handler is not skipped silently and the user learns the right form.
     """
 
-    def __init__(self, name: str, args: str | None = None) -> None:
+    def __init__(self, name: str, args: str | None = None, aliases: tuple[str, ...] = ()) -> None:
         self.name = name
-        words = r"\s+".join(re.escape(w) for w in name.split())
-        self._head = re.compile(rf"\s*{words}(?:\s+|$)", re.IGNORECASE)
+        self.names = tuple(dict.fromkeys((*i18n.aliases(name), *aliases)))
+        heads = "|".join(r"\s+".join(re.escape(w) for w in n.split())
+                         for n in sorted(self.names, key=len, reverse=True))
+        # A number may follow the word directly (`ステータス123`: Japanese needs no space).
+        self._head = re.compile(rf"\s*(?:{heads})(?:\s+|$|(?=[#\d]))", re.IGNORECASE)
         self._args = re.compile(args, re.IGNORECASE) if args else None
 
     def __call__(self, msg: Message) -> F.FilterResult:
@@ -114,11 +120,13 @@ class Router:
     # --- registrars ----------------------------------------------------------------------------
     def message(self, *filters: F.Filter, direct: bool | None = None,
                 channels: list[str] | None = None, users: list[str] | None = None,
-                description: str = "", usage: str = "") -> Callable[[Handler], Handler]:
+                description: str = "", usage: str = "",
+                describe: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
         """A message in a channel or DM that passes every filter.
 
         `direct=True` only DMs, `direct=False` only channels; `channels` and `users` restrict
-        further.
+        further. `description` (marked with `N_()`) is translated for help, then filled with
+        `describe`'s values.
         """
         fs = list(filters)
         if direct is True:
@@ -129,19 +137,22 @@ class Router:
             fs.insert(0, F.InChannels(channels))
         if users:
             fs.insert(0, F.FromUsers(users))
-        return self._add("message", "", tuple(fs), description, usage, {})
+        return self._add("message", "", tuple(fs), description, usage,
+                         {"describe": describe or {}})
 
     def command(self, name: str, *, args: str | None = None, description: str = "",
-                usage: str = "", anywhere: bool = False,
-                users: list[str] | None = None) -> Callable[[Handler], Handler]:
+                usage: str = "", anywhere: bool = False, users: list[str] | None = None,
+                aliases: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
         """A command in a DM to the bot (`status 123`); `anywhere` also takes it in channels when
-        the bot is @mentioned first."""
+        the bot is @mentioned first. Its translations in the catalogs (context `command`) and
+        `aliases` are other names for it. Mark `description` with `N_()`: help shows it in the
+        reader's language."""
         fs: list[F.Filter] = []
         if not anywhere:
             fs.append(F.DirectOnly)
         if users:
             fs.append(F.FromUsers(users))
-        fs.append(Command(name, args))
+        fs.append(Command(name, args, aliases))
         return self._add("command", name.lower(), tuple(fs), description, usage or name,
                          {"anywhere": anywhere})
 
@@ -207,24 +218,32 @@ class RouteTable:
         return self.keyed.get((kind, key))
 
     def help_text(self, direct: bool = True) -> str:
-        """The commands and triggers a user can use, from their declarations."""
-        lines = ["**Commands** (send them to me in a direct message):"]
+        """The commands and triggers a user can use, from their declarations, in the language
+        in force."""
+
+        def line(usage: str, description: str, alias: str = "",
+                 fill: dict[str, str] | None = None) -> str:
+            fill = fill or {}
+            shown = f"`{usage}`" + (f" (`{alias}`)" if alias else "")
+            return f"- {shown} — {_(description).format(**fill)}" if description \
+                else f"- {shown}"
+
+        lines = [_("**Commands** (send them to me in a direct message):")]
         for r in self.commands:
-            lines.append(f"- `{r.usage}` — {r.description}" if r.description
-                         else f"- `{r.usage}`")
+            local = i18n.pgettext(i18n.COMMAND, r.key)
+            lines.append(line(r.usage, r.description,
+                              local if local.lower() != r.key.lower() else ""))
         # Catch-all routes have no usage to show; only declared triggers are listed.
         triggers = [r for r in self.messages if r.usage]
         if triggers:
             lines.append("")
-            lines.append("**In channels:**")
+            lines.append(_("**In channels:**"))
             for r in triggers:
-                lines.append(f"- `{r.usage}` — {r.description}" if r.description
-                             else f"- `{r.usage}`")
+                lines.append(line(r.usage, r.description, fill=r.options.get("describe")))
         slashes = [r for r in self.keyed.values() if r.kind == "slash"]
         if slashes:
             lines.append("")
-            lines.append("**Slash commands:**")
+            lines.append(_("**Slash commands:**"))
             for r in slashes:
-                lines.append(f"- `{r.key}` — {r.description}" if r.description
-                             else f"- `{r.key}`")
+                lines.append(line(r.key, r.description))
         return "\n".join(lines)

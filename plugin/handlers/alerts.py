@@ -34,10 +34,12 @@ from bridge.alerts import (
 )
 from bridge.tickets import NewTicket, Person, Tracker, TrackerError, TrackerUnavailable
 
+from .. import i18n, logs
 from ..access import Membership
 from ..config import AlertRoute, AlertSettings
 from ..context import Context
 from ..events import Click
+from ..i18n import N_, _, ngettext, pgettext
 from ..listener import HTTPError
 from ..mattermost import MattermostError
 from ..outbox import Retry
@@ -58,9 +60,26 @@ RESOLVED_COLOR = "#2e7d32"
 #: Alerts listed by name in a storm's digest post; the others are counted.
 DIGEST_SHOWN = 30
 ACKED_COLOR = "#6d4c41"
-PENDING = {"ack": "Acknowledging…", "unack": "Removing the acknowledgement…",
-           "silence": "Silencing…", "unsilence": "Ending the silence…",
-           "resolve": "Resolving…"}
+PENDING = {"ack": N_("Acknowledging…"), "unack": N_("Removing the acknowledgement…"),
+           "silence": N_("Silencing…"), "unsilence": N_("Ending the silence…"),
+           "resolve": N_("Resolving…")}
+# A failed decision is told three ways: on the post, in its thread, and to the clicker. Each is
+# a whole sentence per decision, so that translators never have to fit a fragment into another.
+FAILED = {"ack": N_("Acknowledging failed: {reason}"),
+          "unack": N_("Removing the acknowledgement failed: {reason}"),
+          "silence": N_("Silencing failed: {reason}"),
+          "unsilence": N_("Ending the silence failed: {reason}"),
+          "resolve": N_("Resolving failed: {reason}")}
+FAILED_NOTE = {"ack": N_("Acknowledging (by @{user}) failed: {reason}"),
+               "unack": N_("Removing the acknowledgement (by @{user}) failed: {reason}"),
+               "silence": N_("Silencing (by @{user}) failed: {reason}"),
+               "unsilence": N_("Ending the silence (by @{user}) failed: {reason}"),
+               "resolve": N_("Resolving (by @{user}) failed: {reason}")}
+FAILED_DIRECT = {"ack": N_("Acknowledging **{title}** failed: {reason}"),
+                 "unack": N_("Removing the acknowledgement **{title}** failed: {reason}"),
+                 "silence": N_("Silencing **{title}** failed: {reason}"),
+                 "unsilence": N_("Ending the silence **{title}** failed: {reason}"),
+                 "resolve": N_("Resolving **{title}** failed: {reason}")}
 
 
 def alert_to_json(alert: Alert) -> dict[str, Any]:
@@ -92,6 +111,21 @@ def _active_silence(state: dict[str, Any]) -> dict[str, Any] | None:
 
 def _hhmm(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M UTC")
+
+
+def _severity(severity: Severity) -> str:
+    """A severity in the language in force (its value stays the word routes and filters use)."""
+    names = {"critical": pgettext("severity", "critical"), "high": pgettext("severity", "high"),
+             "warning": pgettext("severity", "warning"), "info": pgettext("severity", "info"),
+             "unknown": pgettext("severity", "unknown")}
+    return names.get(severity.value, severity.value)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a decision failed, in the language in force: the source's own words, or a hint."""
+    if isinstance(exc, SourceError):
+        return str(exc)
+    return _("unexpected error ({kind})").format(kind=type(exc).__name__)
 
 
 class Alerts:
@@ -154,7 +188,7 @@ class Alerts:
             return
         if auth.startswith("Basic ") and conf is not None and conf.username:
             try:
-                user, _, password = base64.b64decode(auth[6:].strip()).decode().partition(":")
+                user, _sep, password = base64.b64decode(auth[6:].strip()).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 raise HTTPError(401, "malformed basic credentials") from None
             ok_user = hmac.compare_digest(user.encode(), conf.username.encode())
@@ -177,10 +211,14 @@ class Alerts:
             raise HTTPError(400, f"malformed {source} alert: nested too deeply") from None
         accepted = dropped = 0
         for alert in alerts:
-            if await self._take(alert):
-                accepted += 1
-            else:
-                dropped += 1
+            with logs.about(alert=f"{alert.source}:{alert.key}"):
+                if await self._take(alert):
+                    accepted += 1
+                    log.info("%s accepted (%s, %s): %s", alert.kind.value, alert.status.value,
+                             alert.severity.value, alert.title)
+                else:
+                    dropped += 1
+                    log.debug("%s ignored: nothing new", alert.kind.value)
         self.accepted += accepted
         self.dropped += dropped
         return {"accepted": accepted, "ignored": dropped}
@@ -235,15 +273,20 @@ class Alerts:
         state = dict(rec.state)
         old = alert_from_json(state["alert"])
         notes = []
-        if alert.status != old.status:
-            if alert.status == AlertStatus.RESOLVED:
-                notes.append(f":white_check_mark: Resolved at {_hhmm(now)}.")
-            else:
-                notes.append(f":rotating_light: Firing again at {_hhmm(now)}.")
-        elif (alert.title, alert.severity, alert.text) == (old.title, old.severity, old.text):
-            return False  # a repeat of what the post already shows
-        elif alert.severity != old.severity:
-            notes.append(f"Severity is now {alert.severity.value} (was {old.severity.value}).")
+        with i18n.use(None):  # the thread belongs to the channel: its language
+            if alert.status != old.status:
+                if alert.status == AlertStatus.RESOLVED:
+                    notes.append(":white_check_mark: " + _("Resolved at {time}.").format(
+                        time=_hhmm(now)))
+                else:
+                    notes.append(":rotating_light: " + _("Firing again at {time}.").format(
+                        time=_hhmm(now)))
+            elif (alert.title, alert.severity, alert.text) == (old.title, old.severity,
+                                                               old.text):
+                return False  # a repeat of what the post already shows
+            elif alert.severity != old.severity:
+                notes.append(_("Severity is now {new} (was {old}).").format(
+                    new=_severity(alert.severity), old=_severity(old.severity)))
         if not alert.text and old.text:
             # A recovery often says less than the problem did: keep what the post showed.
             alert = dataclasses.replace(alert, text=old.text)
@@ -290,7 +333,7 @@ class Alerts:
         api = self.bot.api
         try:
             if "/" in ref:
-                team_name, _, channel_name = ref.partition("/")
+                team_name, _sep, channel_name = ref.partition("/")
                 team = await api.call(lambda d: d.teams.get_team_by_name(team_name))
                 channel = await api.call(lambda d: d.channels.get_channel_by_name(
                     team["id"], channel_name))
@@ -353,14 +396,16 @@ class Alerts:
             await store.outbox_finish(entry.key, 1 << 62)
             return
         resumed = entry.attempts > 0 or entry.created_at < self.bot.started_at
-        message, props = (self._digest_post(rec) if rec.source == "digest"
-                          else self._post(rec))
+        with i18n.use(None):  # the post belongs to the channel: its language
+            message, props = (self._digest_post(rec) if rec.source == "digest"
+                              else self._post(rec))
         if not rec.post_id:
             post = await api.create_post(rec.channel_id, message, props=props,
                                          key=f"alert:{rec.source}:{rec.key}",
                                          check_first=resumed)
             post_id = str(post["id"])
             await store.set_alert_post(rec.source, rec.key, post_id)
+            log.info("posted as %s", post_id)
         else:
             post_id = rec.post_id
             try:
@@ -383,17 +428,24 @@ class Alerts:
         state = rec.state
         members, count = state["members"], state["count"]
         firing = count - state["resolved"]
-        lines = [f"{'~~' if m['status'] == 'resolved' else ''}{m['title']}"
-                 f"{' on ' + m['host'] if m['host'] else ''}"
-                 f"{'~~' if m['status'] == 'resolved' else ''}" for m in members]
+        lines = []
+        for m in members:
+            name = _("{title} on {host}").format(title=m["title"], host=m["host"]) \
+                if m["host"] else m["title"]
+            lines.append(f"~~{name}~~" if m["status"] == "resolved" else name)
         if count > len(members):
-            lines.append(f"… and {count - len(members)} more")
+            rest = count - len(members)
+            lines.append(ngettext("… and {count} more", "… and {count} more", rest).format(
+                count=rest))
         text = "\n".join(f"- {line}" for line in lines)
+        source = state["source"]
         return "", {"attachments": [{
-            "fallback": f"{count} alerts from {state['source']}",
+            "fallback": ngettext("{count} alert from {source}", "{count} alerts from {source}",
+                                 count).format(count=count, source=source),
             "color": COLORS["warning"] if firing else RESOLVED_COLOR,
-            "title": f"Alert storm: {count} more alerts from {state['source']} "
-                     f"({firing} firing)",
+            "title": ngettext("Alert storm: {count} more alert from {source} ({firing} firing)",
+                              "Alert storm: {count} more alerts from {source} ({firing} firing)",
+                              count).format(count=count, source=source, firing=firing),
             "text": text}]}
 
     def _post(self, rec: AlertRecord) -> tuple[str, dict[str, Any]]:
@@ -403,39 +455,42 @@ class Alerts:
         ack = state.get("ack")
         pending = state.get("pending")
         if resolved:
-            color, status = RESOLVED_COLOR, "Resolved"
+            color, status = RESOLVED_COLOR, _("Resolved")
         elif ack:
             color = ACKED_COLOR
-            who = f"@{ack['by']}" if ack.get("by") else "the monitoring system"
-            status = f"Acknowledged by {who} at {_hhmm(ack['at'])}"
+            status = (_("Acknowledged by @{user} at {time}").format(
+                          user=ack["by"], time=_hhmm(ack["at"])) if ack.get("by") else
+                      _("Acknowledged by the monitoring system at {time}").format(
+                          time=_hhmm(ack["at"])))
         else:
-            color, status = COLORS.get(alert.severity.value, COLORS["unknown"]), "Firing"
+            color, status = COLORS.get(alert.severity.value, COLORS["unknown"]), _("Firing")
         if pending:
-            status += f" · {PENDING.get(pending, 'Working…')}"
-        fields = [{"short": True, "title": "Status", "value": status},
-                  {"short": True, "title": "Severity", "value": alert.severity.value}]
+            status += " · " + (_(PENDING[pending]) if pending in PENDING else _("Working…"))
+        fields = [{"short": True, "title": _("Status"), "value": status},
+                  {"short": True, "title": _("Severity"), "value": _severity(alert.severity)}]
         if alert.host:
-            fields.append({"short": True, "title": "Host", "value": alert.host})
+            fields.append({"short": True, "title": _("Host"), "value": alert.host})
         if alert.service:
-            fields.append({"short": True, "title": "Service", "value": alert.service})
+            fields.append({"short": True, "title": _("Service"), "value": alert.service})
         silence = _active_silence(state)
         if silence and not resolved:
-            fields.append({"short": True, "title": "Silenced until",
-                           "value": f"{_hhmm(silence['until'])} by @{silence['by']}"})
+            fields.append({"short": True, "title": _("Silenced until"),
+                           "value": _("{time} by @{user}").format(
+                               time=_hhmm(silence["until"]), user=silence["by"])})
         ticket = state.get("ticket")
         if ticket:
-            fields.append({"short": True, "title": "Ticket",
+            fields.append({"short": True, "title": _("Ticket"),
                            "value": f"[#{ticket['id']}]({ticket['url']})"})
         if alert.links:
-            fields.append({"short": False, "title": "Links", "value": " · ".join(
+            fields.append({"short": False, "title": _("Links"), "value": " · ".join(
                 f"[{label}]({url})" for label, url in alert.links)})
         if state.get("error"):
-            fields.append({"short": False, "title": "Last action", "value": state["error"]})
+            fields.append({"short": False, "title": _("Last action"), "value": state["error"]})
         icon = ":white_check_mark:" if resolved else ":rotating_light:"
         attachment: dict[str, Any] = {
             "fallback": f"[{status}] {alert.title}", "color": color,
             "title": f"{icon} {alert.title}", "text": alert.text[:3000], "fields": fields,
-            "footer": f"{alert.source} alert"}
+            "footer": _("{source} alert").format(source=alert.source)}
         if not resolved:
             attachment["actions"] = self._buttons(rec, alert)
         message = state.get("mention", "") if not resolved else ""
@@ -451,51 +506,54 @@ class Alerts:
         if not state.get("pending"):
             if state.get("ack"):
                 if source is None or source.can_acknowledge:
-                    buttons.append(ctx.button("Unacknowledge", "alertunack", subject, data))
+                    buttons.append(ctx.button(_("Unacknowledge"), "alertunack", subject, data))
             else:
-                buttons.append(ctx.button("Acknowledge", "alertack", subject, data,
+                buttons.append(ctx.button(_("Acknowledge"), "alertack", subject, data,
                                           style="primary"))
         if self.trackers and not state.get("ticket"):
-            buttons.append(ctx.button("Open ticket", "alertticket", subject, data))
+            buttons.append(ctx.button(_("Open ticket"), "alertticket", subject, data))
         if source is not None and source.can_silence and _active_silence(state) \
                 and not state.get("pending"):
-            buttons.append(ctx.button("Unsilence", "alertunsilence", subject, data))
+            buttons.append(ctx.button(_("Unsilence"), "alertunsilence", subject, data))
         elif source is not None and source.can_silence:
-            menu = ctx.button("Silence", "alertsilence", subject, data)
+            menu = ctx.button(_("Silence"), "alertsilence", subject, data)
             menu["type"] = "select"
-            menu["options"] = [{"text": f"{h:g} h", "value": f"{h:g}"}
+            menu["options"] = [{"text": _("{hours} h").format(hours=f"{h:g}"), "value": f"{h:g}"}
                                for h in self.settings.silence_hours]
             buttons.append(menu)
         # A generic alert can be resolved only through the callback it came with.
         if source is not None and source.can_resolve and (
                 rec.source != "generic" or alert.ref.get("callback_url")):
-            buttons.append(ctx.button("Resolve", "alertresolve", subject, data,
+            buttons.append(ctx.button(_("Resolve"), "alertresolve", subject, data,
                                       style="danger"))
         return buttons
 
     # --- clicks ---------------------------------------------------------------------------------
     async def _clicked(self, click: Click, payload: Payload, op: str = "") -> AlertRecord:
-        source, _, key = payload.subject.partition("|")
+        source, _sep, key = payload.subject.partition("|")
         rec = await self.bot.store.alert(source, key)
         if rec is None:
             raise HTTPError(404, "no such alert")
         ack = rec.state.get("ack")
         if op == "ack" and ack:
             # Two people pressed at once: the second learns who was first.
-            by = f"@{ack['by']}" if ack.get("by") else "the monitoring system"
-            raise _Refusal(f"Already acknowledged by {by}.")
+            raise _Refusal(_("Already acknowledged by @{user}.").format(user=ack["by"])
+                           if ack.get("by") else
+                           _("Already acknowledged by the monitoring system."))
         if payload.data.get("epoch") != str(rec.state.get("epoch", 0)):
             log.warning("refused an out-of-date click on %s %s from %s", source, key,
                         click.user_id)
             raise HTTPError(403, "this button is out of date")
         assert self._responders is not None
         if not self._responders.anyone and not await self._responders.includes(click.user_id):
-            raise _Refusal("You are not among the people who may act on alerts.")
+            raise _Refusal(_("You are not among the people who may act on alerts."))
         return rec
 
     async def _decide(self, click: Click, payload: Payload, op: str,
                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        source, _, key = payload.subject.partition("|")
+        source, _sep, key = payload.subject.partition("|")
+        # A click runs in a task of its own; its post is named already, this adds the alert.
+        logs.set_subject(alert=f"{source}:{key}")
         async with self._lock(source, key):
             return await self._decide_locked(click, payload, op, extra)
 
@@ -508,29 +566,34 @@ class Alerts:
         state = dict(rec.state)
         who = click.user_name or click.user_id
         if state.get("pending"):
-            return {"ephemeral_text": f"{PENDING[state['pending']]} Please wait."}
+            return {"ephemeral_text": _("{pending} Please wait.").format(
+                pending=_(PENDING[state["pending"]]))}
         ack = state.get("ack")
         if op == "unack" and not ack:
-            return {"ephemeral_text": "This alert is not acknowledged."}
+            return {"ephemeral_text": _("This alert is not acknowledged.")}
         now = time.time()
         state["epoch"] = int(state.get("epoch", 0)) + 1
         state["pending"] = op if rec.source in self.sources else None
         state["error"] = ""
         notes = []
-        if op == "ack":
-            state["ack"] = {"by": who, "at": now, "handle": "", "external": False}
-            notes.append(f":eyes: Acknowledged by @{who}.")
-        elif op == "unack":
-            state["ack"] = None
-            notes.append(f":leftwards_arrow_with_hook: Acknowledgement removed by @{who}.")
-        elif op == "silence":
-            hours = (extra or {})["hours"]
-            state["silence"] = {"by": who, "until": now + hours * 3600, "handle": ""}
-            notes.append(f":zzz: Silenced for {hours:g} h by @{who}.")
-        elif op == "unsilence":
-            notes.append(f":bell: Silence ended by @{who}.")
-        elif op == "resolve":
-            notes.append(f"Resolve requested by @{who}.")
+        # The clicker's language is in force; the note goes to the channel's thread: its language.
+        with i18n.use(None):
+            if op == "ack":
+                state["ack"] = {"by": who, "at": now, "handle": "", "external": False}
+                notes.append(":eyes: " + _("Acknowledged by @{user}.").format(user=who))
+            elif op == "unack":
+                state["ack"] = None
+                notes.append(":leftwards_arrow_with_hook: " + _(
+                    "Acknowledgement removed by @{user}.").format(user=who))
+            elif op == "silence":
+                hours = (extra or {})["hours"]
+                state["silence"] = {"by": who, "until": now + hours * 3600, "handle": ""}
+                notes.append(":zzz: " + _("Silenced for {hours} h by @{user}.").format(
+                    hours=f"{hours:g}", user=who))
+            elif op == "unsilence":
+                notes.append(":bell: " + _("Silence ended by @{user}.").format(user=who))
+            elif op == "resolve":
+                notes.append(_("Resolve requested by @{user}.").format(user=who))
         await self._save(rec.source, rec.key, rec.channel_id, state, notes)
         if rec.source in self.sources:
             await self.bot.outbox.put(
@@ -540,8 +603,8 @@ class Alerts:
                  "previous_ack": ack,
                  "silence_handle": (rec.state.get("silence") or {}).get("handle", ""),
                  **(extra or {})})
-            return {"ephemeral_text": PENDING[op]}
-        return {"ephemeral_text": "Done."}
+            return {"ephemeral_text": _(PENDING[op])}
+        return {"ephemeral_text": _("Done.")}
 
     async def on_ack(self, click: Click, payload: Payload) -> dict[str, Any]:
         return await self._decide(click, payload, "ack")
@@ -559,7 +622,7 @@ class Alerts:
         try:
             hours = float(click.selected_option)
         except ValueError:
-            return {"ephemeral_text": "Choose how long to silence the alert."}
+            return {"ephemeral_text": _("Choose how long to silence the alert.")}
         if hours not in self.settings.silence_hours:
             raise HTTPError(400, "not one of the offered durations")
         return await self._decide(click, payload, "silence", {"hours": hours})
@@ -591,12 +654,13 @@ class Alerts:
             retryable = bool(getattr(exc, "retryable", False))
             if retryable and entry.attempts < self.ACTION_ATTEMPTS:
                 raise Retry(str(exc)) from None
+            # The operator's record; people are told in their language by `_failed`.
             reason = str(exc) if isinstance(exc, SourceError) else \
                 f"unexpected error ({type(exc).__name__})"
             if not isinstance(exc, SourceError):
                 log.exception("%s on %s %s failed", op, rec.source, rec.key)
             async with self._lock(rec.source, rec.key):
-                await self._failed(rec, op, who, p["user_id"], reason, p.get("previous_ack"))
+                await self._failed(rec, op, who, p["user_id"], exc, p.get("previous_ack"))
             await store.outbox_update(entry.key, state="failed", error=reason)
             return
         async with self._lock(rec.source, rec.key):
@@ -616,7 +680,7 @@ class Alerts:
     ACTION_ATTEMPTS = 6
 
     async def _failed(self, rec: AlertRecord, op: str, who: str, user_id: str,
-                      reason: str, previous_ack: dict[str, Any] | None = None) -> None:
+                      error: BaseException, previous_ack: dict[str, Any] | None = None) -> None:
         """Undo what the click showed, say why on the post and tell the clicker."""
         state = dict((await self.bot.store.alert(rec.source, rec.key) or rec).state)
         state["pending"] = None
@@ -627,17 +691,18 @@ class Alerts:
             state["ack"] = previous_ack
         elif op == "silence":
             state["silence"] = None
-        what = {"ack": "Acknowledging", "unack": "Removing the acknowledgement",
-                "silence": "Silencing", "unsilence": "Ending the silence",
-                "resolve": "Resolving"}[op]
-        state["error"] = f"{what} failed: {reason}"
-        await self._save(rec.source, rec.key, rec.channel_id, state,
-                         [f":warning: {what} (by @{who}) failed: {reason}"])
+        with i18n.use(None):  # the post and its thread: the channel's language
+            state["error"] = _(FAILED[op]).format(reason=_reason(error))
+            note = ":warning: " + _(FAILED_NOTE[op]).format(user=who, reason=_reason(error))
+        await self._save(rec.source, rec.key, rec.channel_id, state, [note])
         try:
             channel = await self.bot.api.direct_channel(user_id)
             title = alert_from_json(state["alert"]).title
+            with i18n.use(await self.bot.locale_of(user_id)):  # a direct message: theirs
+                text = ":warning: " + _(FAILED_DIRECT[op]).format(title=title,
+                                                                  reason=_reason(error))
             await self.bot.api.create_post(
-                channel, f":warning: {what} **{title}** failed: {reason}",
+                channel, text,
                 key=f"alertfail:{rec.source}:{rec.key}:{state['epoch']}", check_first=True)
         except MattermostError as exc:
             log.warning("could not tell %s of a failed %s: %s", who, op, exc)
@@ -650,45 +715,50 @@ class Alerts:
             return {"ephemeral_text": str(exc)}
         if rec.state.get("ticket"):
             t = rec.state["ticket"]
-            return {"ephemeral_text": f"Ticket #{t['id']} is already open: {t['url']}"}
+            return {"ephemeral_text": _("Ticket #{id} is already open: {url}").format(
+                id=t["id"], url=t["url"])}
         alert = alert_from_json(rec.state["alert"])
         elements: list[dict[str, Any]] = []
         if len(self.trackers) > 1:
-            elements.append({"display_name": "Tracker", "name": "tracker", "type": "select",
+            elements.append({"display_name": _("Tracker"), "name": "tracker", "type": "select",
                              "options": [{"text": n, "value": n} for n in self.trackers],
                              "default": next(iter(self.trackers))})
-        details = "\n".join(x for x in (alert.text, f"Host: {alert.host}" if alert.host else "",
-                                        f"Service: {alert.service}" if alert.service else "")
-                            if x)
+        # The details become the ticket's text, read by the support team: the default language.
+        with i18n.use(None):
+            details = "\n".join(x for x in (
+                alert.text,
+                _("Host: {host}").format(host=alert.host) if alert.host else "",
+                _("Service: {service}").format(service=alert.service) if alert.service else "",
+            ) if x)
         elements += [
-            {"display_name": "Title", "name": "title", "type": "text",
+            {"display_name": _("Title"), "name": "title", "type": "text",
              "default": alert.title[:150], "max_length": 150},
-            {"display_name": "Details", "name": "details", "type": "textarea",
+            {"display_name": _("Details"), "name": "details", "type": "textarea",
              "default": details[:3000], "optional": True, "max_length": 3000}]
-        dialog = {"title": "Open a ticket", "submit_label": "Open", "elements": elements}
+        dialog = {"title": _("Open a ticket"), "submit_label": _("Open"), "elements": elements}
         try:
             await ctx.open_dialog(click.trigger_id, "alertticket", dialog,
                                   subject=payload.subject,
                                   data={"epoch": payload.data.get("epoch", "")})
         except MattermostError as exc:
             log.warning("could not open the ticket dialog: %s", exc)
-            return {"ephemeral_text": "The ticket form could not be opened; try again."}
+            return {"ephemeral_text": _("The ticket form could not be opened; try again.")}
         return {}
 
     async def on_ticket_dialog(self, submission: dict[str, Any], payload: Payload,
                                user_id: str, cancelled: bool) -> dict[str, Any]:
         if cancelled:
             return {}
-        source, _, key = payload.subject.partition("|")
+        source, _sep, key = payload.subject.partition("|")
         rec = await self.bot.store.alert(source, key)
         if rec is None:
-            return {"errors": {"title": "This alert no longer exists."}}
+            return {"errors": {"title": _("This alert no longer exists.")}}
         tracker = str(submission.get("tracker") or next(iter(self.trackers), ""))
         if tracker not in self.trackers:
-            return {"errors": {"tracker": "Choose a tracker."}}
+            return {"errors": {"tracker": _("Choose a tracker.")}}
         title = str(submission.get("title") or "").strip()
         if not title:
-            return {"errors": {"title": "A title is needed."}}
+            return {"errors": {"title": _("A title is needed.")}}
         entry_key = f"alert-ticket:{source}:{key}"
         body = {"source": source, "key": key, "tracker": tracker, "title": title,
                 "details": str(submission.get("details") or ""), "user_id": user_id}
@@ -698,7 +768,7 @@ class Alerts:
             await self.bot.store.outbox_requeue(entry_key, "alert-ticket", body)
             self.bot.outbox.kick()
         elif existing.state != "done":
-            return {"errors": {"title": "A ticket for this alert is being opened."}}
+            return {"errors": {"title": _("A ticket for this alert is being opened.")}}
         return {}
 
     async def _file_ticket(self, entry: OutboxEntry) -> None:
@@ -724,8 +794,10 @@ class Alerts:
         except TrackerError as exc:
             rec = await store.alert(p["source"], p["key"])
             if rec is not None:
-                await self._save(rec.source, rec.key, rec.channel_id, dict(rec.state),
-                                 [f":warning: The ticket could not be opened: {exc}"])
+                with i18n.use(None):  # a note in the thread: the channel's language
+                    note = ":warning: " + _("The ticket could not be opened: {error}").format(
+                        error=exc)
+                await self._save(rec.source, rec.key, rec.channel_id, dict(rec.state), [note])
             await store.outbox_update(entry.key, state="failed", error=str(exc))
             return
         who = (await self.bot.api.user(p["user_id"])).get("username", "")
@@ -734,8 +806,10 @@ class Alerts:
             if rec is not None:
                 state = dict(rec.state)
                 state["ticket"] = {"tracker": p["tracker"], "id": found.id, "url": found.url}
-                await self._save(rec.source, rec.key, rec.channel_id, state, [
-                    f":ticket: Ticket **#{found.id}** opened by @{who}: {found.url}"])
+                with i18n.use(None):  # a note in the thread: the channel's language
+                    note = ":ticket: " + _("Ticket **#{id}** opened by @{user}: {url}").format(
+                        id=found.id, user=who, url=found.url)
+                await self._save(rec.source, rec.key, rec.channel_id, state, [note])
         await store.outbox_update(entry.key, state="done")
 
 

@@ -33,10 +33,12 @@ from bridge.tickets import (
 )
 
 from .. import filters as F
+from .. import i18n, logs
 from ..access import Membership
 from ..config import HelpdeskSettings, Trigger
 from ..context import Context
 from ..events import Message, Post, SlashCommand
+from ..i18n import N_, _, ngettext
 from ..mattermost import MattermostError
 from ..outbox import Outbox, Retry
 from ..router import Router
@@ -47,12 +49,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchboard.helpdesk")
 
-NOT_FOUND = "Ticket #{number} was not found, or it is not yours."
+NOT_FOUND = N_("Ticket #{number} was not found, or it is not yours.")
 
 
 def label(tracker_name: str) -> str:
     """How a tracker is named to people: `glpi` → GLPI, `redmine` → Redmine."""
     return tracker_name.upper() if tracker_name.lower() == "glpi" else tracker_name.capitalize()
+
+
+def _lower(words: tuple[str, ...]) -> set[str]:
+    return {w.lower() for w in words}
 
 
 def title_of(text: str, limit: int) -> str:
@@ -62,7 +68,7 @@ def title_of(text: str, limit: int) -> str:
     first = first.strip("*_`~# ")
     if len(first) > limit:
         first = first[: limit - 1].rstrip() + "…"
-    return first or "Request from chat"
+    return first or _("Request from chat")
 
 
 class Helpdesk:
@@ -91,20 +97,23 @@ class Helpdesk:
                 continue
             words = [trigger.keyword, *trigger.urgent_keywords]
             handler = self._opener(trigger)
-            description = f"open a ticket in {label(trigger.tracker)}"
+            description = N_("open a ticket in {tracker}")
             if trigger.urgent_keywords:
-                description += f" (`{trigger.urgent_keywords[0]}` for an urgent one)"
+                description = N_("open a ticket in {tracker} (`{urgent}` for an urgent one)")
+            words += trigger.aliases
             r.message(F.Keyword(*words), channels=trigger.channels or None,
-                      usage=f"{trigger.keyword} <problem>", description=description)(handler)
+                      usage=f"{trigger.keyword} <problem>", description=description,
+                      describe={"tracker": label(trigger.tracker),
+                                "urgent": (trigger.urgent_keywords or [""])[0]})(handler)
         if self.trackers and self.default_tracker and self.settings.slash_command:
             r.slash(self.settings.slash_command,
-                    description="open a ticket, or `status N`, or `mine`")(self.slash)
+                    description=N_("open a ticket, or `status N`, or `mine`"))(self.slash)
         if self.trackers and self.default_tracker:
             r.command("status", args=r"(?:(?P<tracker>[A-Za-z][\w-]*)\s+)?#?(?P<number>\d+)",
                       usage="status <number>",
-                      description="a ticket's status, assignee and link")(self.status)
+                      description=N_("a ticket's status, assignee and link"))(self.status)
             r.message(F.Regex(r"^\s*#(?P<number>\d+)\s*$"), direct=True)(self.status)
-            r.command("my tickets", description="your open tickets")(self.my_tickets)
+            r.command("my tickets", description=N_("your open tickets"))(self.my_tickets)
 
     def _in_linked_thread(self, msg: Message) -> bool:
         return bool(msg.post.root_id) and msg.post.root_id in self.linked
@@ -151,24 +160,32 @@ class Helpdesk:
                           trigger: Trigger) -> None:
         post = event.post
         if not text.strip():
-            await ctx.reply(f"Describe the problem after `{trigger.keyword}`, for example "
-                            f"`{trigger.keyword} printer on floor 2 is jammed`.")
+            await ctx.reply(_("Describe the problem after `{keyword}`, for example "
+                              "`{keyword} printer on floor 2 is jammed`.").format(
+                                  keyword=trigger.keyword))
             return
         urgent = keyword in trigger.urgent_keywords
         # Replies in the thread are meant for the ticket, even before it is filed.
         self.linked.add(post.thread_id)
         await self._queue_ticket(trigger, post.id, post.channel_id, post.thread_id,
                                  post.user_id, text, urgent, list(post.file_ids))
+        if event.source == "webhook":
+            # Through an outgoing webhook this becomes the hook's answer, posted at once.
+            await ctx.reply(_("Your ticket is being filed; its number will follow in this "
+                              "thread."))
 
     async def _queue_ticket(self, trigger: Trigger, post_id: str, channel_id: str,
                             root_id: str, user_id: str, text: str, urgent: bool,
                             file_ids: list[str]) -> None:
         """Durably queue the filing of one ticket for one chat post (once per post)."""
-        await self.outbox.put(f"ticket:{post_id}", "ticket", {
+        queued = await self.outbox.put(f"ticket:{post_id}", "ticket", {
             "tracker": trigger.tracker, "post_id": post_id, "channel_id": channel_id,
             "root_id": root_id, "user_id": user_id, "text": text,
             "urgency": trigger.urgent_urgency if urgent else trigger.urgency,
             "fields": trigger.fields, "file_ids": file_ids})
+        with logs.about(post=post_id):  # a slash command's request post is new here
+            log.info("ticket request %s for %s", "queued" if queued else "already queued",
+                     trigger.tracker)
 
     async def _person(self, user_id: str) -> Person:
         try:
@@ -183,7 +200,7 @@ class Helpdesk:
     async def _permalink(self, channel_id: str, post_id: str) -> tuple[str, str]:
         """(where, permalink) for the ticket's body."""
         api = self.bot.api
-        where, team_name = "a direct message to the bot", ""
+        where, team_name = _("a direct message to the bot"), ""
         try:
             channel = await api.channel(channel_id)
             if channel.get("type") in ("O", "P"):
@@ -217,6 +234,7 @@ class Helpdesk:
 
     async def _file_ticket(self, entry: OutboxEntry) -> None:
         p = entry.payload
+        await self.bot.speak_to(p["user_id"])
         tracker = self.trackers.get(p["tracker"])
         if tracker is None:
             raise TrackerRejected(f"no tracker named {p['tracker']!r} is configured")
@@ -240,13 +258,15 @@ class Helpdesk:
             await self._attach(tracker, ticket.id, p.get("file_ids") or [])
             # From here on a retry only owes the reply: no second look-up, no second upload.
             await self.bot.store.outbox_update(key, state="filed", result=result)
+            log.info("filed as %s #%s", tracker.name, ticket.id)
         else:
             result = entry.result
         await self.bot.api.create_post(
             p["channel_id"],
-            f":ticket: Ticket **#{result['id']}** opened in {label(tracker.name)}: "
-            f"{result['title']}\n"
-            f"{result['url']}\nReplies in this thread are added to the ticket.",
+            _(":ticket: Ticket **#{number}** opened in {tracker}: {title}\n{url}\n"
+              "Replies in this thread are added to the ticket.").format(
+                number=result["id"], tracker=label(tracker.name), title=result["title"],
+                url=result["url"]),
             root_id=p["root_id"], key=f"{key}:filed", check_first=resumed)
         await self.bot.store.outbox_update(key, state="done", result=result)
 
@@ -263,22 +283,26 @@ class Helpdesk:
                     log.info("ticket %s already existed for %s", found.id, entry.key)
                     return found
             person = await self._person(p["user_id"])
-            where, link = await self._permalink(p["channel_id"], p["post_id"])
-            text = clean_text(p["text"])
-            who = f"{person.display_name} (@{person.username}" + (
-                f", {person.email})" if person.email else ")")
-            content = (f"{text}\n\n---\nRequested by: {who}\nIn: {where}\n"
-                       f"Message: {link}")
+            # The ticket is read by the support team: their language, the default one.
+            with i18n.use(None):
+                where, link = await self._permalink(p["channel_id"], p["post_id"])
+                text = clean_text(p["text"])
+                who = f"{person.display_name} (@{person.username}" + (
+                    f", {person.email})" if person.email else ")")
+                content = _("{text}\n\n---\nRequested by: {who}\nIn: {where}\n"
+                            "Message: {link}").format(text=text, who=who, where=where, link=link)
+                title = title_of(text, tracker.title_limit)
             return await tracker.create(NewTicket(
-                title=title_of(text, tracker.title_limit), content=content, requester=person,
+                title=title, content=content, requester=person,
                 ref=ref, urgency=int(p.get("urgency", 3)), fields=dict(p.get("fields") or {})))
         except TrackerUnavailable as exc:
             raise Retry(str(exc)) from None
         except TrackerError as exc:
             await self.bot.api.create_post(
                 p["channel_id"],
-                f":warning: {label(tracker.name)} refused the ticket: {exc}\n"
-                "Please contact the support team another way.",
+                _(":warning: {tracker} refused the ticket: {error}\n"
+                  "Please contact the support team another way.").format(
+                    tracker=label(tracker.name), error=exc),
                 root_id=p["root_id"], key=f"{entry.key}:refused", check_first=True)
             await self.bot.store.outbox_update(entry.key, state="failed", error=str(exc))
             return None
@@ -296,11 +320,12 @@ class Helpdesk:
         if entry.notified or current is None or current.state != "queued" or current.notified:
             return  # told before, or the ticket exists and only the reply is being retried
         p = entry.payload
-        name = label(p["tracker"])
+        await self.bot.speak_to(p["user_id"])
         await self.bot.api.create_post(
             p["channel_id"],
-            f":hourglass: {name} is not reachable right now. Your request is queued and will be "
-            "filed automatically when it is back; the ticket number will follow here.",
+            _(":hourglass: {tracker} is not reachable right now. Your request is queued and will "
+              "be filed automatically when it is back; the ticket number will follow here."
+              ).format(tracker=label(p["tracker"])),
             root_id=p["root_id"], key=f"{entry.key}:queued", check_first=True)
         await self.bot.store.outbox_update(entry.key, notified=True)
 
@@ -331,9 +356,11 @@ class Helpdesk:
             return
         person = await self._person(p["user_id"])
         # The link back to the chat message also marks the follow-up as this message's.
-        _, permalink = await self._permalink(p.get("channel_id", ""), p["post_id"])
+        permalink = (await self._permalink(p.get("channel_id", ""), p["post_id"]))[1]
         marker = f"/pl/{p['post_id']}"
-        text = f"{clean_text(p['text'])}\n\n(from chat: {permalink})"
+        with i18n.use(None):
+            text = _("{text}\n\n(from chat: {link})").format(text=clean_text(p["text"]),
+                                                            link=permalink)
         try:
             async with self._lock(p["tracker"], p["ticket_id"]):
                 comment_id = ""
@@ -359,6 +386,7 @@ class Helpdesk:
         except MattermostError as exc:
             log.warning("could not confirm comment %s: %s", p["post_id"], exc)
         await self.bot.store.outbox_update(entry.key, state="done")
+        log.info("follow-up added to %s #%s", p["tracker"], p["ticket_id"])
 
     # --- watching linked tickets ----------------------------------------------------------------
     async def _watch(self) -> None:
@@ -379,6 +407,8 @@ class Helpdesk:
         limit = asyncio.Semaphore(self.settings.concurrency)
 
         async def one(link: TicketLink) -> None:
+            # gather() runs each in a task of its own: lines about a ticket name its request.
+            logs.set_subject(post=link.root_id)
             tracker = self.trackers.get(link.tracker)
             if tracker is None:
                 return
@@ -400,6 +430,8 @@ class Helpdesk:
 
     async def _poll_ticket(self, tracker: Tracker, link: TicketLink) -> None:
         api = self.bot.api
+        # The thread and the DM are the requester's: their language.
+        await self.bot.speak_to(link.requester_id)
         async with self._lock(link.tracker, link.ticket_id):
             comments = await tracker.comments(link.ticket_id)
             seen = await self.bot.store.seen_comments(link.tracker, link.ticket_id)
@@ -407,8 +439,10 @@ class Helpdesk:
                 if c.id in seen:
                     continue
                 await api.create_post(
-                    link.channel_id, f":speech_balloon: **{c.author or 'Support'}** on "
-                    f"#{link.ticket_id}:\n{c.text}", root_id=link.root_id,
+                    link.channel_id, _(":speech_balloon: **{author}** on #{number}:\n{text}"
+                                       ).format(author=c.author or _("Support"),
+                                                number=link.ticket_id, text=c.text),
+                    root_id=link.root_id,
                     key=f"followup:{link.tracker}:{link.ticket_id}:{c.id}", check_first=True)
                 await self.bot.store.mark_comments_seen(link.tracker, link.ticket_id, [c.id])
         ticket = await tracker.get(link.ticket_id)
@@ -419,14 +453,17 @@ class Helpdesk:
         n = link.status_changes + 1
         label = ticket.status_label or ticket.status.value
         await api.create_post(
-            link.channel_id, f":arrows_counterclockwise: Ticket **#{link.ticket_id}** is now "
-            f"**{label}** (was {link.status}).", root_id=link.root_id,
+            link.channel_id, _(":arrows_counterclockwise: Ticket **#{number}** is now "
+                               "**{status}** (was {old}).").format(
+                number=link.ticket_id, status=label, old=link.status), root_id=link.root_id,
             key=f"status:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
         if ticket.status in (Status.SOLVED, Status.CLOSED):
             channel_id = await api.direct_channel(link.requester_id)
             await api.create_post(
-                channel_id, f":white_check_mark: Your ticket **#{link.ticket_id}** "
-                f"({link.title}) is {label}.\n{link.url}",
+                channel_id, _(":white_check_mark: Your ticket **#{number}** ({title}) is "
+                              "{status}.\n{url}").format(number=link.ticket_id,
+                                                         title=link.title, status=label,
+                                                         url=link.url),
                 key=f"statusdm:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
         await self.bot.store.set_ticket_status(link.tracker, link.ticket_id,
                                                ticket.status.value, ticket.status.is_open)
@@ -440,7 +477,7 @@ class Helpdesk:
     async def status(self, ctx: Context, user_id: str, number: str = "",
                      tracker: str | None = None, usage_error: bool = False) -> None:
         if usage_error:
-            await ctx.reply("Usage: `status <number>`, for example `status 123`.")
+            await ctx.reply(_("Usage: `status <number>`, for example `status 123`."))
             return
         await ctx.reply(await self.status_text(user_id, number, tracker))
 
@@ -449,24 +486,26 @@ class Helpdesk:
         name = tracker or self.default_tracker
         t = self.trackers.get(name)
         if t is None:
-            return (f"I know no tracker named `{name}`. "
-                    f"Known: {', '.join(sorted(self.trackers))}.")
+            return _("I know no tracker named `{name}`. Known: {known}.").format(
+                name=name, known=", ".join(sorted(self.trackers)))
         try:
             ticket = await t.get(number)
         except TicketNotFound:
-            return NOT_FOUND.format(number=number)
+            return _(NOT_FOUND).format(number=number)
         except TrackerUnavailable:
-            return f"{label(t.name)} is not reachable right now; try again in a few minutes."
+            return _("{tracker} is not reachable right now; try again in a few minutes.").format(
+                tracker=label(t.name))
         except TrackerError as exc:
             log.warning("status %s on %s: %s", number, t.name, exc)
-            return NOT_FOUND.format(number=number)
+            return _(NOT_FOUND).format(number=number)
         if not await self._may_see(user_id, name, ticket):
-            return NOT_FOUND.format(number=number)
+            return _(NOT_FOUND).format(number=number)
         updated = ticket.updated_at.strftime("%Y-%m-%d %H:%M UTC") if ticket.updated_at else "—"
-        return (f"**#{ticket.id}** {ticket.title}\n"
-                f"Status: **{ticket.status_label or ticket.status.value}** · "
-                f"Assigned to: {ticket.assignee or 'nobody yet'} · Last update: {updated}\n"
-                f"{ticket.url}")
+        return _("**#{number}** {title}\nStatus: **{status}** · Assigned to: {assignee} · "
+                 "Last update: {updated}\n{url}").format(
+            number=ticket.id, title=ticket.title,
+            status=ticket.status_label or ticket.status.value,
+            assignee=ticket.assignee or _("nobody yet"), updated=updated, url=ticket.url)
 
     async def _may_see(self, user_id: str, tracker: str, ticket: Ticket) -> bool:
         link = await self.bot.store.ticket(tracker, ticket.id)
@@ -496,12 +535,14 @@ class Helpdesk:
                                     ticket.url)
         except TrackerUnavailable:
             if not found:
-                return f"{label(t.name)} is not reachable right now; try again later."
+                return _("{tracker} is not reachable right now; try again later.").format(
+                    tracker=label(t.name))
         except TrackerError as exc:
             log.warning("open tickets of %s: %s", person.username, exc)
         if not found:
-            return "You have no open tickets."
-        lines = [f"Your open tickets ({len(found)}):"]
+            return _("You have no open tickets.")
+        lines = [ngettext("Your open tickets ({count}):", "Your open tickets ({count}):",
+                          len(found)).format(count=len(found))]
         for tid in sorted(found, key=lambda x: int(x) if x.isdigit() else 0, reverse=True):
             title, status, url = found[tid]
             lines.append(f"- **#{tid}** {title} — {status} — {url}")
@@ -512,28 +553,34 @@ class Helpdesk:
         """`/ticket <text>` files a ticket as `112` does; `/ticket status N`; `/ticket mine`."""
         words = text.split()
         name = command.command
-        if not words or words[0].lower() == "help":
-            return {"text": f"`{name} <problem>` opens a ticket · `{name} status <number>` · "
-                            f"`{name} mine` lists your open tickets"}
-        if words[0].lower() == "status":
+        first = words[0].lower() if words else ""
+        # Sub-commands answer to their translations too (`/ticket статус 12`).
+        if not words or first in _lower(i18n.aliases("help")):
+            return {"text": _("`{command} <problem>` opens a ticket · `{command} status <number>` "
+                              "· `{command} mine` lists your open tickets").format(command=name)}
+        if first in _lower(i18n.aliases("status")):
             m = re.fullmatch(r"#?(\d+)", " ".join(words[1:]))
             if m is None:
-                return {"text": f"Usage: `{name} status <number>`"}
-            return {"text": await self.status_text(command.user_id, m.group(1))}
-        if words[0].lower() in ("mine", "my"):
-            return {"text": await self.my_tickets_text(command.user_id)}
+                return {"text": _("Usage: `{command} status <number>`").format(command=name)}
+            return {"text": await self.status_text(command.user_id, m.group(1)),
+                    "response_type": self.settings.slash_response}
+        if first in _lower(i18n.aliases("mine")) | {"my"}:
+            return {"text": await self.my_tickets_text(command.user_id),
+                    "response_type": self.settings.slash_response}
         trigger = next((t for t in self.settings.triggers if t.tracker in self.trackers), None)
         if trigger is None:
-            return {"text": "No tracker is configured for tickets."}
+            return {"text": _("No tracker is configured for tickets.")}
         # The request gets a post of its own in the channel: the ticket's thread.
         who = (await self._person(command.user_id)).username
         key = hashlib.sha256(command.trigger_id.encode()).hexdigest()[:24]
         root = await self.bot.api.create_post(
-            command.channel_id, f":inbox_tray: Ticket request from @{who}: {text}",
+            command.channel_id, _(":inbox_tray: Ticket request from @{user}: {text}").format(
+                user=who, text=text),
             key=f"slash:{key}")
         post_id = str(root["id"])
         self.linked.add(post_id)
         await self._queue_ticket(trigger, post_id, command.channel_id, post_id,
                                  command.user_id, text.strip(), False, [])
-        return {"text": "Your ticket is being filed; its number will appear in the thread of "
-                        "your request in this channel."}
+        return {"text": _("Your ticket is being filed; its number will appear in the thread of "
+                          "your request in this channel."),
+                "response_type": self.settings.slash_response}

@@ -178,6 +178,11 @@ class MattermostSimulator:
         """Set someone's presence as if they chose it."""
         self._core.set_status(self.user_id(username), status, manual=status != "online")
 
+    @property
+    def server_config(self) -> JSON:
+        """The configuration `GET /api/v4/config` shows system admins; change it in place."""
+        return self._core.config
+
     # -- acting as a human ----------------------------------------------------------------------
 
     async def post_as(self, username: str, channel: str, message: str, *, root_id: str = "",
@@ -269,6 +274,19 @@ class MattermostSimulator:
             found = [p for ps in self._core.channel_posts.values() for p in ps]
         found = sorted((p for p in found if p.live), key=lambda p: (p.create_at, p.seq))
         return [self._core.post_view(p, keep_integrations=True) for p in found]
+
+    def commands(self) -> list[JSON]:
+        """The custom slash commands, tokens included, in creation order."""
+        return [c.json() for c in self._integrations.commands.values()]
+
+    @property
+    def only_admin_commands(self) -> bool:
+        """Only system admins hold `manage_slash_commands` (off: every team member does)."""
+        return self._integrations.only_admin_commands
+
+    @only_admin_commands.setter
+    def only_admin_commands(self, value: bool) -> None:
+        self._integrations.only_admin_commands = value
 
     def ephemerals(self, username: str) -> list[JSON]:
         """Ephemeral posts delivered to a user, oldest first."""

@@ -36,6 +36,7 @@ from .mm_model import (
     permission_error,
     post_json,
     post_not_found,
+    user_json,
     user_not_found,
 )
 from .mm_ws import Hub
@@ -46,6 +47,18 @@ RETAINED_PROPS = ("from_webhook", "override_username", "override_icon_url")
 _HUMANS = (("alice", "Alice", "Archer", "system_user"), ("bob", "Bob", "Baker", "system_user"),
            ("carol", "Carol", "Chen", "system_user"),
            ("admin", "Ada", "Admin", "system_user system_admin"))
+
+
+def server_config() -> JSON:
+    """The part of the server's configuration (`GET /config`) the bot's operators care about.
+
+    The sandbox lets integrations call loopback addresses (see `mm_integrations._check_url`),
+    which is what these settings say; a real server's default list is empty."""
+    return {"ServiceSettings": {
+        "SiteURL": "", "EnableBotAccountCreation": True, "EnableUserAccessTokens": True,
+        "AllowedUntrustedInternalConnections": "localhost 127.0.0.0/8 ::1",
+        "EnableInsecureOutgoingConnections": False, "OutgoingIntegrationRequestsTimeout": 30,
+        "EnablePostUsernameOverride": False, "EnablePostIconOverride": False}}
 
 
 class SandboxCore:
@@ -65,6 +78,8 @@ class SandboxCore:
         self.reactions: dict[str, list[Reaction]] = {}
         self.files: dict[str, FileInfo] = {}
         self.ephemeral_log: dict[str, list[JSON]] = {}
+        #: What `GET /config` answers to system admins; tests may change it.
+        self.config: JSON = server_config()
         self._seq = 0
         #: Called after every stored post (outgoing webhooks hang off this).
         self.after_post: Callable[[Post, Channel], None] | None = None
@@ -621,6 +636,24 @@ class SandboxCore:
         user.update_at = self.clock.now_ms()
         self.hub.publish("user_role_updated", {"roles": roles, "user_id": user_id},
                          user_id=user_id)
+
+    #: What `PUT /users/{id}/patch` may change here (the server takes more profile fields).
+    PATCHABLE = ("nickname", "first_name", "last_name", "locale")
+
+    def patch_user(self, actor: User, user_id: str, patch: dict[str, Any]) -> User:
+        """`PUT /users/{id}/patch`; `user_updated` to everyone."""
+        if actor.id != user_id and not actor.is_admin:
+            raise permission_error()
+        user = self.user(user_id)
+        for key in self.PATCHABLE:
+            value = patch.get(key)
+            if key in patch and not isinstance(value, str):
+                raise body_param_error("user")
+            if isinstance(value, str) and hasattr(user, key):
+                setattr(user, key, value)
+        user.update_at = self.clock.now_ms()
+        self.hub.publish("user_updated", {"user": user_json(user, full=False)})
+        return user
 
     # -- files ----------------------------------------------------------------------------------
 

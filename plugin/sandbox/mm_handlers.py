@@ -126,6 +126,12 @@ class Handlers:
                              "DesktopLatestVersion": "", "DesktopMinVersion": "",
                              "IosLatestVersion": "", "IosMinVersion": "", "status": "OK"})
 
+    async def get_config(self, ctx: Ctx) -> web.StreamResponse:
+        """`GET /config`: system admins only (`manage_system`); others get the plain 403."""
+        if not ctx.user.is_admin:
+            raise permission_error()
+        return self.ok(ctx, self.core.config)
+
     def _user_etag(self, user: User) -> str:
         return f"{VERSION}.{user.id}.{user.update_at}..0.true.true.0"
 
@@ -217,6 +223,16 @@ class Handlers:
         body = await ctx.body("roles")
         self.core.set_roles(ctx.user, uid, body.get("roles") if isinstance(body, dict) else None)
         return self.ok(ctx, {"status": "OK"})
+
+    async def patch_user(self, ctx: Ctx) -> web.StreamResponse:
+        """`PUT /users/{id}/patch`: oneself, or anyone for a system admin."""
+        uid = ctx.id_param("user_id")
+        body = await ctx.body("user")
+        if not isinstance(body, dict):
+            raise body_param_error("user")
+        user = self.core.patch_user(ctx.user, uid, body)
+        return self.ok(ctx, _user(user, full=user.id == ctx.user.id),
+                       etag=self._user_etag(user))
 
     async def typing(self, ctx: Ctx) -> web.StreamResponse:
         """`POST /users/{id}/typing`."""
@@ -527,6 +543,20 @@ class Handlers:
         """`POST /commands` → 201."""
         cmd = self.integrations.create_command(ctx.user, await ctx.body("command"))
         return self.ok(ctx, cmd.json(), 201)
+
+    async def list_commands(self, ctx: Ctx) -> web.StreamResponse:
+        """`GET /commands?team_id=&custom_only=` (custom_only parses as Go's ParseBool)."""
+        query = ctx.request.query
+        custom = query.get("custom_only", "") in ("1", "t", "T", "TRUE", "true", "True")
+        return self.ok(ctx, self.integrations.list_commands(ctx.user, query.get("team_id", ""),
+                                                            custom))
+
+    async def update_command(self, ctx: Ctx) -> web.StreamResponse:
+        """`PUT /commands/{id}`."""
+        command_id = ctx.id_param("command_id")
+        body = await ctx.body("command")
+        cmd = self.integrations.update_command(ctx.user, command_id, body)
+        return self.ok(ctx, cmd.json())
 
     async def execute_command(self, ctx: Ctx) -> web.StreamResponse:
         """`POST /commands/execute`."""

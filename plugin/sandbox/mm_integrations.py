@@ -36,6 +36,7 @@ from .mm_model import (
     new_id,
     normalise_attachments,
     normalise_dialog,
+    param_error,
     permission_error,
     post_not_found,
     slack_links_to_markdown,
@@ -71,11 +72,14 @@ class Command:
     auto_complete_hint: str = ""
     display_name: str = ""
     description: str = ""
+    update_at: int = 0
 
     def json(self) -> JSON:
-        """Wire form (includes the verification token, as the creation response does)."""
+        """Wire form (includes the verification token, as the creation response and the
+        custom-command list do)."""
         return {"id": self.id, "token": self.token, "create_at": self.create_at,
-                "update_at": self.create_at, "delete_at": 0, "creator_id": self.creator_id,
+                "update_at": self.update_at or self.create_at, "delete_at": 0,
+                "creator_id": self.creator_id,
                 "team_id": self.team_id, "trigger": self.trigger, "method": self.method,
                 "username": self.username, "icon_url": self.icon_url,
                 "auto_complete": self.auto_complete, "auto_complete_desc": self.auto_complete_desc,
@@ -169,6 +173,9 @@ class Integrations:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     #: Dialogs opened so far: (user id, what the user's client received).
     opened_dialogs: list[tuple[str, JSON]] = field(default_factory=list)
+    #: Only system admins may manage slash commands (a permission scheme that takes
+    #: `manage_slash_commands` from team members; the recorded server grants it to everyone).
+    only_admin_commands: bool = False
     _key: bytes = field(default_factory=lambda: os.urandom(32))
 
     def __post_init__(self) -> None:
@@ -388,12 +395,16 @@ class Integrations:
 
     # -- slash commands --------------------------------------------------------------------------
 
-    def create_command(self, user: User, body: Any) -> Command:
-        """`POST /api/v4/commands`."""
-        if not isinstance(body, dict):
-            raise body_param_error("command")
-        if body.get("team_id") != self.core.team.id:
-            raise permission_error()
+    def may_manage_commands(self, user: User, team_id: Any) -> bool:
+        """`manage_slash_commands` in a team: its members (admins anywhere), unless the
+        permission is kept for admins."""
+        if user.is_admin:
+            return True
+        return team_id == self.core.team.id and not self.only_admin_commands
+
+    @staticmethod
+    def _valid_command(body: JSON) -> tuple[str, str, str]:
+        """Trigger, url and method of a command body, or the server's 400s."""
         trigger = _str(body, "trigger").strip().lstrip("/").lower()
         if not trigger or " " in trigger:
             raise AppError(400, "model.command.is_valid.trigger.app_error", "Invalid trigger.")
@@ -402,6 +413,16 @@ class Integrations:
         method = _str(body, "method") or "P"
         if method not in ("P", "G"):
             raise AppError(400, "model.command.is_valid.method.app_error", "Invalid Method.")
+        return trigger, _str(body, "url"), method
+
+    def create_command(self, user: User, body: Any) -> Command:
+        """`POST /api/v4/commands`."""
+        if not isinstance(body, dict):
+            raise body_param_error("command")
+        if body.get("team_id") != self.core.team.id or not self.may_manage_commands(
+                user, body.get("team_id")):
+            raise permission_error()
+        trigger, _, method = self._valid_command(body)
         if any(c.trigger == trigger for c in self.commands.values()):
             raise AppError(400, "api.command.duplicate_trigger.app_error",
                            "This trigger word is already in use. Please choose another word.")
@@ -415,6 +436,54 @@ class Integrations:
                       display_name=_str(body, "display_name"),
                       description=_str(body, "description"))
         self.commands[cmd.id] = cmd
+        return cmd
+
+    def list_commands(self, user: User, team_id: str, custom_only: bool) -> list[JSON]:
+        """`GET /api/v4/commands?team_id=&custom_only=`: the team's custom commands, tokens
+        included, for those who may manage them; others see the autocompleting ones only
+        (the server's built-in commands are not simulated)."""
+        if not team_id:
+            raise param_error("team_id")
+        if team_id != self.core.team.id and not user.is_admin:
+            raise permission_error()
+        manager = self.may_manage_commands(user, team_id)
+        if custom_only and not manager:
+            raise permission_error()
+        found = [c for c in self.commands.values() if c.team_id == team_id]
+        if not manager:
+            found = [c for c in found if c.auto_complete]
+        return [c.json() for c in found]
+
+    def update_command(self, user: User, command_id: str, body: Any) -> Command:
+        """`PUT /api/v4/commands/{id}`: the whole command is sent; its id, token, creator and
+        team stay."""
+        if not isinstance(body, dict) or body.get("id") != command_id:
+            raise param_error("command")
+        cmd = self.commands.get(command_id)
+        if cmd is None:
+            raise AppError(404, "store.sql_command.save.get.app_error",
+                           "Unable to get the command.")
+        if body.get("team_id") != cmd.team_id:
+            raise AppError(400, "api.command.team_mismatch.app_error",
+                           "Unable to update commands across teams.")
+        if not self.may_manage_commands(user, cmd.team_id):
+            # The server hides the command from those who may not manage it.
+            raise AppError(404, "store.sql_command.save.get.app_error",
+                           "Unable to get the command.")
+        if user.id != cmd.creator_id and not user.is_admin:
+            raise permission_error()  # manage_others_slash_commands: admins only by default
+        trigger, url, method = self._valid_command(body)
+        if any(c.trigger == trigger and c.id != cmd.id for c in self.commands.values()):
+            raise AppError(400, "api.command.duplicate_trigger.app_error",
+                           "This trigger word is already in use. Please choose another word.")
+        cmd.trigger, cmd.url, cmd.method = trigger, url, method
+        cmd.username, cmd.icon_url = _str(body, "username"), _str(body, "icon_url")
+        cmd.auto_complete = bool(body.get("auto_complete"))
+        cmd.auto_complete_desc = _str(body, "auto_complete_desc")
+        cmd.auto_complete_hint = _str(body, "auto_complete_hint")
+        cmd.display_name = _str(body, "display_name")
+        cmd.description = _str(body, "description")
+        cmd.update_at = self.core.clock.now_ms()
         return cmd
 
     async def execute_command(self, user: User, body: Any) -> JSON:

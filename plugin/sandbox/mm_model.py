@@ -168,6 +168,8 @@ class User:
     is_bot: bool = False
     bot_description: str = ""
     update_at: int = 0
+    #: The language the user chose in their settings (`locale` of the user object).
+    locale: str = "en"
 
     @property
     def is_admin(self) -> bool:
@@ -186,7 +188,7 @@ def user_json(u: User, *, full: bool) -> JSON:
                              "desktop_sound": "true", "email": "true", "first_name": "false",
                              "mention_keys": "", "push": "mention", "push_status": "away"}
         d["last_password_update"] = u.create_at
-    d["locale"] = "en"
+    d["locale"] = u.locale
     d["timezone"] = {"automaticTimezone": "", "manualTimezone": "", "useAutomaticTimezone": "true"}
     if u.is_bot:
         d["is_bot"] = True

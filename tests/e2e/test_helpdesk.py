@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from plugin import i18n
 from plugin.sandbox.glpi import GLPISimulator, GLPISimulatorThread
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
 
@@ -231,3 +232,39 @@ def test_the_slash_command_files_and_answers(world: World) -> None:
         assert b.stop() == 0
         admin.close()
         alice.close()
+
+
+def _set_locale(world: World, user: str, locale: str) -> None:
+    """The user picks a language in their Mattermost settings (`PUT /users/{id}/patch`)."""
+    sim = world.mm
+    r = httpx.put(f"{sim.url}/api/v4/users/{sim.user_id(user)}/patch",
+                  json={"locale": locale}, timeout=10,
+                  headers={"Authorization": f"Bearer {user}-token"})
+    assert r.status_code == 200 and r.json()["locale"] == locale, r.text
+
+
+def test_a_russian_user_is_answered_in_russian(world: World, bot: BotProcess) -> None:
+    _set_locale(world, "alice", "ru")
+    p = world.say("112 принтер не печатает")
+    reply = world.reply(p, r"#\d+")
+    n = ticket_number(reply)
+    assert re.search(r"[А-Яа-я]{4}", reply["message"]), reply["message"]
+    assert "opened in" not in reply["message"]
+    # The ticket itself is for the support team: the default language.
+    assert "Requested by: " in world.tickets()[0]["content"]
+    # A localized command word, answered in Russian.
+    status = world.dm(f"статус {n}")
+    answer = world.reply(status, rf"\*\*#{n}\*\* принтер не печатает")
+    assert "Status:" not in answer["message"]
+    assert re.search(r"[А-Яа-я]{4}", answer["message"].split("\n")[1])
+    # Someone else, with an English locale, still gets English.
+    other = world.dm("my tickets", user="bob")
+    world.reply(other, r"You have no open tickets")
+    # Japanese works the same way, with its own alias for `help`.
+    _set_locale(world, "bob", "ja")
+    with i18n.use("ja"):
+        help_word = i18n.pgettext(i18n.COMMAND, "help")
+        expected = i18n._("**Commands** (send them to me in a direct message):")
+    assert help_word != "help" and expected != "**Commands** (send them to me in a direct message):"
+    shown = world.dm(help_word, user="bob")
+    world.reply(shown, re.escape(expected))

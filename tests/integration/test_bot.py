@@ -99,7 +99,7 @@ async def test_failing_handler_apologises_and_the_stream_goes_on(
     caplog.set_level(logging.ERROR)
     p = await post(st, "helpdesk", "boom now")
     await until(lambda: replies(st.simulator, p["id"]), 10, "the apology")
-    assert replies(st.simulator, p["id"]) == [bot.settings.dispatch.apology]
+    assert replies(st.simulator, p["id"]) == [bot.apology()]
     assert "Traceback" not in replies(st.simulator, p["id"])[0]
     assert any(p["id"] in r.getMessage() and r.exc_info for r in caplog.records)
     q = await post(st, "helpdesk", "echo again")

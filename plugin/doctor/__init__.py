@@ -1,0 +1,75 @@
+"""`switchboard doctor`: check everything the bot needs and say what is wrong, in words an
+operator can act on.
+
+Each check prints one line, `[  ok]`, `[warn]` or `[FAIL] ... — fix: ...`, and a verdict line
+ends the report; the exit status is 1 when any check failed. The checks, one module each:
+
+1. the configuration can run (here);
+2.-4. Mattermost answers and takes the token, the bot account and its teams and channels, the
+   websocket event stream (`mattermost.py`);
+5. the listener's public URL leads to the listener, and Mattermost may call it (`listener.py`);
+6.-7. each tracker and monitoring source, with its credentials (`systems.py`).
+
+A check that needs Mattermost is skipped, and says so, when Mattermost cannot be signed in to;
+the others run regardless. No line ever carries a secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ..config import DEFAULT_CONFIG, Config, check_runnable, warnings
+from ..mattermost import MattermostAPI
+from .listener import check_listener
+from .mattermost import check_bot, check_server, check_websocket
+from .report import Report, SettingNames, secret_values
+from .systems import check_sources, check_trackers
+
+__all__ = ["Report", "doctor", "secret_values"]
+
+
+def check_configuration(report: Report, config: Config, names: SettingNames) -> None:
+    """What `switchboard check` finds: problems that stop the bot, and warnings."""
+    problems = check_runnable(config)
+    for problem in problems:
+        # "key: what is wrong (what to do)", as config.check_runnable writes them.
+        key, _, what = problem.partition(": ")
+        wrong, _, todo = what.partition(" (")
+        report.fail(f"{key}: {wrong}", todo.rstrip(")") or f"correct {names(key)}")
+    for warning in warnings(config):
+        report.warn(warning)
+    if not problems:
+        report.ok("the configuration is complete enough to run")
+
+
+async def doctor(config: Config, out: Callable[[str], None] = print, *,
+                 config_path: str | None = None) -> int:
+    """Run every check, print the report through `out`; the exit status (0 or 1)."""
+    s = config.settings
+    report = Report(out, secret_values(config))
+    names = SettingNames.from_file(
+        config_path or os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG))
+    check_configuration(report, config, names)
+    if s.sandbox:
+        report.warn(f"{names('settings.mattermost.url')} is empty: `switchboard run` starts "
+                    "the built-in sandbox, and there is no Mattermost to check")
+    else:
+        api = MattermostAPI(s.mattermost.url, s.mattermost.token.get_secret_value(),
+                            timeout=s.mattermost.request_timeout, retries=1, threads=2,
+                            verify=s.mattermost.ca_bundle or s.mattermost.verify_tls)
+        try:
+            me = await check_server(report, api, s, names)
+            if me is not None:
+                await check_bot(report, api, s, names, me)
+                await check_websocket(report, api, s)
+            else:
+                report.warn("the bot account, its channels, the event stream and the server's "
+                            "settings are not checked: Mattermost must take the token first")
+            await check_listener(report, s, names, api if me is not None else None,
+                                 f"@{me.get('username')}" if me is not None else "the bot")
+        finally:
+            api.close()
+    await check_trackers(report, s, names)
+    await check_sources(report, s, names)
+    return report.verdict()

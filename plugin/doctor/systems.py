@@ -1,0 +1,89 @@
+"""The checks of the systems around Mattermost: each configured tracker and monitoring source,
+reached with its own credentials through its bridge's `check()` probe."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+from ..config import Settings
+from ..monitoring import build_sources
+from ..trackers import build_trackers
+from .report import FIX, Report, SettingNames, reach_error, reach_fix
+
+
+@runtime_checkable
+class Probed(Protocol):
+    """A bridge client with an operator's probe (see `bridge.glpi.GLPITracker.check`)."""
+
+    async def check(self) -> list[tuple[str, str]]: ...
+
+
+async def _probe(report: Report, names: SettingNames, label: str, base: str, url: str,
+                 client: object, close: Callable[[], Awaitable[None]]) -> None:
+    """Run one client's probe and report what it found, naming settings as the operator
+    knows them (`base` is the client's key path, e.g. settings.trackers.glpi)."""
+    try:
+        if not isinstance(client, Probed):
+            report.ok(f"{label}: nothing to reach")
+            return
+        found = await client.check()
+    except Exception as exc:
+        kind = reach_error(exc)
+        if kind:
+            report.fail(f"{label}: cannot reach {url} ({kind})",
+                        reach_fix(kind, names(f"{base}.url"), f"{base}.tls.ca_bundle"))
+            return
+        problem, sep, fix = names.explain(str(exc), base).partition(FIX)
+        report.fail(f"{label}: {problem}",
+                    fix if sep else f"the server says why; check the settings under {base}")
+        return
+    finally:
+        await close()
+    for level, text in found:
+        text = names.explain(text, base)
+        if level == "warn":
+            problem, _, fix = text.partition(FIX)
+            report.warn(f"{label}: {problem}", fix)
+        else:
+            report.ok(f"{label}: {text}")
+
+
+async def check_trackers(report: Report, s: Settings, names: SettingNames) -> None:
+    """Each tracker whose settings are complete; incomplete ones are the configuration's
+    warnings (they matter only when a trigger uses them)."""
+    built = build_trackers(s)
+    for name, tracker in built.items():
+        settings = s.trackers[name]
+        label = f"tracker {name}" + (f" ({settings.kind})" if settings.kind != name else "")
+        await _probe(report, names, label,
+                     f"settings.trackers.{name}", settings.url, tracker, tracker.aclose)
+
+
+#: For each source the bot can act on: the settings its API needs besides `url`.
+_SOURCE_NEEDS = {"alertmanager": (), "zabbix": ("api_token",),
+                 "nagios": ("api_username", "api_password")}
+
+
+async def check_sources(report: Report, s: Settings, names: SettingNames) -> None:
+    """Each configured monitoring source's API, with the credentials the buttons will use."""
+    clients = build_sources(s.alerts)
+    try:
+        for name, source in s.alerts.sources.items():
+            base = f"settings.alerts.sources.{name}"
+            client = clients.pop(name, None)
+            if name == "generic":
+                report.ok("alert source generic: nothing to reach (senders post to "
+                          "/alerts/generic)")
+                if client is not None:
+                    await client.aclose()
+            elif client is not None:
+                await _probe(report, names, f"alert source {name}", base, source.url, client,
+                             client.aclose)
+            elif source.url and name in _SOURCE_NEEDS:
+                needs = " and ".join(names(f"{base}.{k}") for k in _SOURCE_NEEDS[name])
+                report.warn(f"alert source {name}: url is set, but not its API credentials, so "
+                            f"the buttons that act on {name} are hidden", f"set {needs}")
+    finally:
+        for client in clients.values():
+            await client.aclose()

@@ -1,0 +1,353 @@
+"""Outgoing webhooks, slash command tokens and webhook-only mode, in-process: payload decoding,
+the /outgoing route (tokens, the bot's own posts, malformed bodies, the comment answer), the
+tokens `register-commands` stores, and health without a stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from plugin import filters as F
+from plugin.app import Bot
+from plugin.commands import TOKENS_KEY, CommandSpec, register, stored_tokens
+from plugin.config import parse, warnings
+from plugin.context import Context
+from plugin.events import BadPayload, Message, OutgoingWebhook, SlashCommand
+from plugin.listener import HTTPError, build, token_matches
+from plugin.mattermost import MattermostError
+from plugin.router import Router
+from plugin.store import SQLiteStore
+
+BOT_ID = "b" * 26
+ALICE = "a" * 26
+CHANNEL = "c" * 26
+HOOK_TOKEN = "outgoing-token-0123456789"
+
+JSON_CALL: dict[str, Any] = {
+    "token": HOOK_TOKEN, "team_id": "t" * 26, "team_domain": "sandbox", "channel_id": CHANNEL,
+    "channel_name": "helpdesk", "timestamp": 1795388384730, "user_id": ALICE,
+    "user_name": "alice", "post_id": "p" * 26, "text": "112 printer broken",
+    "trigger_word": "112", "file_ids": ""}
+
+
+# --- decoding -----------------------------------------------------------------------------------
+def test_json_call_decodes_with_the_time_in_milliseconds() -> None:
+    hook = OutgoingWebhook.from_body(JSON_CALL | {"file_ids": "f1,f2"})
+    assert hook.timestamp == 1795388384730
+    assert hook.file_ids == ("f1", "f2")
+    msg = hook.message()
+    assert isinstance(msg, Message)
+    assert msg.source == "webhook" and msg.channel_type == "O"
+    assert msg.post.id == "p" * 26 and msg.post.create_at == 1795388384730
+    assert msg.post.message == "112 printer broken" and msg.sender_name == "@alice"
+    assert msg.post.root_id == "" and msg.channel_name == "helpdesk"
+
+
+def test_form_call_has_the_time_in_seconds() -> None:
+    form = {k: str(v) for k, v in JSON_CALL.items()} | {"timestamp": "1795388386"}
+    hook = OutgoingWebhook.from_body(form, form=True)
+    assert hook.timestamp == 1795388386000
+    assert hook.file_ids == ()
+    assert hook.token == HOOK_TOKEN
+
+
+@pytest.mark.parametrize("body", [
+    [JSON_CALL], "text", JSON_CALL | {"timestamp": "soon"}, JSON_CALL | {"timestamp": True},
+    JSON_CALL | {"timestamp": -5}, JSON_CALL | {"post_id": ""}, JSON_CALL | {"user_id": 7},
+    {k: v for k, v in JSON_CALL.items() if k != "channel_id"}, JSON_CALL | {"file_ids": 3}])
+def test_malformed_calls_are_refused(body: Any) -> None:
+    with pytest.raises(BadPayload):
+        OutgoingWebhook.from_body(body)
+
+
+def test_tokens_compare_against_every_candidate() -> None:
+    assert token_matches("abc", ["", "xyz", "abc"])
+    assert not token_matches("abd", ["abc", ""])
+    assert not token_matches("", ["", "abc"])
+    assert not token_matches("abc", [])
+
+
+# --- the bot, in-process ------------------------------------------------------------------------
+calls: list[tuple[str, str]] = []
+stamps: list[int] = []
+router = Router("test")
+
+
+@router.message(F.Keyword("112"))
+async def ticket(ctx: Context, text: str, event: Message) -> None:
+    calls.append((event.post.id, text))
+    stamps.append(event.post.create_at)
+    if text == "late":
+        await asyncio.sleep(0.5)
+    await ctx.reply(f"filing: {text}")
+    if text == "twice":
+        await ctx.reply("second line")
+
+
+def config(**listener: Any) -> Any:
+    settings = {"mattermost": {"url": "http://127.0.0.1:9", "token": "bot-token"},
+                "security": {"secret": "s" * 32},
+                "listener": {"outgoing_tokens": ["", HOOK_TOKEN],
+                             "slash_tokens": ["configured-slash"]} | listener,
+                "stream": {"enabled": False}}
+    return parse(json.dumps({"manifest": {"id": "io.test.bot", "name": "T", "version": "1.0.0",
+                                          "min_server_version": "5.36.0"},
+                             "settings": settings}))
+
+
+class FakeREST:
+    """What the bot asks Mattermost during these tests."""
+
+    def __init__(self) -> None:
+        self.readable = True
+        self.text = str(JSON_CALL["text"])
+        self.posted: list[dict[str, Any]] = []
+
+    async def get_post(self, post_id: str) -> dict[str, Any]:
+        if not self.readable:
+            raise MattermostError(403, "api.context.permissions.app_error", "no", "/posts")
+        return {"id": post_id, "channel_id": CHANNEL, "user_id": ALICE, "root_id": "",
+                "message": self.text, "create_at": JSON_CALL["timestamp"],
+                "props": {}, "type": ""}
+
+    async def channel(self, channel_id: str) -> dict[str, Any]:
+        return {"id": channel_id, "type": "O", "name": "helpdesk", "team_id": "t" * 26}
+
+    async def user(self, user_id: str) -> dict[str, Any]:
+        return {"id": user_id, "username": "alice", "locale": "en"}
+
+    async def create_post(self, channel_id: str, message: str, **kw: Any) -> dict[str, Any]:
+        self.posted.append({"channel_id": channel_id, "message": message} | kw)
+        return {"id": "r" * 26}
+
+
+@pytest.fixture
+async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                ) -> AsyncIterator[tuple[Bot, TestClient[Any, Any], FakeREST]]:
+    calls.clear()
+    stamps.clear()
+    store = SQLiteStore(tmp_path / "state.db")
+    bot = Bot(config(action_timeout=0.3), [router], store=store)
+    rest = FakeREST()
+    for name in ("get_post", "channel", "user", "create_post"):
+        monkeypatch.setattr(bot.api, name, getattr(rest, name))
+    bot.api.me = {"id": BOT_ID, "username": "switchboard"}
+    await store.open()
+    client: TestClient[Any, Any] = TestClient(TestServer(build(bot, 1 << 20)))
+    await client.start_server()
+    try:
+        yield bot, client, rest
+    finally:
+        await client.close()
+        await bot.dispatcher.join(2)
+        await store.close()
+        bot.api.close()
+
+
+async def test_a_webhook_call_is_handled_once_and_answered_as_a_comment(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+    bot, client, rest = world
+    r = await client.post("/outgoing", json=JSON_CALL)
+    assert r.status == 200
+    assert await r.json() == {"text": "filing: printer broken", "response_type": "comment"}
+    assert calls == [("p" * 26, "printer broken")]
+    assert rest.posted == []  # the answer carried the reply: no REST post
+    assert await bot.store.is_handled("p" * 26)
+    # The same post again (a second hook, or the stream) is not handled a second time.
+    again = await client.post("/outgoing", json=JSON_CALL)
+    assert await again.json() == {}
+    msg = Message.from_frame({"post": json.dumps(await rest.get_post("p" * 26)),
+                              "channel_type": "O"})
+    assert bot.ingest(msg, 0.0)
+    await bot.dispatcher.join(2)
+    assert len(calls) == 1
+
+
+async def test_form_calls_and_several_replies(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+    _, client, rest = world
+    rest.readable = False  # the call's own fields are used
+    form = {k: str(v) for k, v in JSON_CALL.items()} | {"text": "112 twice",
+                                                        "timestamp": "1795388386"}
+    r = await client.post("/outgoing", data=form)
+    assert await r.json() == {"text": "filing: twice\n\nsecond line",
+                              "response_type": "comment"}
+    assert calls == [("p" * 26, "twice")]
+    assert stamps == [1795388386000]
+
+
+async def test_replies_after_the_deadline_go_over_rest(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+    bot, client, rest = world
+    rest.text = "112 late"
+    r = await client.post("/outgoing", json=JSON_CALL | {"text": rest.text})
+    assert await r.json() == {}
+    await bot.dispatcher.join(5)
+    assert [p["message"] for p in rest.posted] == ["filing: late"]
+    assert rest.posted[0]["root_id"] == "p" * 26
+
+
+@pytest.mark.parametrize("token", ["", "wrong-token", HOOK_TOKEN + "x"])
+async def test_a_wrong_or_missing_token_is_refused_and_changes_nothing(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST], token: str) -> None:
+    bot, client, _ = world
+    body = JSON_CALL | {"token": token}
+    r = await client.post("/outgoing", json=body)
+    assert r.status == 401
+    assert "token" in (await r.json())["error"]
+    form = await client.post("/outgoing", data={k: str(v) for k, v in body.items()})
+    assert form.status == 401
+    assert calls == []
+    assert not await bot.store.is_handled("p" * 26)
+
+
+async def test_the_bots_own_post_is_never_answered(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+    bot, client, _ = world
+    r = await client.post("/outgoing", json=JSON_CALL | {"user_id": BOT_ID})
+    assert r.status == 200 and await r.json() == {}
+    assert calls == []
+    assert not await bot.store.is_handled("p" * 26)
+
+
+async def test_no_matching_handler_answers_nothing(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+    _, client, rest = world
+    rest.text = "hello there"
+    r = await client.post("/outgoing", json=JSON_CALL | {"text": rest.text})
+    assert r.status == 200 and await r.json() == {}
+    assert calls == []
+
+
+@pytest.mark.parametrize("raw,ctype", [
+    (b"not json", "application/json"), (b"[1, 2]", "application/json"),
+    (b"", "application/json"),
+    (json.dumps(JSON_CALL | {"timestamp": "later"}).encode(), "application/json"),
+    (b"token=" + HOOK_TOKEN.encode() + b"&channel_id=x&user_id=y&timestamp=abc&post_id=z",
+     "application/x-www-form-urlencoded")])
+async def test_malformed_bodies_are_400(world: tuple[Bot, TestClient[Any, Any], FakeREST],
+                                        raw: bytes, ctype: str) -> None:
+    _, client, _ = world
+    r = await client.post("/outgoing", data=raw, headers={"Content-Type": ctype})
+    assert r.status == 400
+    assert "error" in await r.json()
+    assert calls == []
+
+
+# --- slash command tokens stored by register-commands ------------------------------------------
+async def test_stored_slash_tokens_are_accepted_and_read_again_on_a_miss(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+    bot, _, _ = world
+    command = SlashCommand.from_form({"command": "/nosuch", "user_id": ALICE,
+                                      "trigger_id": "x"})
+    assert (await bot.on_slash(command, "configured-slash"))["response_type"] == "ephemeral"
+    await bot.store.put(TOKENS_KEY, json.dumps(
+        {"c1": {"team_id": "t", "trigger": "ticket", "token": "stored-slash"}}))
+    await bot._read_slash_tokens()
+    await bot.on_slash(command, "stored-slash")
+    # A token stored later is not seen until the re-read interval has passed...
+    await bot.store.put(TOKENS_KEY, json.dumps(
+        {"c2": {"team_id": "t", "trigger": "ticket", "token": "newer-slash"}}))
+    with pytest.raises(HTTPError) as refused:
+        await bot.on_slash(command, "newer-slash")
+    assert refused.value.status == 401
+    # ...then one miss reads the store again.
+    bot.slash_token_reread = 0.0
+    await bot.on_slash(command, "newer-slash")
+    assert await stored_tokens(bot.store) == ["newer-slash"]
+    with pytest.raises(HTTPError):
+        await bot.on_slash(command, "stored-slash")
+
+
+async def test_garbage_in_the_store_is_ignored(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        await store.put(TOKENS_KEY, "{not json")
+        assert await stored_tokens(store) == []
+    finally:
+        await store.close()
+
+
+# --- webhook-only mode --------------------------------------------------------------------------
+async def test_webhook_only_mode_is_healthy_without_a_stream(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+    _, client, _ = world
+    r = await client.get("/healthz")
+    assert r.status == 200
+    body = await r.json()
+    assert body["status"] == "ok" and body["websocket"] == "disabled"
+    text = " ".join(warnings(config()))
+    assert "webhook-only mode" in text and "direct messages" in text
+    no_token = " ".join(warnings(config(outgoing_tokens=[])))
+    assert "every outgoing webhook is refused" in no_token
+    streamed = parse(json.dumps({"manifest": {"id": "io.test.bot", "name": "T",
+                                              "version": "1.0.0",
+                                              "min_server_version": "5.36.0"}}))
+    assert not any("webhook-only" in w for w in warnings(streamed))
+
+
+# --- register-commands against a fake API -------------------------------------------------------
+class FakeCommands:
+    def __init__(self, existing: list[dict[str, Any]], forbidden: bool = False) -> None:
+        self.existing = existing
+        self.forbidden = forbidden
+        self.created: list[dict[str, Any]] = []
+        self.updated: list[dict[str, Any]] = []
+
+    async def custom_commands(self, team_id: str) -> list[dict[str, Any]]:
+        if self.forbidden:
+            raise MattermostError(403, "api.context.permissions.app_error", "no", "/commands")
+        return [dict(c) for c in self.existing]
+
+    async def create_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        made = command | {"id": "new", "token": "tok-new"}
+        self.created.append(made)
+        self.existing.append(made)
+        return made
+
+    async def update_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        self.updated.append(command)
+        self.existing = [command if c["id"] == command["id"] else c for c in self.existing]
+        return command
+
+
+SPEC = CommandSpec("ticket", "Helpdesk ticket", "Open a ticket", "Open", "[problem]")
+TEAM = [{"id": "t1", "name": "sandbox"}]
+
+
+async def test_register_creates_then_leaves_alone_then_updates_in_place() -> None:
+    api = FakeCommands([])
+    results, tokens = await register(api, TEAM, [SPEC], "http://bot/slash", {})  # type: ignore
+    assert (results[0].created, results[0].updated, results[0].unchanged) == (1, 0, 0)
+    assert tokens == {"new": {"team_id": "t1", "trigger": "ticket", "token": "tok-new"}}
+    results, _ = await register(api, TEAM, [SPEC], "http://bot/slash", {})  # type: ignore
+    assert (results[0].created, results[0].updated, results[0].unchanged) == (0, 0, 1)
+    results, tokens = await register(api, TEAM, [SPEC], "http://moved/slash",  # type: ignore
+                                     {})
+    assert (results[0].created, results[0].updated, results[0].unchanged) == (0, 1, 0)
+    assert api.updated[0]["id"] == "new" and api.updated[0]["url"] == "http://moved/slash"
+    assert tokens["new"]["token"] == "tok-new"
+    assert "tok-new" not in results[0].line()
+
+
+async def test_register_leaves_a_foreign_command_and_names_the_permission() -> None:
+    foreign = FakeCommands([{"id": "x", "trigger": "ticket", "url": "http://other/hook",
+                             "token": "theirs"}])
+    results, tokens = await register(foreign, TEAM, [SPEC], "http://bot/slash",  # type: ignore
+                                     {})
+    assert tokens == {} and foreign.updated == []
+    assert "not this bot" in results[0].problems[0]
+    adopted, tokens = await register(foreign, TEAM, [SPEC], "http://bot/slash",  # type: ignore
+                                     {"x": {"team_id": "t1", "trigger": "ticket", "token": ""}})
+    assert adopted[0].updated == 1 and tokens["x"]["token"] == "theirs"
+    denied = FakeCommands([], forbidden=True)
+    results, _ = await register(denied, TEAM, [SPEC], "http://bot/slash", {})  # type: ignore
+    assert "manage_slash_commands" in results[0].problems[0]
+    assert "--token-env" in results[0].problems[0]
