@@ -15,7 +15,7 @@ from plugin import i18n
 from plugin.sandbox.glpi import GLPISimulator, GLPISimulatorThread
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
 
-from .harness import BOT_TOKEN, BotProcess, replies_to, wait_until
+from .harness import BOT_TOKEN, BotProcess, merge, replies_to, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -268,3 +268,20 @@ def test_a_russian_user_is_answered_in_russian(world: World, bot: BotProcess) ->
     assert help_word != "help" and expected != "**Commands** (send them to me in a direct message):"
     shown = world.dm(help_word, user="bob")
     world.reply(shown, re.escape(expected))
+
+
+def test_a_trigger_alias_opens_a_ticket_like_the_keyword(world: World) -> None:
+    trigger = {"keyword": "112", "urgent_keywords": ["112!"], "tracker": "glpi",
+               "aliases": ["заявка"]}
+    b = world.bot(**merge(HELPDESK, {"helpdesk": {"triggers": [trigger]}}))
+    try:
+        b.wait_ready()
+        # Not a word of its own: "Заявка:" is not the alias (the later ticket count shows it).
+        p = world.say("Заявка: сканер не сканирует")
+        q = world.say("заявка сканер не сканирует")
+        n = ticket_number(world.reply(q, r"opened in GLPI"))
+        assert [t["name"] for t in world.tickets()] == ["сканер не сканирует"]
+        assert n == world.tickets()[0]["id"]
+        assert replies_to(world.mm, p["id"]) == []
+    finally:
+        assert b.stop() == 0
