@@ -1,4 +1,4 @@
-"""Zabbix (6.0) as an alert source.
+"""Zabbix (6.0 through 7.x) as an alert source.
 
 Notifications come from the webhook media type in `contrib/zabbix/switchboard_mediatype.yaml`: one
 flat JSON object per problem, update or recovery, every value a string (a Zabbix macro expanded,
@@ -23,13 +23,17 @@ The fields read here:
 The incident's key is the problem's event id, so the problem, its updates and its recovery all
 land on the same post.
 
-Actions go back through the JSON-RPC API (`event.acknowledge`) with an API token sent in the
-body field `auth` (6.0). Zabbix records them under the token's user, so the message names the
-chat user.
+Actions go back through the JSON-RPC API (`event.acknowledge`) with an API token. Where the
+token goes depends on the server: 6.0 and 6.2 read it only from the body field `auth`; 6.4 added
+the `Authorization: Bearer` header and deprecated `auth`, which 7.2 removed (a body carrying it
+is refused with `Invalid parameter "/": unexpected parameter "auth".`). The client asks the
+version once (`apiinfo.version`, which takes no token) and picks. Zabbix records the actions
+under the token's user, so the message names the chat user.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import UTC, datetime
@@ -75,6 +79,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _EVENT_ID = re.compile(r"^[0-9]{1,20}$")
 _DATE = re.compile(r"^(\d{4})\.(\d{2})\.(\d{2})$")
 _TIME = re.compile(r"^(\d{2}):(\d{2}):(\d{2})$")
+_VERSION = re.compile(r"^\s*(\d{1,4})\.(\d{1,4})")
+
+#: The first release that reads the API token from an `Authorization: Bearer` header.
+HEADER_AUTH_SINCE = (6, 4)
+#: What a server without the body field (7.2+) answers a request that carries it.
+_AUTH_FIELD_REFUSED = 'unexpected parameter "auth"'
 
 #: Longest text kept from a notification field (Zabbix values can be long log lines).
 MAX_FIELD = 4000
@@ -215,6 +225,16 @@ def parse_zabbix(body: Any) -> list[Alert]:
 # --------------------------------------------------------------------------- the client
 
 
+def version_tuple(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a Zabbix version such as "6.0.14" or "7.2.0rc1"; None if unreadable."""
+    match = _VERSION.match(version)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+class _AuthFieldRefused(SourceError):
+    """The server rejected the request's `auth` field: it only takes the header."""
+
+
 def _who(who: str) -> str:
     name = " ".join(_CONTROL.sub("", who).split()).lstrip("@")
     return f"@{name}" if name else "someone"
@@ -228,7 +248,12 @@ def _message(verb: str, who: str, comment: str = "") -> str:
 
 
 class ZabbixClient:
-    """The `AlertSource` protocol on Zabbix's JSON-RPC API (6.0: token in the body's `auth`)."""
+    """The `AlertSource` protocol on Zabbix's JSON-RPC API.
+
+    The API token goes in the `Authorization: Bearer` header on 6.4 and later, in the body's
+    `auth` field before; the server's version is asked once and kept. When it cannot be
+    learned, the body field is used (it works up to 7.0) and a server that refuses it gets
+    the request again with the header, which is then kept."""
 
     can_acknowledge = True
     can_silence = False
@@ -242,6 +267,11 @@ class ZabbixClient:
         self.url = url.rstrip("/")
         self._token = api_token
         self._next_id = 0
+        #: The server's version once asked ("" when it could not be learned), and whether the
+        #: token goes in the header (None until decided).
+        self._version: str | None = None
+        self._use_header: bool | None = None
+        self._decide_lock = asyncio.Lock()
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout), verify=verify, transport=transport,
             follow_redirects=False,
@@ -263,16 +293,66 @@ class ZabbixClient:
             text = text.replace(self._token, "***")
         return text[:limit]
 
+    @property
+    def server_version(self) -> str | None:
+        """The version the server reported; "" when it could not be learned, None before."""
+        return self._version
+
+    async def _ask_version(self) -> str:
+        """`apiinfo.version`, without any token (Zabbix refuses it with one), kept for the
+        client's life. Raises as `call` does."""
+        result = await self.call("apiinfo.version", [], auth=False)
+        parsed = version_tuple(result) if isinstance(result, str) else None
+        if parsed is None:
+            raise SourceError("Zabbix answered apiinfo.version with no version number")
+        self._version = str(result)
+        self._use_header = parsed >= HEADER_AUTH_SINCE
+        return self._version
+
+    async def _header_auth(self) -> bool:
+        """Whether the token goes in the header; asks the server's version the first time."""
+        if self._use_header is not None:
+            return self._use_header
+        async with self._decide_lock:  # concurrent first calls ask once
+            if self._use_header is None:
+                try:
+                    await self._ask_version()
+                except SourceUnavailable:
+                    raise  # not reachable: the call itself would fail too; ask again later
+                except SourceError:
+                    # Answered, but not with a version: the body field works up to 7.0, and
+                    # a refusal of it switches to the header (see `call`).
+                    self._version = ""
+                    self._use_header = False
+        return bool(self._use_header)
+
     async def call(self, method: str, params: Any, *, auth: bool = True) -> Any:
         """One JSON-RPC call; returns its `result`. `auth=False` for the few methods Zabbix
         refuses with a token (`apiinfo.version`)."""
-        self._next_id += 1
-        body = {"jsonrpc": "2.0", "method": method, "params": params, "auth": self._token,
-                "id": self._next_id}
         if not auth:
-            del body["auth"]
+            return await self._post(method, params, header=False, token=False)
+        header = await self._header_auth()
         try:
-            response = await self._client.post(self.url + "/api_jsonrpc.php", json=body)
+            return await self._post(method, params, header=header, token=True)
+        except _AuthFieldRefused:  # raised only for a body that carried the token
+            # The server takes only the header (7.2+, or upgraded since the version was
+            # asked). It validates the request before running the method, so nothing was
+            # done and sending it again is safe.
+            self._use_header = True
+            return await self._post(method, params, header=True, token=True)
+
+    async def _post(self, method: str, params: Any, *, header: bool, token: bool) -> Any:
+        self._next_id += 1
+        body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params,
+                                "id": self._next_id}
+        headers: dict[str, str] = {}
+        if token and header:
+            headers["Authorization"] = f"Bearer {self._token}"
+        elif token:
+            body["auth"] = self._token
+        try:
+            response = await self._client.post(self.url + "/api_jsonrpc.php", json=body,
+                                               headers=headers)
         except httpx.TimeoutException as exc:
             raise SourceUnavailable(f"Zabbix timed out on {method}") from exc
         except httpx.HTTPError as exc:
@@ -296,6 +376,9 @@ class ZabbixClient:
                 detail = str(error.get("data") or error.get("message") or "unknown error")
             else:
                 detail = str(error)
+            if token and not header and _AUTH_FIELD_REFUSED in detail:
+                raise _AuthFieldRefused(f"Zabbix refused {method}: it takes the API token "
+                                        "only in the Authorization header")
             raise SourceError(f"Zabbix refused {method}: {self._clean(detail)}")
         if "result" not in data:
             raise SourceError(f"Zabbix answered {method} without a result")
@@ -310,7 +393,7 @@ class ZabbixClient:
         settings in backquotes (`url`, `api_token`). Connection failures are raised as they
         are."""
         try:
-            version = str(await self.call("apiinfo.version", [], auth=False))
+            version = await self._ask_version()
         except SourceUnavailable as exc:
             if exc.__cause__ is not None:
                 raise  # not reached at all: the caller says how
@@ -320,8 +403,7 @@ class ZabbixClient:
                               "Zabbix frontend's address, where api_jsonrpc.php is (e.g. "
                               "https://zabbix.example.org or …/zabbix)") from None
         found = [("ok", f"Zabbix {version} answers")]
-        major, _, minor = version.partition(".")
-        if major.isdigit() and (int(major), int(minor.partition(".")[0] or 0)) < (6, 0):
+        if (version_tuple(version) or (0, 0)) < (6, 0):
             found.append(("warn", f"Zabbix {version} is older than 6.0, which Switchboard's "
                                   "acknowledgements and media type are made for"))
         try:
@@ -370,4 +452,5 @@ class ZabbixClient:
                                 _message("Closed", who))
 
 
-__all__ = ["SEVERITIES", "SOURCE", "ZabbixClient", "parse_zabbix"]
+__all__ = ["HEADER_AUTH_SINCE", "SEVERITIES", "SOURCE", "ZabbixClient", "parse_zabbix",
+           "version_tuple"]

@@ -231,7 +231,11 @@ async def test_acknowledge_request() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         assert str(request.url) == "https://zabbix.example.org/api_jsonrpc.php"
-        seen.append(json.loads(request.content))
+        body = json.loads(request.content)
+        if body["method"] == "apiinfo.version":  # asked once, without the token
+            assert "auth" not in body and "Authorization" not in request.headers
+            return rpc_result(request, "6.0.14")
+        seen.append(body)
         return rpc_result(request, {"eventids": ["27"]})
 
     async with mocked(handler) as client:
@@ -338,7 +342,7 @@ class Receiver:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"no {what} within {timeout:.0f} s; received {self.bodies!r}\n"
-                    f"--- zabbix_server.log ---\n{server.log_tail(40)}")
+                    f"--- zabbix_server.log ---\n{server.logtail(40)}")
             await asyncio.sleep(0.2)
 
 
