@@ -5,9 +5,18 @@ are made to point at `<listener.public_url>/slash`, with autocomplete: a missing
 created, one that differs (a new public URL, new hints) is updated in place (Mattermost keeps its
 id and verification token), one that matches is left alone. Running it twice changes nothing.
 
+A command is the bot's when its id is recorded in the state store (this command made or adopted
+it before, whatever address it calls now), or when its URL has the scheme, host and port of
+`listener.public_url` and a path ending in `/slash` (made by hand for this bot). Any other
+command with the same trigger is someone else's: it is reported and left alone.
+
 Each command's verification token is a secret: it is never printed, only kept in the state store
-(`kv`, key `slash_commands`), where the running bot reads it at start and, when a slash request
-carries a token it does not know, again (at most once a minute), so no `SLASH_TOKEN` is needed.
+(`kv`, key `slash_commands`: `{command id: {team_id, trigger, token}}`), where the running bot
+reads it at start and, when a slash request carries a token it does not know, again (at most
+once a minute), so no `SLASH_TOKEN` is needed. A stored token is accepted only for requests from
+its command's team. Each run replaces the entries of every team it could list with what
+Mattermost lists now, so a deleted command's token, or the old token of a regenerated one, stops
+being accepted; an entry without a team (which no run writes) is never accepted.
 """
 
 from __future__ import annotations
@@ -51,9 +60,22 @@ def _parse(raw: str | None) -> dict[str, dict[str, str]]:
             for k, v in data.items() if isinstance(v, dict)}
 
 
-async def stored_tokens(store: Store) -> list[str]:
-    """The verification tokens of the commands `register-commands` made or adopted."""
-    return [e["token"] for e in _parse(await store.get(TOKENS_KEY)).values() if e["token"]]
+async def stored_tokens(store: Store) -> list[tuple[str, str]]:
+    """(team id, verification token) of each command `register-commands` made or adopted.
+
+    An entry without a team id is left out: accepting it from any team is what storing the
+    team prevents, and the next `register-commands` run rewrites the team's entries anyway."""
+    return [(e["team_id"], e["token"]) for e in _parse(await store.get(TOKENS_KEY)).values()
+            if e["token"] and e["team_id"]]
+
+
+def replace_teams(current: dict[str, dict[str, str]], listed: set[str],
+                  found: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """The stored entries after a run: those of the teams it `listed` are replaced by what it
+    `found` there (a command deleted since, or a token regenerated since, leaves nothing
+    behind); other teams' entries stay; entries without a team are dropped."""
+    kept = {k: v for k, v in current.items() if v["team_id"] and v["team_id"] not in listed}
+    return kept | found
 
 
 def _read_stored(path: str) -> dict[str, dict[str, str]]:
@@ -157,6 +179,9 @@ class TeamResult:
     """What a run did in one team."""
 
     team: str
+    team_id: str = ""
+    #: Its commands could be listed: its stored entries are replaced by what was found.
+    listed: bool = False
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -176,21 +201,51 @@ def _permission_hint(token_env: str | None, permission: str) -> str:
             "variable that holds a system admin's personal access token")
 
 
-def _ours(command: dict[str, Any], known: dict[str, dict[str, str]]) -> bool:
-    """A command this bot made, or one an operator pointed at the bot's /slash by hand."""
-    path = urlsplit(str(command.get("url") or "")).path.rstrip("/")
-    return str(command.get("id")) in known or path.endswith("/slash")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of a URL, the port filled in from the scheme; None if it has none."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port out of range: no origin of ours
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return scheme, parts.hostname.lower().rstrip("."), port
+
+
+def _ours(command: dict[str, Any], known: dict[str, dict[str, str]], url: str) -> bool:
+    """A command this bot made or adopted before (its id is recorded, whatever it calls now), or
+    one an operator pointed at this bot's listener by hand: same scheme, host and port as `url`
+    (the bot's `<public_url>/slash`), path ending in /slash. A command of another service that
+    happens to end in /slash is not the bot's."""
+    if str(command.get("id")) in known:
+        return True
+    theirs = str(command.get("url") or "")
+    return (_origin(theirs) is not None and _origin(theirs) == _origin(url)
+            and urlsplit(theirs).path.rstrip("/").endswith("/slash"))
+
+
+def _where(url: str) -> str:
+    """A command's URL as a report shows it: scheme, host and port (its path or query might
+    carry a secret of the other service)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts.netloc else repr(url)
 
 
 async def register(api: MattermostAPI, teams: list[dict[str, Any]], specs: list[CommandSpec],
                    url: str, known: dict[str, dict[str, str]], token_env: str | None = None,
                    ) -> tuple[list[TeamResult], dict[str, dict[str, str]]]:
-    """Create or update `specs` in each team; the results, and the commands' tokens by id."""
+    """Create or update `specs` in each team; the results, and the tokens of the bot's commands
+    by id, as Mattermost lists them now, for each team whose result is `listed`."""
     results: list[TeamResult] = []
     tokens: dict[str, dict[str, str]] = {}
     for team in teams:
         team_id, name = str(team["id"]), str(team.get("name") or team["id"])
-        result = TeamResult(name)
+        result = TeamResult(name, team_id)
         results.append(result)
         try:
             existing = await api.custom_commands(team_id)
@@ -199,32 +254,39 @@ async def register(api: MattermostAPI, teams: list[dict[str, Any]], specs: list[
                 result.problems.append(_permission_hint(token_env, "manage_slash_commands"))
                 continue
             raise
+        result.listed = True
         for spec in specs:
             wanted = spec.fields(url)
             same = [c for c in existing if str(c.get("trigger", "")).lower() == spec.trigger]
+            current = same[0] if same else None
+            if current is not None and not _ours(current, known, url):
+                result.problems.append(
+                    f"/{spec.trigger} already exists in this team and calls "
+                    f"{_where(str(current.get('url') or ''))}, not this bot's listener "
+                    f"({_where(url)}); it was left alone: delete it, or choose another word "
+                    "with settings.helpdesk.slash_command. If it is this bot's command "
+                    f"(an old address), set its Request URL to {url} and run again")
+                continue
             try:
-                if not same:
+                if current is None:
                     command = await api.create_command(wanted | {"team_id": team_id})
                     result.created += 1
-                elif not _ours(same[0], known):
-                    result.problems.append(
-                        f"/{spec.trigger} already exists there and calls "
-                        f"{same[0].get('url')!r}, not this bot: delete it, or choose another "
-                        "word with settings.helpdesk.slash_command")
-                    continue
-                elif all(same[0].get(k) == v for k, v in wanted.items()):
-                    command = same[0]
+                elif all(current.get(k) == v for k, v in wanted.items()):
+                    command = current
                     result.unchanged += 1
                 else:
-                    command = await api.update_command(same[0] | wanted)
+                    command = await api.update_command(current | wanted)
                     result.updated += 1
             except MattermostError as exc:
-                if exc.status == 403:
-                    permission = ("manage_others_slash_commands" if same
-                                  else "manage_slash_commands")
-                    result.problems.append(_permission_hint(token_env, permission))
+                if exc.status != 403:
+                    raise
+                permission = ("manage_others_slash_commands" if current is not None
+                              else "manage_slash_commands")
+                result.problems.append(_permission_hint(token_env, permission))
+                if current is None:
                     continue
-                raise
+                # Not updated, but still there, the bot's, with the token Mattermost listed.
+                command = current
             if command.get("token"):
                 tokens[str(command["id"])] = {"team_id": team_id, "trigger": spec.trigger,
                                               "token": str(command["token"])}
@@ -303,15 +365,14 @@ async def register_commands(config: Config, token_env: str | None = None,
         bot.close()
         if acting is not bot:
             acting.close()
-    done = {(e["team_id"], e["trigger"]) for e in tokens.values()}
+    listed = {r.team_id for r in results if r.listed}
 
     def merge(current: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-        # A team's command replaced by another (deleted and made again) leaves no stale token.
-        kept = {k: v for k, v in current.items() if (v["team_id"], v["trigger"]) not in done}
-        return kept | tokens
+        return replace_teams(current, listed, tokens)
 
     try:
-        if tokens:
+        # Also when nothing was found: a listed team's old entries must go.
+        if tokens or any(v["team_id"] in listed or not v["team_id"] for v in known.values()):
             await _save_stored(s.state.path, merge)
     except (CommandsError, sqlite3.Error, OSError) as exc:
         err(f"the commands are registered, but their tokens could not be stored: {exc}")

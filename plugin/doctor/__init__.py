@@ -11,19 +11,21 @@ ends the report; the exit status is 1 when any check failed. The checks, one mod
 6.-7. each tracker and monitoring source, with its credentials (`systems.py`).
 
 A check that needs Mattermost is skipped, and says so, when Mattermost cannot be signed in to;
-the others run regardless. No line ever carries a secret.
+the others run regardless. An error no check expected ends only its group (Mattermost, the
+listener, one tracker, one source) with a FAIL line. No line ever carries a secret.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from ..config import DEFAULT_CONFIG, Config, check_runnable, warnings
 from ..mattermost import MattermostAPI
 from .listener import check_listener
 from .mattermost import check_bot, check_server, check_websocket
-from .report import Report, SettingNames, secret_values
+from .report import Report, SettingNames, guarded, secret_values
 from .systems import check_sources, check_trackers
 
 __all__ = ["Report", "doctor", "secret_values"]
@@ -50,26 +52,37 @@ async def doctor(config: Config, out: Callable[[str], None] = print, *,
     report = Report(out, secret_values(config))
     names = SettingNames.from_file(
         config_path or os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG))
-    check_configuration(report, config, names)
+    # Each group of checks is guarded: an error no check expected is one FAIL line, and the
+    # groups after it still run, so the operator always gets a whole report and a verdict.
+    with guarded(report, "the configuration"):
+        check_configuration(report, config, names)
     if s.sandbox:
         report.warn(f"{names('settings.mattermost.url')} is empty: `switchboard run` starts "
                     "the built-in sandbox, and there is no Mattermost to check")
     else:
-        api = MattermostAPI(s.mattermost.url, s.mattermost.token.get_secret_value(),
-                            timeout=s.mattermost.request_timeout, retries=1, threads=2,
-                            verify=s.mattermost.ca_bundle or s.mattermost.verify_tls)
+        api: MattermostAPI | None = None
+        me: dict[str, Any] | None = None
         try:
-            me = await check_server(report, api, s, names)
-            if me is not None:
-                await check_bot(report, api, s, names, me)
-                await check_websocket(report, api, s)
-            else:
-                report.warn("the bot account, its channels, the event stream and the server's "
-                            "settings are not checked: Mattermost must take the token first")
-            await check_listener(report, s, names, api if me is not None else None,
-                                 f"@{me.get('username')}" if me is not None else "the bot")
+            with guarded(report, "Mattermost", [(names("settings.mattermost.ca_bundle"),
+                                                 s.mattermost.ca_bundle)]):
+                api = MattermostAPI(s.mattermost.url, s.mattermost.token.get_secret_value(),
+                                    timeout=s.mattermost.request_timeout, retries=1,
+                                    threads=2,
+                                    verify=s.mattermost.ca_bundle or s.mattermost.verify_tls)
+                me = await check_server(report, api, s, names)
+                if me is not None:
+                    await check_bot(report, api, s, names, me)
+                    await check_websocket(report, api, s)
+                else:
+                    report.warn("the bot account, its channels, the event stream and the "
+                                "server's settings are not checked: Mattermost must take the "
+                                "token first")
+            with guarded(report, "the listener"):
+                await check_listener(report, s, names, api if me is not None else None,
+                                     f"@{me.get('username')}" if me is not None else "the bot")
         finally:
-            api.close()
+            if api is not None:
+                api.close()
     await check_trackers(report, s, names)
     await check_sources(report, s, names)
     return report.verdict()

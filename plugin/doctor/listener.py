@@ -106,6 +106,22 @@ async def resolve(host: str, timeout: float = 5.0) -> list[IPAddress]:
     return out
 
 
+def url_problem(url: str) -> str:
+    """What makes `url` unusable as the listener's public URL, or "" when nothing does."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "it must start with http:// or https://"
+    if not parts.hostname:
+        return "it has no host name"
+    try:
+        parts.port  # noqa: B018 - reading it is the check: out of range raises
+    except ValueError:
+        return "its port is not a number from 1 to 65535"
+    if parts.port == 0:
+        return "its port is not a number from 1 to 65535"
+    return ""
+
+
 async def _serve_health(host: str, port: int, nonce: str) -> web.AppRunner | None:
     """Listen on host:port with a /healthz answering `nonce`; None when the port is taken."""
     async def healthz(request: web.Request) -> web.Response:
@@ -147,6 +163,12 @@ async def check_listener(report: Report, s: Settings, names: SettingNames,
         report.warn("settings.listener.public_url is empty: Mattermost cannot call the bot, so "
                     "buttons, dialogs and slash commands cannot work",
                     f"set {public_name} to the URL Mattermost uses to reach {listen}")
+        return
+    wrong = url_problem(public)
+    if wrong:
+        report.fail(f"the public URL {public} is not valid: {wrong}",
+                    f"set {public_name} to the URL Mattermost uses to reach {listen}, e.g. "
+                    "https://switchboard.example.com")
         return
     nonce = secrets.token_hex(8)
     try:

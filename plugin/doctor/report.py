@@ -3,11 +3,13 @@ names an operator knows a setting by, and what kept a connection from being made
 
 from __future__ import annotations
 
+import errno
 import re
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,62 @@ class Report:
         tail = f", {warnings}: read the [warn] lines" if warn else ""
         self._out(f"verdict: ready ({ok} ok{tail})")
         return 0
+
+
+#: A configured file a check group opens: (how the operator sets it, the path set there).
+FileSetting = tuple[str, str]
+_FILE_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first error an exception group holds (what a task group failed on)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _file_problem(exc: BaseException, files: Iterable[FileSetting]) -> tuple[str, str] | None:
+    """(setting, what is wrong with its file) when `exc` came from opening a configured file."""
+    if not any((isinstance(e, OSError) and e.errno in _FILE_ERRNOS)
+               or "invalid path" in str(e) for e in _chain(exc)):
+        return None
+    for setting, path in files:
+        if not path:
+            continue
+        file = Path(path)
+        if not file.exists():
+            return setting, f"the file {path} does not exist"
+        if file.is_dir():
+            return setting, f"{path} is a folder, not a file"
+        try:
+            file.open("rb").close()
+        except OSError as err:
+            return setting, f"the file {path} cannot be read ({err.strerror or err})"
+    return None
+
+
+@contextmanager
+def guarded(report: Report, group: str, files: Iterable[FileSetting] = ()) -> Iterator[None]:
+    """Run one group of checks (`group` names it, as its lines do): an error none of its checks
+    expected becomes one FAIL line, and the doctor goes on with the next group instead of
+    ending in a traceback. When the error came from opening a file in `files` (a CA bundle),
+    the line names that setting and the file instead."""
+    try:
+        yield
+    except Exception as exc:  # any error: the report must still be complete
+        problem = _file_problem(exc, files)
+        if problem is not None:
+            setting, what = problem
+            report.fail(f"{group}: {what} (set in {setting})",
+                        f"set {setting} to an existing, readable CA bundle file (PEM), or "
+                        "empty it to use the system's CAs")
+            return
+        leaf = _leaf(exc)
+        text = " ".join(str(leaf).split())[:300]
+        report.fail(f"{group}: unexpected error {type(leaf).__name__}"
+                    + (f": {text}" if text else ""),
+                    "unexpected error in the doctor's checks; please report it, with this "
+                    "line (the other checks went on)")
 
 
 def secret_values(node: Any) -> list[str]:
@@ -126,7 +184,8 @@ _TEXTS = ((DNS, ("name or service not known", "nodename nor servname", "name res
 
 
 def _chain(exc: BaseException) -> Iterable[BaseException]:
-    """The exception and everything it was raised from or during, once each."""
+    """The exception and everything it was raised from or during (and, for an exception
+    group, what it holds), once each."""
     seen: set[int] = set()
     todo = [exc]
     while todo:
@@ -136,7 +195,7 @@ def _chain(exc: BaseException) -> Iterable[BaseException]:
         seen.add(id(current))
         yield current
         linked = [current.__cause__, current.__context__, getattr(current, "reason", None),
-                  *current.args]
+                  *current.args, *getattr(current, "exceptions", ())]
         todo += [e for e in linked if isinstance(e, BaseException)]
 
 

@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 from ..config import Settings
 from ..monitoring import build_sources
 from ..trackers import build_trackers
-from .report import FIX, Report, SettingNames, reach_error, reach_fix
+from .report import FIX, Report, SettingNames, guarded, reach_error, reach_fix
 
 
 @runtime_checkable
@@ -52,12 +52,16 @@ async def _probe(report: Report, names: SettingNames, label: str, base: str, url
 async def check_trackers(report: Report, s: Settings, names: SettingNames) -> None:
     """Each tracker whose settings are complete; incomplete ones are the configuration's
     warnings (they matter only when a trigger uses them)."""
-    built = build_trackers(s)
-    for name, tracker in built.items():
-        settings = s.trackers[name]
+    for name, settings in s.trackers.items():
+        if not settings.configured:
+            continue
         label = f"tracker {name}" + (f" ({settings.kind})" if settings.kind != name else "")
-        await _probe(report, names, label,
-                     f"settings.trackers.{name}", settings.url, tracker, tracker.aclose)
+        base = f"settings.trackers.{name}"
+        with guarded(report, label, [(names(f"{base}.tls.ca_bundle"), settings.tls.ca_bundle)]):
+            # Built one at a time, so that one tracker's broken settings (a CA bundle that is
+            # not there) are that tracker's FAIL line and the others are still checked.
+            tracker = build_trackers(s.model_copy(update={"trackers": {name: settings}}))[name]
+            await _probe(report, names, label, base, settings.url, tracker, tracker.aclose)
 
 
 #: For each source the bot can act on: the settings its API needs besides `url`.
@@ -67,23 +71,22 @@ _SOURCE_NEEDS = {"alertmanager": (), "zabbix": ("api_token",),
 
 async def check_sources(report: Report, s: Settings, names: SettingNames) -> None:
     """Each configured monitoring source's API, with the credentials the buttons will use."""
-    clients = build_sources(s.alerts)
-    try:
-        for name, source in s.alerts.sources.items():
-            base = f"settings.alerts.sources.{name}"
-            client = clients.pop(name, None)
+    for name, source in s.alerts.sources.items():
+        base = f"settings.alerts.sources.{name}"
+        label = f"alert source {name}"
+        with guarded(report, label, [(names(f"{base}.tls.ca_bundle"), source.tls.ca_bundle)]):
             if name == "generic":
                 report.ok("alert source generic: nothing to reach (senders post to "
                           "/alerts/generic)")
-                if client is not None:
-                    await client.aclose()
-            elif client is not None:
-                await _probe(report, names, f"alert source {name}", base, source.url, client,
-                             client.aclose)
+                continue
+            # One source at a time, as trackers are: a broken one fails alone.
+            clients = build_sources(s.alerts.model_copy(update={"sources": {name: source}}))
+            client = clients.pop(name, None)
+            for other in clients.values():  # the generic callback, always built
+                await other.aclose()
+            if client is not None:
+                await _probe(report, names, label, base, source.url, client, client.aclose)
             elif source.url and name in _SOURCE_NEEDS:
                 needs = " and ".join(names(f"{base}.{k}") for k in _SOURCE_NEEDS[name])
-                report.warn(f"alert source {name}: url is set, but not its API credentials, so "
+                report.warn(f"{label}: url is set, but not its API credentials, so "
                             f"the buttons that act on {name} are hidden", f"set {needs}")
-    finally:
-        for client in clients.values():
-            await client.aclose()

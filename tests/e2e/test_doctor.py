@@ -118,6 +118,32 @@ def test_an_unreachable_tracker_is_named_with_its_fix(sim: MattermostSimulator, 
     assert len(result.level("FAIL")) == 1, result.out
 
 
+def test_a_missing_ca_bundle_is_named_and_the_other_checks_go_on(
+        sim: MattermostSimulator, glpi: GLPISimulatorThread, tmp_path: Path) -> None:
+    missing = tmp_path / "private-ca.pem"
+    result = run_doctor(sim, tmp_path, env=glpi_env(glpi), secrets=(GLPI_TOKEN,),
+                        settings={"trackers": {"glpi": {"tls": {"ca_bundle": str(missing)}}}})
+    assert result.code == 1
+    failure = result.line("FAIL", "tracker glpi")
+    assert f"the file {missing} does not exist" in failure
+    assert "settings.trackers.glpi.tls.ca_bundle" in failure.partition("fix:")[2]
+    assert "please report it" not in failure
+    assert result.line("ok", "alert source generic")
+    assert "Traceback" not in result.err, result.err
+
+
+def test_a_public_url_with_an_impossible_port_ends_without_a_traceback(
+        sim: MattermostSimulator, tmp_path: Path) -> None:
+    setup = BotProcess(sim, tmp_path, env={"SWITCHBOARD_PUBLIC_URL": "http://127.0.0.1:99999"})
+    done = subprocess.run([sys.executable, "-m", "plugin.cli", "doctor", "-c",
+                           str(setup.config)], cwd=ROOT, env=setup.env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    # Named either by the configuration's checks or by the listener's.
+    assert "settings.listener.public_url" in done.stdout + done.stderr, done.stdout
+
+
 def test_a_healthy_setup_passes_with_the_bot_stopped_or_running(
         sim: MattermostSimulator, glpi: GLPISimulatorThread, tmp_path: Path) -> None:
     assert glpi.simulator is not None

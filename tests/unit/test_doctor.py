@@ -27,6 +27,7 @@ from bridge.tickets import TrackerError, TrackerRejected, TrackerUnavailable
 from bridge.zabbix import ZabbixClient
 from plugin.config import load, parse
 from plugin.doctor import doctor, secret_values
+from plugin.doctor import listener as doctor_listener
 from plugin.doctor.listener import allowed_entries, internal_reason, is_allowed
 from plugin.doctor.report import (
     DNS,
@@ -36,6 +37,7 @@ from plugin.doctor.report import (
     TLS_NAME,
     Report,
     SettingNames,
+    guarded,
     reach_error,
 )
 from plugin.doctor.systems import _probe
@@ -544,3 +546,99 @@ settings:
         assert "doctor-bot-token-0123" not in "\n".join(lines)
     finally:
         await runner.cleanup()
+
+
+# --- an error no check expected ----------------------------------------------------------------
+
+
+def test_an_unexpected_error_is_one_masked_fail_line_and_the_next_group_runs() -> None:
+    lines: list[str] = []
+    report = Report(lines.append, ("hidden-token-0123",))
+    with guarded(report, "the listener"):
+        raise ExceptionGroup("unhandled errors in a TaskGroup", [
+            OverflowError("connect(): port must be 0-65535 (hidden-token-0123)")])
+    with guarded(report, "tracker glpi"):
+        report.ok("tracker glpi: reached")
+    assert report.verdict() == 1
+    assert lines[0] == ("[FAIL] the listener: unexpected error OverflowError: connect(): port "
+                        "must be 0-65535 ([redacted]) — fix: unexpected error in the doctor's "
+                        "checks; please report it, with this line (the other checks went on)")
+    assert lines[1] == "[  ok] tracker glpi: reached"
+    # A file it could not open is named with its setting, not reported as a fault.
+    missing = "/nonexistent/private-ca.pem"
+    lines.clear()
+    with guarded(Report(lines.append), "tracker glpi", [("GLPI_CA (x.ca_bundle)", missing)]):
+        raise FileNotFoundError(2, "No such file or directory")
+    assert lines == [f"[FAIL] tracker glpi: the file {missing} does not exist (set in GLPI_CA "
+                     "(x.ca_bundle)) — fix: set GLPI_CA (x.ca_bundle) to an existing, readable "
+                     "CA bundle file (PEM), or empty it to use the system's CAs"]
+    # What the guard does not catch: being cancelled or interrupted.
+    with pytest.raises(KeyboardInterrupt), guarded(Report(lines.append), "x"):
+        raise KeyboardInterrupt
+
+
+def doctor_config(mattermost: MattermostSimulator, tmp_path: Path, extra: str = "") -> Any:
+    path = tmp_path / "plugin.yaml"
+    path.write_text(f"""
+manifest: {{id: io.test.bot, name: T, version: 1.0.0, min_server_version: 5.36.0}}
+settings:
+  mattermost: {{url: "{mattermost.url}", token: "${{MM_BOT_TOKEN}}"}}
+  security: {{secret: signing-secret-0123456789}}
+  listener: {{listen: "127.0.0.1:{free_port()}", public_url: "http://127.0.0.1:{free_port()}"}}
+  stream: {{hello_timeout: 3}}
+{extra}""")
+    return load(path, env={"MM_BOT_TOKEN": "doctor-bot-token-0123"}), str(path)
+
+
+async def test_a_crashing_listener_check_and_a_missing_ca_bundle_do_not_end_the_doctor(
+        mattermost: MattermostSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    async def overflowing(url: str, verify: bool) -> httpx.Response:
+        # What httpx raises for a public URL whose port is out of range.
+        raise ExceptionGroup("unhandled errors in a TaskGroup", [
+            OverflowError("connect(): port must be 0-65535.")])
+
+    monkeypatch.setattr(doctor_listener, "_get", overflowing)
+    missing = tmp_path / "no-such-ca.pem"
+    closed = f"http://127.0.0.1:{free_port()}"
+    config, path = doctor_config(mattermost, tmp_path, f"""
+  trackers:
+    glpi: {{kind: glpi, url: "{closed}/apirest.php", user_token: glpi-user-token-0123,
+           tls: {{ca_bundle: "{missing}"}}}}
+    redmine: {{kind: redmine, url: "{closed}", api_key: {"k" * 40}, project: helpdesk}}
+  alerts: {{sources: {{generic: {{}}}}}}
+""")
+    lines: list[str] = []
+    assert await doctor(config, lines.append, config_path=path) == 1
+    text = "\n".join(lines)
+    failures = [line for line in lines if line.startswith("[FAIL] ")]
+    assert any(line.startswith("[FAIL] the listener: unexpected error OverflowError: connect(): "
+                               "port must be 0-65535.") and "please report it" in line
+               for line in failures), text
+    glpi = [line for line in failures if line.startswith("[FAIL] tracker glpi: ")]
+    assert glpi == [f"[FAIL] tracker glpi: the file {missing} does not exist (set in "
+                    "settings.trackers.glpi.tls.ca_bundle) — fix: set "
+                    "settings.trackers.glpi.tls.ca_bundle to an existing, readable CA bundle "
+                    "file (PEM), or empty it to use the system's CAs"], text
+    # The checks after the broken ones still ran.
+    assert any(line.startswith("[FAIL] tracker redmine: cannot reach") for line in failures), text
+    assert "[  ok] alert source generic: nothing to reach" in text
+    assert lines[-1].startswith("verdict: NOT READY")
+    assert "glpi-user-token-0123" not in text and "k" * 40 not in text
+
+
+async def test_a_public_url_with_an_impossible_port_is_named_with_its_fix(
+        mattermost: MattermostSimulator, tmp_path: Path) -> None:
+    config, path = doctor_config(mattermost, tmp_path)
+    s = config.settings
+    # Built past the configuration's own checks, as an older or hand-made one may be.
+    config = config.model_copy(update={"settings": s.model_copy(update={
+        "listener": s.listener.model_copy(update={"public_url": "http://127.0.0.1:99999"})})})
+    lines: list[str] = []
+    assert await doctor(config, lines.append, config_path=path) == 1
+    failures = [line for line in lines if line.startswith("[FAIL] ")]
+    assert failures == ["[FAIL] the public URL http://127.0.0.1:99999 is not valid: its port is "
+                        "not a number from 1 to 65535 — fix: set settings.listener.public_url "
+                        f"to the URL Mattermost uses to reach {s.listener.listen}, e.g. "
+                        "https://switchboard.example.com"], "\n".join(lines)
+    assert lines[-1].startswith("verdict: NOT READY")
