@@ -10,6 +10,7 @@ twice) and marked done after.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import json
@@ -71,6 +72,10 @@ class Bot:
     #: Tokens of commands made by `register-commands` are read again (when a slash command's
     #: token matches none known) at most this often, in seconds.
     slash_token_reread = 60.0
+    #: Seconds a reply waits for its reader's locale before speaking the default language.
+    LOCALE_WAIT = 2.0
+    #: Posts remembered as delivered by the stream (far more than a backfill overlap holds).
+    SEEN_LIVE = 50_000
 
     def __init__(self, config: Config, features: Iterable[Router | Feature], *,
                  url: str | None = None, token: str | None = None, secret: str | None = None,
@@ -117,8 +122,11 @@ class Bot:
         self._outbox_counts: dict[str, int] = {}
         #: Outgoing webhook calls waiting for their post's handler, by post id.
         self._hook_answers: dict[str, ThreadAnswer] = {}
-        self._stored_slash: list[str] = []
+        self._stored_slash: list[tuple[str, str]] = []
         self._slash_read_at = float("-inf")
+        self._seen_live: collections.OrderedDict[str, None] = collections.OrderedDict()
+        #: Webhook-only mode: whether the last look at the token succeeded.
+        self._rest_ok = True
         #: user id → (language, when looked up); see `locale_of`.
         self._locales: dict[str, tuple[str, float]] = {}
         i18n.set_default(s.language.default_locale)
@@ -144,9 +152,10 @@ class Bot:
                 pass
         try:
             await self.start()
-            # Webhook-only mode: no websocket (so no probes and no backfill), only the listener.
+            # Webhook-only mode: no websocket (so no probes), only the listener, a backfill of
+            # what was posted while the bot was down, and a periodic look at the token.
             stream = asyncio.create_task(
-                self.stream.run() if self.settings.stream.enabled else self._stopping.wait(),
+                self.stream.run() if self.settings.stream.enabled else self._webhook_only(),
                 name="stream")
             stopper = asyncio.create_task(self._stopping.wait(), name="stop")
             done, _ = await asyncio.wait({stream, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -174,7 +183,12 @@ class Bot:
         except MattermostError as exc:
             raise BotError(f"cannot reach Mattermost at {self.api.base_url}: {exc}") from None
         self._mention = "@" + str(me.get("username", ""))
-        port = await self.listener.start()
+        try:
+            port = await self.listener.start()
+        except OSError as exc:
+            raise BotError(f"cannot listen on {self.listener.host}:{self.listener.port} "
+                           f"({exc.strerror or exc}); set SWITCHBOARD_LISTEN to a free "
+                           "address") from None
         if not self.public_url:
             self.public_url = f"http://{self.listener.host}:{port}"
         log.info("Switchboard %s started as %s; listener on %s:%d", __version__, self._mention,
@@ -214,6 +228,25 @@ class Bot:
         """Sleep, but wake at once when the bot stops."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _webhook_only(self) -> None:
+        """The stream's stand-in when there is none: read what was posted while the bot was
+        down (outgoing webhooks are not sent again), then check the token now and then, so
+        that /healthz tells when replies cannot be posted."""
+        await self._on_connected(True)
+        while not self.stopping:
+            try:
+                await self.api.login()
+                self._rest_ok = True
+            except MattermostAuthError:
+                if self._rest_ok:
+                    log.error("Mattermost refuses the bot's token: replies cannot be posted")
+                self._rest_ok = False
+            except MattermostError as exc:
+                if self._rest_ok:
+                    log.warning("Mattermost is not reachable: %s", exc)
+                self._rest_ok = False
+            await self.sleep(self.settings.stream.idle_probe_after)
 
     async def _housekeeping(self) -> None:
         last_prune = 0.0
@@ -281,14 +314,26 @@ class Bot:
         return lang
 
     async def speak_to(self, user_id: str) -> None:
-        """Answer in this user's language for the rest of the current task."""
-        i18n.activate(await self.locale_of(user_id))
+        """Answer in this user's language for the rest of the current task (the default
+        language when their locale cannot be read quickly: answers have deadlines)."""
+        try:
+            lang = await asyncio.wait_for(self.locale_of(user_id), self.LOCALE_WAIT)
+        except TimeoutError:
+            log.info("the locale of user %s took too long to read", user_id)
+            lang = i18n.default()
+        i18n.activate(lang)
 
     def ingest(self, msg: Message, received: float) -> bool:
         """Hand a message to its handler (once, whichever way it came); False when none
         wants it."""
         post = msg.post
         self.cursors.observe(post.channel_id, post.create_at)
+        if msg.source == "stream":
+            # Backfill reads posts as they are now: one seen live and edited since must not be
+            # taken again for its new text (edits are not requests).
+            self._seen_live[post.id] = None
+            if len(self._seen_live) > self.SEEN_LIVE:
+                self._seen_live.popitem(last=False)
         if post.user_id == self.api.bot_id or post.type or post.delete_at:
             return False
         d = self.settings.dispatch
@@ -424,8 +469,8 @@ class Bot:
             async with limit:
                 posts = await self.api.posts_since(cid, since)
             for raw in posts:
-                if int(raw.get("create_at") or 0) <= since:
-                    continue  # an old post that was edited
+                if int(raw.get("create_at") or 0) <= since or raw.get("id") in self._seen_live:
+                    continue  # an old post that was edited, or one the stream delivered
                 try:
                     post = Post.from_dict(raw)
                 except BadPayload:
@@ -501,8 +546,6 @@ class Bot:
 
     # --- the listener's side ------------------------------------------------------------------
     async def on_click(self, click: Click) -> dict[str, Any]:
-        # The listener runs each request in a task of its own; the handler's task inherits this.
-        logs.set_subject(post=click.post_id)
         try:
             payload = self.signer.unpack(click.context)
         except BadSignature as exc:
@@ -510,6 +553,9 @@ class Bot:
                 raise HTTPError(403, "this button has expired") from None
             log.warning("refused a click with a bad signature from %s", click.user_id)
             raise HTTPError(403, "the click's signature is not valid") from None
+        # Only a signed click names its post in the log. The listener runs each request in a
+        # task of its own; the handler's task inherits this.
+        logs.set_subject(post=click.post_id)
         route = self.routes.get("action", payload.action)
         if route is None:
             raise HTTPError(404, f"no handler for action {payload.action!r}")
@@ -548,7 +594,7 @@ class Bot:
         return result if isinstance(result, dict) else {}
 
     async def on_slash(self, command: SlashCommand, token: str) -> dict[str, Any]:
-        if not await self._slash_token_valid(token):
+        if not await self._slash_token_valid(token, command.team_id):
             raise HTTPError(401, "missing or wrong slash command token")
         route = self.routes.get("slash", command.command.lower())
         await self.speak_to(command.user_id)
@@ -565,16 +611,18 @@ class Bot:
         answer.setdefault("response_type", "ephemeral")
         return answer
 
-    async def _slash_token_valid(self, token: str) -> bool:
-        """The configured tokens, and those `register-commands` stored (read again when none
-        matches, at most once per `slash_token_reread`)."""
+    async def _slash_token_valid(self, token: str, team_id: str = "") -> bool:
+        """The configured tokens (from any team), and those `register-commands` stored, each
+        only from its command's team. The stored ones are read again when a request comes
+        `slash_token_reread` or more after the last reading: a new token is accepted, and one
+        that `register-commands` dropped (its command deleted or its token regenerated)
+        refused, within that time, reading the store at most once per interval."""
+        if token and time.monotonic() - self._slash_read_at >= self.slash_token_reread:
+            await self._read_slash_tokens()
         configured = [t.get_secret_value() for t in self.settings.listener.slash_tokens]
-        if token_matches(token, configured + self._stored_slash):
-            return True
-        if not token or time.monotonic() - self._slash_read_at < self.slash_token_reread:
-            return False
-        await self._read_slash_tokens()
-        return token_matches(token, configured + self._stored_slash)
+        # A command's token says nothing about another team's requests.
+        stored = [t for team, t in self._stored_slash if team_id and team == team_id]
+        return token_matches(token, configured + stored)
 
     async def _read_slash_tokens(self) -> None:
         self._slash_read_at = time.monotonic()
@@ -594,12 +642,20 @@ class Bot:
             # second call for a post already being answered adds nothing.
             return {}
         received = time.monotonic()
+        # Mattermost waits for the answer only so long: reading the post counts against it.
+        deadline = received + self.settings.listener.action_timeout
         answer = self._hook_answers[hook.post_id] = ThreadAnswer()
         try:
-            if self.ingest(await self._webhook_message(hook), received):
+            try:
+                msg = await asyncio.wait_for(self._webhook_message(hook),
+                                             self.settings.listener.action_timeout / 2)
+            except TimeoutError:
+                log.info("reading post %s took too long; using the call's fields", hook.post_id)
+                msg = hook.message()
+            if self.ingest(msg, received):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(answer.finished.wait(),
-                                           self.settings.listener.action_timeout)
+                                           max(0.0, deadline - time.monotonic()))
         finally:
             del self._hook_answers[hook.post_id]
             text = answer.close()
@@ -615,6 +671,13 @@ class Bot:
             log.info("cannot read post %s of an outgoing webhook (%s); using the call's fields",
                      hook.post_id, exc)
             return hook.message()
+        # A token lets its holder name any post id: the post must be the one the call is
+        # about, in the channel it came from, or a DM could be answered to a stranger.
+        if (post.channel_id != hook.channel_id or post.user_id != hook.user_id
+                or channel.get("type") != "O"):
+            log.warning("refused an outgoing webhook call about post %s: it does not match "
+                        "the post", hook.post_id)
+            raise HTTPError(403, "the call does not match its post")
         return await self._rest_message(post, channel, "webhook")
 
     async def on_webhook(self, hook: Webhook) -> dict[str, Any]:
@@ -683,8 +746,9 @@ class Bot:
     def health(self) -> tuple[bool, dict[str, Any]]:
         s = self.settings.stream
         if not s.enabled:
-            # Webhook-only mode: there is no stream to judge; answering at all is the health.
-            return True, {"websocket": "disabled", "handlers_queued": self.dispatcher.queued,
+            # Webhook-only mode: no stream to judge; the REST side must work for replies.
+            return self._rest_ok, {"websocket": "disabled", "rest": "ok" if self._rest_ok
+                                   else "failing", "handlers_queued": self.dispatcher.queued,
                           "outbox": {k: v for k, v in self._outbox_counts.items()
                                      if k in ("queued", "filed")},
                           "version": __version__}

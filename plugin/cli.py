@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("Cannot start:", file=sys.stderr)
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
-        return 1
+        return 2  # a configuration problem: restarting will not help
     logs.setup(s.logging.level, s.logging.format, _secrets(config))
     for warning in warnings(config):
         logging.getLogger("switchboard").warning("%s", warning)

@@ -34,11 +34,27 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 class ConfigError(Exception):
     """plugin.yaml cannot be used; the message lists each problem with its key path."""
 
-    def __init__(self, problems: list[str], source: str = DEFAULT_CONFIG) -> None:
+    def __init__(self, problems: list[str], source: str = DEFAULT_CONFIG,
+                 unreadable: bool = False) -> None:
         self.problems = problems
         self.source = source
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source} is not valid:\n{lines}")
+        super().__init__(f"cannot read {source}:\n{lines}" if unreadable
+                         else f"{source} is not valid:\n{lines}")
+
+
+def http_url(value: str) -> str:
+    """An http(s) URL with a host and a valid port, without a trailing slash ("" stays "")."""
+    v = value.strip().rstrip("/")
+    if v:
+        parts = urlsplit(v)
+        try:
+            parts.port  # noqa: B018 - raises on a port out of range
+        except ValueError:
+            raise ValueError("has a port that is not a number from 1 to 65535") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+    return v
 
 
 class _Model(BaseModel):
@@ -112,12 +128,7 @@ class MattermostSettings(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        v = v.strip().rstrip("/")
-        if v:
-            parts = urlsplit(v)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("must be an http:// or https:// URL with a host")
-        return v
+        return http_url(v)
 
 
 class ListenerSettings(_Model):
@@ -161,12 +172,7 @@ class ListenerSettings(_Model):
     @field_validator("public_url")
     @classmethod
     def _public(cls, v: str) -> str:
-        v = v.strip().rstrip("/")
-        if v:
-            parts = urlsplit(v)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("must be an http:// or https:// URL with a host")
-        return v
+        return http_url(v)
 
     @property
     def host(self) -> str:
@@ -647,7 +653,8 @@ def load(path: str | os.PathLike[str] | None = None,
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], str(p)) from None
+        raise ConfigError([f"{exc.strerror or exc}; give the file with -c/--config or "
+                           "SWITCHBOARD_CONFIG"], str(p), unreadable=True) from None
     return parse(text, env, str(p))
 
 
@@ -665,6 +672,14 @@ def check_runnable(config: Config) -> list[str]:
         if not s.listener.public_url:
             problems.append("settings.listener.public_url: is empty (set SWITCHBOARD_PUBLIC_URL "
                             "to the URL Mattermost uses to reach the listener)")
+    bundles = [("settings.mattermost.ca_bundle", s.mattermost.ca_bundle)]
+    bundles += [(f"settings.trackers.{n}.tls.ca_bundle", t.tls.ca_bundle)
+                for n, t in s.trackers.items()]
+    bundles += [(f"settings.alerts.sources.{n}.tls.ca_bundle", src.tls.ca_bundle)
+                for n, src in s.alerts.sources.items()]
+    for key, path in bundles:
+        if path and not Path(path).is_file():
+            problems.append(f"{key}: no such file: {path}")
     return problems
 
 

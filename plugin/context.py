@@ -115,6 +115,9 @@ class Context:
         if (self.answer is not None and attachments is None and props is None
                 and self.answer.take(text)):
             # Mattermost posts it as the webhook's comment in the thread; no post id is known.
+            # The reply still takes its position, so later replies keep their keys whichever
+            # way this one went (a re-run after a crash finds them again).
+            self._next_key()
             return {"id": "", "channel_id": self.channel_id, "root_id": self.root_id or "",
                     "message": text}
         if self.root_id is None:

@@ -77,6 +77,11 @@ def build(handlers: Handlers, max_body: int) -> web.Application:
             response = await handler(request)
         except HTTPError as exc:
             response = _json({"error": exc.message}, exc.status)
+            if exc.status in (401, 403):
+                # Refusals are worth an operator's eye (a wrong token, forged clicks); what was
+                # presented is never logged.
+                log.warning("refused %s %s from %s: %s", request.method, request.path,
+                            request.remote or "?", exc.message)
         except BadPayload as exc:
             response = _json({"error": f"malformed request: {exc}"}, 400)
         except web.HTTPRequestEntityTooLarge:

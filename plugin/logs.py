@@ -133,6 +133,15 @@ def _one_line(text: str) -> str:
     return text
 
 
+def _tag_value(value: object) -> str:
+    text = _one_line(str(value or ""))
+    if "]" not in text and " " not in text:
+        return text
+    # The mask of a secret keeps its look; any other bracket or space is escaped.
+    return (text.replace("[redacted]", "\0").replace("]", "%5D").replace(" ", "%20")
+            .replace("\0", "[redacted]"))
+
+
 class TextFormatter(logging.Formatter):
     """`time LEVEL logger [post=… alert=…] message`; `time LEVEL logger: message` without a
     subject. The message stays on one line; a traceback follows on lines of its own."""
@@ -141,8 +150,10 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        post = getattr(record, "post_id", "")
-        alert = getattr(record, "alert_key", "")
+        # Ids and keys can come from outside (a click names its post, a sender its alert key):
+        # they must not close the tag or start a line of their own.
+        post = _tag_value(getattr(record, "post_id", ""))
+        alert = _tag_value(getattr(record, "alert_key", ""))
         if post and alert:
             tag = f" [post={post} alert={alert}]"
         elif post:

@@ -225,8 +225,15 @@ class RouteTable:
                  fill: dict[str, str] | None = None) -> str:
             fill = fill or {}
             shown = f"`{usage}`" + (f" (`{alias}`)" if alias else "")
-            return f"- {shown} — {_(description).format(**fill)}" if description \
-                else f"- {shown}"
+            if not description:
+                return f"- {shown}"
+            text = _(description)
+            if fill:
+                try:
+                    text = text.format(**fill)
+                except (KeyError, IndexError, ValueError):
+                    pass  # a description with braces of its own is shown as written
+            return f"- {shown} — {text}"
 
         lines = [_("**Commands** (send them to me in a direct message):")]
         for r in self.commands:

@@ -261,13 +261,24 @@ class Helpdesk:
             log.info("filed as %s #%s", tracker.name, ticket.id)
         else:
             result = entry.result
-        await self.bot.api.create_post(
-            p["channel_id"],
-            _(":ticket: Ticket **#{number}** opened in {tracker}: {title}\n{url}\n"
-              "Replies in this thread are added to the ticket.").format(
-                number=result["id"], tracker=label(tracker.name), title=result["title"],
-                url=result["url"]),
-            root_id=p["root_id"], key=f"{key}:filed", check_first=resumed)
+        if self.bot.settings.stream.enabled:
+            text = _(":ticket: Ticket **#{number}** opened in {tracker}: {title}\n{url}\n"
+                     "Replies in this thread are added to the ticket.")
+        else:  # webhook-only: thread replies do not reach the bot
+            text = _(":ticket: Ticket **#{number}** opened in {tracker}: {title}\n{url}")
+        try:
+            await self.bot.api.create_post(
+                p["channel_id"], text.format(number=result["id"], tracker=label(tracker.name),
+                                             title=result["title"], url=result["url"]),
+                root_id=p["root_id"], key=f"{key}:filed", check_first=resumed)
+        except MattermostError as exc:
+            if exc.status not in (401, 403):
+                raise
+            # The ticket exists; only its number is owed. A revoked token or a channel the
+            # bot may not post in is fixed by someone, so keep trying (the entry is durable).
+            log.error("cannot post the number of %s #%s (%s); retrying later", tracker.name,
+                      result["id"], exc)
+            raise Retry(f"Mattermost refused the reply: {exc}") from None
         await self.bot.store.outbox_update(key, state="done", result=result)
 
     async def _create(self, entry: OutboxEntry, tracker: Tracker) -> Ticket | None:

@@ -60,10 +60,18 @@ def parse_po(text: str, name: str = "catalog") -> list[dict[str, str | list[str]
     field = ""
     flags: list[str] = []
     comments: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    where = name
 
     def finish() -> None:
         nonlocal entry, flags, comments
         if "msgid" in entry:
+            if "msgstr" not in entry:
+                raise CatalogError(f"{where}: an entry without msgstr")
+            key = (str(entry.get("msgctxt", "\x00")), str(entry["msgid"]))
+            if key in seen:
+                raise CatalogError(f"{where}: the message {key[1][:40]!r} appears twice")
+            seen.add(key)
             entry["flags"] = flags
             entry["comments"] = comments
             entries.append(entry)
@@ -101,6 +109,8 @@ def parse_po(text: str, name: str = "catalog") -> list[dict[str, str | list[str]
         keyword, _, rest = line.partition(" ")
         if keyword in ("msgctxt", "msgid") and field.startswith("msgstr"):
             finish()
+        elif keyword in ("msgctxt", "msgid") and "msgid" in entry:
+            raise CatalogError(f"{where}: an entry without msgstr")
         if keyword in ("msgctxt", "msgid", "msgid_plural"):
             entry[keyword] = _unquote(rest.strip(), where)
         elif keyword == "msgstr":
@@ -134,6 +144,10 @@ def compile_mo(entries: list[dict[str, str | list[str]]]) -> bytes:
         if "msgctxt" in e:
             key = str(e["msgctxt"]) + "\x04" + key
         pairs[key.encode()] = "\0".join(forms).encode()
+    # Catalogs are UTF-8 whatever their header says (gettext would read them as ASCII).
+    header = pairs.get(b"", b"").decode()
+    if "charset=" not in header:
+        pairs[b""] = (header + "Content-Type: text/plain; charset=UTF-8\n").encode()
     keys = sorted(pairs)
     ids = strs = b""
     offsets = []
@@ -161,7 +175,8 @@ def translations(lang: str) -> gettext.NullTranslations:
     path = catalog_path(lang)
     if not path.exists():
         return gettext.NullTranslations()
-    entries = parse_po(path.read_text(encoding="utf-8"), str(path))
+    # utf-8-sig: an editor's byte-order mark is not part of the first line.
+    entries = parse_po(path.read_text(encoding="utf-8-sig"), str(path))
     return gettext.GNUTranslations(io.BytesIO(compile_mo(entries)))
 
 

@@ -285,3 +285,19 @@ def test_a_trigger_alias_opens_a_ticket_like_the_keyword(world: World) -> None:
         assert replies_to(world.mm, p["id"]) == []
     finally:
         assert b.stop() == 0
+
+
+def test_a_refused_reply_is_posted_once_mattermost_allows_it(world: World,
+                                                             bot: BotProcess) -> None:
+    # The ticket is filed; posting its number is refused (a revoked token, a channel the bot
+    # may not post in) until someone fixes it. The number is owed, not dropped.
+    world.mm_thread.call(_fail_posts(world.mm, 403, 2))
+    p = world.say("112 badge reader offline")
+    reply = world.reply(p, r"opened in GLPI", timeout=20)
+    assert ticket_number(reply) == world.tickets()[0]["id"]
+    assert len(world.tickets()) == 1
+    assert len(replies_to(world.mm, p["id"])) == 1
+
+
+async def _fail_posts(sim: MattermostSimulator, status: int, count: int) -> None:
+    sim.fail_next("POST", r"^/api/v4/posts$", status, count)

@@ -5,6 +5,7 @@ Each test counts the bot's replies per message: zero lost and zero doubled is th
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +161,20 @@ def test_bad_token_exits_with_a_readable_message(sim: MattermostSimulator,
     assert code == 3, log
     assert "rejected the bot's token" in log and "MM_BOT_TOKEN" in log
     assert "wrong-token-abcdef" not in log
+    assert "Traceback" not in log
+
+
+def test_a_taken_listener_port_exits_with_a_readable_message(sim: MattermostSimulator,
+                                                            tmp_path: Path) -> None:
+    b = BotProcess(sim, tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", b.port))
+        taken.listen()
+        b.start()
+        code = b.wait_exit(20)
+    log = b.log()
+    assert code == 1, log
+    assert f"cannot listen on 127.0.0.1:{b.port}" in log and "SWITCHBOARD_LISTEN" in log
     assert "Traceback" not in log
 
 

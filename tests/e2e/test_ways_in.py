@@ -214,6 +214,58 @@ def test_register_commands_names_the_missing_permission(world: World) -> None:
     assert empty.returncode == 1 and "SB_UNSET_TOKEN" in empty.stderr
 
 
+def slash_call(bot: BotProcess, sim: MattermostSimulator, token: str,
+               team_id: str) -> httpx.Response:
+    """A slash command's request, as Mattermost sends it, straight to the bot's listener."""
+    return httpx.post(f"{bot.url}/slash", timeout=10, data={
+        "token": token, "team_id": team_id, "team_domain": "sandbox",
+        "channel_id": sim.channel_id("helpdesk"), "channel_name": "helpdesk",
+        "user_id": sim.user_id("alice"), "user_name": "alice", "command": "/ticket",
+        "text": "status x", "response_url": "", "trigger_id": "t" * 26})
+
+
+def test_a_foreign_ticket_command_is_left_alone_and_its_token_refused(world: World) -> None:
+    sim = world.mm
+    b = new_bot(world)
+    with api(sim, "admin") as admin:
+        made = admin.post("/commands", json={
+            "team_id": sim.team_id, "trigger": "ticket", "method": "P",
+            "url": "https://jira-bridge.example.com/slash"})
+    assert made.status_code == 201, made.text
+    before = sim.commands()
+    # Even an account that may change others' commands leaves it alone.
+    foreign = register(b, "--token-env", "SB_ADMIN_TOKEN", SB_ADMIN_TOKEN="admin-token")
+    assert foreign.returncode == 1
+    assert ("team sandbox: /ticket already exists in this team and calls "
+            "https://jira-bridge.example.com, not this bot's listener") in foreign.stderr
+    assert "left alone" in foreign.stderr
+    assert made.json()["token"] not in foreign.stdout + foreign.stderr
+    assert sim.commands() == before
+    b.start()
+    try:
+        b.wait_ready()
+        assert slash_call(b, sim, made.json()["token"], sim.team_id).status_code == 401
+    finally:
+        assert b.stop() == 0, b.log()
+
+
+def test_a_stored_token_is_accepted_only_from_its_team(world: World) -> None:
+    sim = world.mm
+    b = new_bot(world)
+    done = register(b)
+    assert done.returncode == 0, done.stderr
+    token = sim.commands()[0]["token"]
+    b.start()
+    try:
+        b.wait_ready()
+        answer = slash_call(b, sim, token, sim.team_id)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["response_type"] == "ephemeral"
+        assert slash_call(b, sim, token, "x" * 26).status_code == 401
+    finally:
+        assert b.stop() == 0, b.log()
+
+
 def test_in_channel_answers_are_posted_in_the_channel(world: World) -> None:
     sim = world.mm
     b = new_bot(world, SLASH_RESPONSE="in_channel")

@@ -143,6 +143,21 @@ async def test_the_bot_ignores_itself_other_bots_and_edits(st: SimulatorThread,
         assert replies(sim, p["id"]) == []
 
 
+async def test_a_backfill_does_not_take_an_edited_post_for_a_request(st: SimulatorThread,
+                                                                    bot: Bot) -> None:
+    # Seen live as "plain words", edited into a trigger, then read again by a backfill (which
+    # sees posts as they are now): still not a request.
+    sim = st.simulator
+    edited = await post(st, "helpdesk", "plain words again")
+    marker = await post(st, "helpdesk", "echo marker")
+    await until(lambda: replies(sim, marker["id"]), 10, "the marker's reply")
+    await asyncio.to_thread(st.call, sim.edit_as("alice", edited["id"], "echo edited"))
+    await bot.backfill()
+    late = await post(st, "helpdesk", "echo late")
+    await until(lambda: replies(sim, late["id"]), 10, "the late marker's reply")
+    assert replies(sim, edited["id"]) == []
+
+
 dialogs: list[dict[str, Any]] = []
 
 

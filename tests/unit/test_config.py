@@ -97,3 +97,20 @@ def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert main(["check", "-c", str(SHIPPED)]) == 1
     err = capsys.readouterr().err
     assert "settings.mattermost.token: is empty (set MM_BOT_TOKEN)" in err
+
+
+MANIFEST = "manifest: {id: io.example.x, name: X, version: 1.0.0, min_server_version: 5.36.0}\n"
+
+
+def test_urls_with_an_impossible_port_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "plugin.yaml"
+    path.write_text(MANIFEST + "settings:\n  listener:\n    public_url: http://bot.example:99999\n")
+    with pytest.raises(config.ConfigError, match=r"settings.listener.public_url: .*port"):
+        config.load(path)
+
+
+def test_a_missing_ca_bundle_stops_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "plugin.yaml"
+    path.write_text(MANIFEST + "settings:\n  mattermost:\n    ca_bundle: /nonexistent/ca.pem\n")
+    problems = config.check_runnable(config.load(path))
+    assert "settings.mattermost.ca_bundle: no such file: /nonexistent/ca.pem" in problems

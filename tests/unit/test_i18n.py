@@ -158,5 +158,17 @@ def test_po_reader_rejects_broken_catalogs() -> None:
         i18n.parse_po('msgid "a"\nmsgstr "b"\nbogus "c"\n')
     with pytest.raises(i18n.CatalogError):
         i18n.parse_po('msgid "a"\nmsgstr[1] "b"\n')
+    with pytest.raises(i18n.CatalogError, match="twice"):
+        i18n.parse_po('msgid "a"\nmsgstr "b"\n\nmsgid "a"\nmsgstr "c"\n')
+    with pytest.raises(i18n.CatalogError, match="without msgstr"):
+        i18n.parse_po('msgid "a"\n\nmsgid "b"\nmsgstr "c"\n')
     entries = i18n.parse_po('msgid ""\nmsgstr "h"\n\nmsgid "a\\n"\n"b"\nmsgstr "c"\n"d"\n')
     assert entries[1]["msgid"] == "a\nb" and entries[1]["msgstr"] == ["cd"]
+
+
+def test_a_catalog_without_charset_is_read_as_utf8() -> None:
+    import gettext
+    import io
+
+    entries = i18n.parse_po('msgid ""\nmsgstr "Language: ru\\n"\n\nmsgid "a"\nmsgstr "б"\n')
+    assert gettext.GNUTranslations(io.BytesIO(i18n.compile_mo(entries))).gettext("a") == "б"

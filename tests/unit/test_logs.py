@@ -87,6 +87,17 @@ def test_text_message_stays_on_one_line() -> None:
     assert line.endswith("title: disk full\\n2026-01-01 INFO forged")
 
 
+def test_a_subject_from_outside_cannot_forge_a_line_or_close_its_tag() -> None:
+    out = capture("text")
+    forged = "abc] 2026-01-01 ERROR x\n2026-01-01 00:00:00,000 ERROR switchboard [post=z"
+    with logs.about(post=forged, alert="generic:a b]"):
+        logging.getLogger("switchboard").info("hello")
+    [line] = lines(out)
+    m = TEXT_LINE.match(line)
+    assert m and m["message"] == "hello", line
+    assert m["tag"].count("]") == 1 and "\n" not in line
+
+
 # --- JSON -----------------------------------------------------------------------------------------
 def test_json_fields_with_and_without_a_subject() -> None:
     out = capture("json")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +15,15 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from plugin import commands
 from plugin import filters as F
 from plugin.app import Bot
-from plugin.commands import TOKENS_KEY, CommandSpec, register, stored_tokens
+from plugin.commands import TOKENS_KEY, CommandSpec, register, replace_teams, stored_tokens
 from plugin.config import parse, warnings
 from plugin.context import Context
 from plugin.events import BadPayload, Message, OutgoingWebhook, SlashCommand
 from plugin.listener import HTTPError, build, token_matches
-from plugin.mattermost import MattermostError
+from plugin.mattermost import MattermostAuthError, MattermostError
 from plugin.router import Router
 from plugin.store import SQLiteStore
 
@@ -245,7 +248,7 @@ async def test_stored_slash_tokens_are_accepted_and_read_again_on_a_miss(
         world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
     bot, _, _ = world
     command = SlashCommand.from_form({"command": "/nosuch", "user_id": ALICE,
-                                      "trigger_id": "x"})
+                                      "trigger_id": "x", "team_id": "t"})
     assert (await bot.on_slash(command, "configured-slash"))["response_type"] == "ephemeral"
     await bot.store.put(TOKENS_KEY, json.dumps(
         {"c1": {"team_id": "t", "trigger": "ticket", "token": "stored-slash"}}))
@@ -260,7 +263,7 @@ async def test_stored_slash_tokens_are_accepted_and_read_again_on_a_miss(
     # ...then one miss reads the store again.
     bot.slash_token_reread = 0.0
     await bot.on_slash(command, "newer-slash")
-    assert await stored_tokens(bot.store) == ["newer-slash"]
+    assert await stored_tokens(bot.store) == [("t", "newer-slash")]
     with pytest.raises(HTTPError):
         await bot.on_slash(command, "stored-slash")
 
@@ -291,6 +294,61 @@ async def test_webhook_only_mode_is_healthy_without_a_stream(
                                               "version": "1.0.0",
                                               "min_server_version": "5.36.0"}}))
     assert not any("webhook-only" in w for w in warnings(streamed))
+
+
+async def test_a_call_about_another_post_is_refused(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+    # A token holder names a post of another channel (a DM, say): nothing is handled or said.
+    bot, client, _ = world
+    r = await client.post("/outgoing", json=JSON_CALL | {"channel_id": "d" * 26})
+    assert r.status == 403
+    r = await client.post("/outgoing", json=JSON_CALL | {"user_id": "u" * 26})
+    assert r.status == 403
+    assert calls == []
+    assert not await bot.store.is_handled("p" * 26)
+
+
+async def test_a_slow_post_read_leaves_the_handler_its_time(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    bot, client, rest = world
+    real = rest.get_post
+
+    async def slow(post_id: str) -> dict[str, Any]:
+        await asyncio.sleep(1.0)
+        return await real(post_id)
+    monkeypatch.setattr(bot.api, "get_post", slow)
+    started = time.monotonic()
+    r = await client.post("/outgoing", json=JSON_CALL)
+    # The call's own fields serve when the read is slow; the answer still carries the reply
+    # within the deadline Mattermost gives it.
+    assert await r.json() == {"text": "filing: printer broken", "response_type": "comment"}
+    assert time.monotonic() - started < 0.9
+
+
+async def test_webhook_only_mode_reports_a_revoked_token(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    bot, client, _ = world
+
+    async def refused() -> dict[str, Any]:
+        raise MattermostAuthError(401, "api.context.session_expired.app_error", "no", "/me")
+
+    async def no_backfill(first: bool) -> None:
+        return None
+    monkeypatch.setattr(bot.api, "login", refused)
+    monkeypatch.setattr(bot, "_on_connected", no_backfill)
+    task = asyncio.create_task(bot._webhook_only())
+    try:
+        for _ in range(100):
+            if not bot._rest_ok:
+                break
+            await asyncio.sleep(0.01)
+        r = await client.get("/healthz")
+        assert r.status == 503 and (await r.json())["rest"] == "failing"
+    finally:
+        bot.stop()
+        await asyncio.wait_for(task, 5)
 
 
 # --- register-commands against a fake API -------------------------------------------------------
@@ -329,8 +387,9 @@ async def test_register_creates_then_leaves_alone_then_updates_in_place() -> Non
     assert tokens == {"new": {"team_id": "t1", "trigger": "ticket", "token": "tok-new"}}
     results, _ = await register(api, TEAM, [SPEC], "http://bot/slash", {})  # type: ignore
     assert (results[0].created, results[0].updated, results[0].unchanged) == (0, 0, 1)
+    # A new public URL: the command is recognised by its recorded id, not by its old address.
     results, tokens = await register(api, TEAM, [SPEC], "http://moved/slash",  # type: ignore
-                                     {})
+                                     tokens)
     assert (results[0].created, results[0].updated, results[0].unchanged) == (0, 1, 0)
     assert api.updated[0]["id"] == "new" and api.updated[0]["url"] == "http://moved/slash"
     assert tokens["new"]["token"] == "tok-new"
@@ -351,3 +410,148 @@ async def test_register_leaves_a_foreign_command_and_names_the_permission() -> N
     results, _ = await register(denied, TEAM, [SPEC], "http://bot/slash", {})  # type: ignore
     assert "manage_slash_commands" in results[0].problems[0]
     assert "--token-env" in results[0].problems[0]
+
+
+async def test_only_the_bots_own_commands_are_adopted() -> None:
+    public = "https://bot.example.com/sb/slash"
+    for foreign_url in ("https://jira-bridge.example.com/slash",  # another host's /slash
+                        "https://bot.example.com:8443/sb/slash",  # another port
+                        "http://bot.example.com/sb/slash",  # another scheme
+                        "https://bot.example.com/sb/other"):  # not a slash endpoint
+        foreign = FakeCommands([{"id": "x", "trigger": "ticket", "url": foreign_url,
+                                 "token": "theirs-0123"}])
+        results, tokens = await register(foreign, TEAM, [SPEC], public, {})  # type: ignore
+        assert tokens == {} and foreign.updated == [] and foreign.created == [], foreign_url
+        problem = results[0].problems[0]
+        assert "/ticket already exists in this team" in problem and "left alone" in problem
+        assert "not this bot's listener (https://bot.example.com)" in problem
+        assert "theirs-0123" not in problem
+    assert "calls https://jira-bridge.example.com, not" in (await register(
+        FakeCommands([{"id": "x", "trigger": "ticket", "token": "t",
+                       "url": "https://jira-bridge.example.com/slash?secret=s3"}]),  # type: ignore
+        TEAM, [SPEC], public, {}))[0][0].problems[0]
+    # Made by hand for this bot (same scheme, host and port, written differently): adopted.
+    for own_url in ("https://BOT.example.com:443/sb/slash", "https://bot.example.com/slash/"):
+        own = FakeCommands([{"id": "x", "trigger": "ticket", "url": own_url, "token": "mine"}])
+        results, tokens = await register(own, TEAM, [SPEC], public, {})  # type: ignore
+        assert results[0].updated == 1 and tokens["x"]["token"] == "mine", own_url
+        assert own.updated[0]["url"] == public
+
+
+async def accepted(bot: Bot, token: str, team_id: str) -> bool:
+    """Whether the bot takes a slash request from `team_id` carrying `token`."""
+    command = SlashCommand.from_form({"command": "/nosuch", "user_id": ALICE,
+                                      "trigger_id": "x", "team_id": team_id})
+    try:
+        await bot.on_slash(command, token)
+    except HTTPError as refused:
+        assert refused.status == 401
+        return False
+    return True
+
+
+async def test_a_stored_token_is_accepted_only_from_its_commands_team(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+    bot, _, _ = world
+    await bot.store.put(TOKENS_KEY, json.dumps({
+        "c1": {"team_id": "t1", "trigger": "ticket", "token": "team1-slash"},
+        "c2": {"team_id": "t2", "trigger": "ticket", "token": "team2-slash"},
+        # No team (as no run writes it): never accepted, from any team.
+        "c3": {"trigger": "ticket", "token": "teamless-slash"}}))
+    bot.slash_token_reread = 0.0
+    assert await accepted(bot, "team1-slash", "t1")
+    assert not await accepted(bot, "team1-slash", "t2")
+    assert not await accepted(bot, "team1-slash", "")
+    assert await accepted(bot, "team2-slash", "t2")
+    assert not await accepted(bot, "teamless-slash", "t1")
+    # The configured tokens are not tied to a team.
+    assert await accepted(bot, "configured-slash", "t1")
+    assert await accepted(bot, "configured-slash", "t2")
+
+
+class FakeMattermost:
+    """Teams and their custom commands, as `register_commands` sees Mattermost."""
+
+    def __init__(self, *teams: str) -> None:
+        self.commands: dict[str, list[dict[str, Any]]] = {t: [] for t in teams}
+        self.unlisted: set[str] = set()
+        self.made = 0
+
+    async def login(self) -> dict[str, Any]:
+        return {"id": BOT_ID, "username": "switchboard"}
+
+    async def my_teams(self) -> list[dict[str, Any]]:
+        return [{"id": t, "name": f"team-{t}"} for t in self.commands]
+
+    async def custom_commands(self, team_id: str) -> list[dict[str, Any]]:
+        if team_id in self.unlisted:
+            raise MattermostError(403, "api.context.permissions.app_error", "no", "/commands")
+        return [dict(c) for c in self.commands[team_id]]
+
+    async def create_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        self.made += 1
+        made = command | {"id": f"cmd{self.made}", "token": f"tok{self.made}"}
+        self.commands[command["team_id"]].append(made)
+        return dict(made)
+
+    async def update_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        for team, listed in self.commands.items():
+            self.commands[team] = [command if c["id"] == command["id"] else c for c in listed]
+        return dict(command)
+
+    def regenerate(self, command_id: str, token: str) -> None:
+        for listed in self.commands.values():
+            for c in listed:
+                if c["id"] == command_id:
+                    c["token"] = token
+
+    def close(self) -> None:
+        pass
+
+
+async def test_register_replaces_a_teams_tokens_with_what_mattermost_lists_now(
+        world: tuple[Bot, TestClient[Any, Any], FakeREST], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    bot, _, _ = world
+    bot.slash_token_reread = 0.0
+    mattermost = FakeMattermost("t1", "t2")
+    monkeypatch.setattr(commands, "MattermostAPI", lambda *a, **kw: mattermost)
+    setup = parse(json.dumps({
+        "manifest": {"id": "io.test.bot", "name": "T", "version": "1.0.0",
+                     "min_server_version": "5.36.0"},
+        "settings": {"mattermost": {"url": "http://127.0.0.1:9", "token": "bot-token"},
+                     "security": {"secret": "s" * 32},
+                     "listener": {"public_url": "https://bot.example.com"},
+                     # The file the running bot holds open.
+                     "state": {"path": str(tmp_path / "state.db")}}}))
+    printed: list[str] = []
+    assert await commands.register_commands(setup, out=printed.append,
+                                            err=printed.append) == 0, printed
+    assert sorted(await stored_tokens(bot.store)) == [("t1", "tok1"), ("t2", "tok2")]
+    assert await accepted(bot, "tok1", "t1") and await accepted(bot, "tok2", "t2")
+    assert not await accepted(bot, "tok1", "t2")
+    # The token of /ticket in t1 is regenerated; the one in t2 is deleted (the run makes it
+    # again). After the run, neither old token is accepted.
+    mattermost.regenerate("cmd1", "tok1-regenerated")
+    mattermost.commands["t2"].clear()
+    assert await commands.register_commands(setup, out=printed.append,
+                                            err=printed.append) == 0, printed
+    assert sorted(await stored_tokens(bot.store)) == [("t1", "tok1-regenerated"),
+                                                      ("t2", "tok3")]
+    assert not await accepted(bot, "tok1", "t1") and not await accepted(bot, "tok2", "t2")
+    assert await accepted(bot, "tok1-regenerated", "t1") and await accepted(bot, "tok3", "t2")
+    # A team whose commands cannot be listed keeps its entries.
+    mattermost.unlisted.add("t1")
+    assert await commands.register_commands(setup, out=printed.append,
+                                            err=printed.append) == 1
+    assert await accepted(bot, "tok1-regenerated", "t1")
+    assert not [line for line in printed if re.search(r"\btok\d", line)]
+
+
+def test_replacing_a_teams_entries_leaves_other_teams_and_drops_teamless_ones() -> None:
+    current = {"a": {"team_id": "t1", "trigger": "ticket", "token": "old-a"},
+               "b": {"team_id": "t2", "trigger": "ticket", "token": "b"},
+               "c": {"team_id": "", "trigger": "ticket", "token": "c"}}
+    found = {"d": {"team_id": "t1", "trigger": "ticket", "token": "d"}}
+    assert replace_teams(current, {"t1"}, found) == {"b": current["b"], "d": found["d"]}
+    assert replace_teams(current, {"t1"}, {}) == {"b": current["b"]}
