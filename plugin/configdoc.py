@@ -420,6 +420,17 @@ the description says otherwise. Secrets are never logged: the log masks their va
 """
 
 
+#: Environment variables the commands read directly.
+OTHER_VARIABLES = [
+    ("`SWITCHBOARD_CONFIG`", "every command", "The configuration file when `--config` is not "
+     "given (default `./plugin.yaml`)."),
+    ("`SWITCHBOARD_ALERTS_TOKEN`", "`switchboard sendevt`", "The alert listener's token "
+     "(`ALERTS_TOKEN` also works); secret."),
+    ("`SWITCHBOARD_CONSOLE_TOKEN`", "`switchboard console`", "The sandbox user to chat as "
+     "(default alice's token); the sandbox only."),
+]
+
+
 def render(config_text: str) -> str:
     """The whole reference, from the schema and the text of plugin.yaml."""
     env = env_refs(config_text)
@@ -427,6 +438,9 @@ def render(config_text: str) -> str:
            "The variables the shipped plugin.yaml reads, and the keys they set.\n",
            "| Variable | Sets | Default | Secret | Meaning |", "|---|---|---|---|---|"]
     out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in _variables(config_text, env)]
+    out += ["", "Read by the programs themselves, not through plugin.yaml:", "",
+            "| Variable | Read by | Meaning |", "|---|---|---|"]
+    out += ["| " + " | ".join(row) + " |" for row in OTHER_VARIABLES]
     for section in sections(env):
         out += ["", f"## {_heading(section)}", ""]
         if section.intro:

@@ -431,12 +431,27 @@ class SQLiteStore:
 
     async def prune(self, older_than: float) -> int:
         """Forget finished work older than a point in time (seconds since the epoch): claims,
-        outbox entries, and the notes already posted of incidents not updated since."""
+        outbox entries, incidents resolved (and storm digests whose alerts all resolved) with
+        nothing pending, the notes already posted of incidents not updated since, and the
+        follow-ups seen on closed tickets."""
         def go(db: sqlite3.Connection) -> int:
             n = db.execute("DELETE FROM handled WHERE state = 'done' AND claimed_at < ?",
                            (older_than,)).rowcount
             n += db.execute("DELETE FROM outbox WHERE state IN ('done', 'failed') "
                             "AND created_at < ?", (older_than,)).rowcount
+            n += db.execute(
+                "DELETE FROM alerts WHERE updated_at < ? AND json_extract(state, '$.pending') "
+                "IS NULL AND ((source != 'digest' AND json_extract(state, '$.alert.status') = "
+                "'resolved') OR (source = 'digest' AND json_extract(state, '$.count') <= "
+                "json_extract(state, '$.resolved')))", (older_than,)).rowcount
+            n += db.execute(
+                "DELETE FROM alert_notes WHERE NOT EXISTS (SELECT 1 FROM alerts a "
+                "WHERE a.source = alert_notes.source AND a.key = alert_notes.key)").rowcount
+            # The watcher polls open tickets only: a closed one's seen follow-ups serve nobody.
+            n += db.execute(
+                "DELETE FROM seen_comments WHERE EXISTS (SELECT 1 FROM tickets t WHERE "
+                "t.tracker = seen_comments.tracker AND t.ticket_id = seen_comments.ticket_id "
+                "AND t.open = 0 AND t.created_at < ?)", (older_than,)).rowcount
             n += db.execute(
                 "DELETE FROM alert_notes WHERE posted = 1 AND EXISTS (SELECT 1 FROM alerts a "
                 "WHERE a.source = alert_notes.source AND a.key = alert_notes.key "

@@ -103,3 +103,34 @@ async def test_a_burst_is_committed_together_and_a_failure_fails_alone(
     db = sqlite3.connect(path)
     assert db.execute("SELECT count(*) FROM handled").fetchone()[0] == 200
     db.close()
+
+
+async def test_prune_forgets_resolved_incidents_and_closed_tickets_follow_ups(
+        store: SQLiteStore) -> None:
+    from plugin.store import TicketLink
+
+    def incident(status: str, pending: str | None = None) -> dict[str, object]:
+        return {"alert": {"status": status}, "pending": pending}
+
+    await store.save_alert("am", "gone", "c", incident("resolved"), ["resolved note"])
+    await store.save_alert("am", "firing", "c", incident("firing"), ["note"])
+    await store.save_alert("am", "acting", "c", incident("resolved", pending="ack"))
+    await store.save_alert("digest", "all-resolved", "c", {"count": 3, "resolved": 3})
+    await store.save_alert("digest", "some-firing", "c", {"count": 3, "resolved": 1})
+    for tid, is_open in (("1", False), ("2", True)):
+        await store.link_ticket(TicketLink("glpi", tid, "c", f"r{tid}", "u", "alice", "t",
+                                           "url", "closed" if not is_open else "new", 0,
+                                           is_open))
+        await store.mark_comments_seen("glpi", tid, ["a", "b"])
+    # Nothing is old enough yet.
+    await store.prune(older_than=0)
+    assert await store.alert("am", "gone") is not None
+    await store.prune(older_than=10**12)
+    assert await store.alert("am", "gone") is None
+    assert await store.alert_notes("am", "gone") == []
+    assert await store.alert("digest", "all-resolved") is None
+    for kept in (("am", "firing"), ("am", "acting"), ("digest", "some-firing")):
+        assert await store.alert(*kept) is not None, kept
+    assert [t for _, t in await store.alert_notes("am", "firing")] == ["note"]
+    assert await store.seen_comments("glpi", "1") == set()
+    assert await store.seen_comments("glpi", "2") == {"a", "b"}
