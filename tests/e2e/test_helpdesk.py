@@ -15,7 +15,7 @@ from plugin import i18n
 from plugin.sandbox.glpi import GLPISimulator, GLPISimulatorThread
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
 
-from .harness import BOT_TOKEN, BotProcess, merge, replies_to, wait_until
+from .harness import BotProcess, merge, replies_to, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -54,19 +54,6 @@ class World:
             return next((r for r in replies_to(self.mm, post["id"])
                          if re.search(pattern, r["message"])), None)
         return wait_until(found, timeout, f"a reply matching {pattern!r}")  # type: ignore
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    mm = SimulatorThread(bot_token=BOT_TOKEN)
-    glpi = GLPISimulatorThread(user_token=GLPI_TOKEN)
-    mm.start()
-    glpi.start()
-    try:
-        yield World(mm, glpi, tmp_path)
-    finally:
-        glpi.stop()
-        mm.stop()
 
 
 @pytest.fixture

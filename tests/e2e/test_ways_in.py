@@ -8,35 +8,19 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from plugin.sandbox.glpi import GLPISimulatorThread
-from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
+from plugin.sandbox.mattermost import MattermostSimulator
 
-from .harness import BOT_TOKEN, ROOT, BotProcess, replies_to, wait_until
+from .harness import ROOT, BotProcess, replies_to, wait_until
 from .test_helpdesk import GLPI_TOKEN, HELPDESK, World, ticket_number
 
 pytestmark = pytest.mark.e2e
 
 GLPI_ENV = {"HELPDESK_TRACKER": "glpi", "GLPI_USER_TOKEN": GLPI_TOKEN}
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    mm = SimulatorThread(bot_token=BOT_TOKEN)
-    glpi = GLPISimulatorThread(user_token=GLPI_TOKEN)
-    mm.start()
-    glpi.start()
-    try:
-        yield World(mm, glpi, tmp_path)
-    finally:
-        glpi.stop()
-        mm.stop()
 
 
 def api(sim: MattermostSimulator, user: str) -> httpx.Client:
