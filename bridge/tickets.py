@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from .transport import AiohttpTransport
+
 
 class Status(StrEnum):
     NEW = "new"
@@ -122,11 +124,13 @@ class Tracker(Protocol):
 
 @dataclass(frozen=True)
 class TLSOptions:
-    """TLS for a tracker: verification on by default, a CA bundle, or an explicit insecure switch
-    for self-signed servers."""
+    """TLS for an outside system (tracker or monitoring source): verification on by default, a
+    CA bundle, or an explicit insecure switch for self-signed servers; `server_name` is the name
+    the certificate must carry when the URL names the server otherwise (e.g. by IP address)."""
 
     verify: bool = True
     ca_bundle: str = ""
+    server_name: str = ""
 
     def httpx_verify(self) -> bool | ssl.SSLContext:
         if not self.verify:
@@ -134,6 +138,12 @@ class TLSOptions:
         if self.ca_bundle:
             return ssl.create_default_context(cafile=self.ca_bundle)
         return True
+
+    def transport(self, limit: int = 8) -> AiohttpTransport:
+        """The HTTPS transport that applies all of these options (httpx's own `verify=` cannot
+        carry `server_name`): give it to the client as `transport=`."""
+        return AiohttpTransport(verify=self.httpx_verify(), limit=limit,
+                                server_name=self.server_name)
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

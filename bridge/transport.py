@@ -19,11 +19,17 @@ _COMPUTED = {"host", "content-length", "transfer-encoding"}
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """`httpx.AsyncClient(transport=AiohttpTransport(...))`: at most `limit` connections."""
+    """`httpx.AsyncClient(transport=AiohttpTransport(...))`: at most `limit` connections.
 
-    def __init__(self, *, verify: bool | ssl.SSLContext = True, limit: int = 8) -> None:
+    `server_name`, when given, is the name the server's certificate must carry and the name
+    sent in SNI, while the connection still goes to the URL's host: for a server reached by
+    an address (or an alias) its certificate does not name."""
+
+    def __init__(self, *, verify: bool | ssl.SSLContext = True, limit: int = 8,
+                 server_name: str = "") -> None:
         self._verify = verify
         self._limit = limit
+        self._server_name = server_name or None
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -47,7 +53,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             async with self._client().request(
                     request.method, str(request.url), headers=headers, data=body or None,
-                    timeout=timeout, allow_redirects=False) as response:
+                    timeout=timeout, allow_redirects=False,
+                    server_hostname=self._server_name) as response:
                 content = await response.read()
                 raw_headers = [(k.decode("latin-1"), v.decode("latin-1"))
                                for k, v in response.raw_headers]

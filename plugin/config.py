@@ -261,6 +261,18 @@ class TLSSettings(_Model):
     ca_bundle: str = Field("", description="CA bundle file for a server signed by a private CA.")
     insecure: bool = Field(False, description="Accept any certificate (self-signed servers); "
                                               "never the default.")
+    server_name: str = Field("", description="Name the server's certificate must carry when "
+                                             "the URL names it otherwise, e.g. by IP address.")
+
+    @field_validator("server_name")
+    @classmethod
+    def _bare_name(cls, value: str) -> str:
+        value = value.strip()
+        # A URL or host:port here would never match a certificate: say so at load time.
+        if any(c in value for c in "/@ \t") or value.count(":") == 1:
+            raise ValueError("must be a bare host name such as icinga-node (no scheme, port "
+                             "or path)")
+        return value
 
 
 class _TrackerBase(_Model):

@@ -8,15 +8,11 @@ from typing import Any
 
 from bridge.alerts import Alert, AlertSource
 from bridge.generic import GenericCallback, parse_generic
-from bridge.tickets import TLSOptions
 
-from .config import AlertSettings, TLSSettings
+from .config import AlertSettings
+from .trackers import tls_transport
 
 Parser = Callable[[Any], list[Alert]]
-
-
-def _verify(t: TLSSettings) -> Any:
-    return TLSOptions(verify=not t.insecure and t.verify, ca_bundle=t.ca_bundle).httpx_verify()
 
 
 def build_parsers() -> dict[str, Parser]:
@@ -36,17 +32,18 @@ def build_sources(settings: AlertSettings) -> dict[str, AlertSource]:
         from bridge.alertmanager import AlertmanagerClient
         out["alertmanager"] = AlertmanagerClient(
             url=am.url, username=am.api_username, password=am.api_password.get_secret_value(),
-            bearer=am.api_token.get_secret_value(), timeout=am.timeout, verify=_verify(am.tls),
-            ack_duration=settings.ack_duration)
+            bearer=am.api_token.get_secret_value(), timeout=am.timeout,
+            transport=tls_transport(am.tls), ack_duration=settings.ack_duration)
     zb = conf.get("zabbix")
     if zb is not None and zb.url and zb.api_token.get_secret_value():
         from bridge.zabbix import ZabbixClient
         out["zabbix"] = ZabbixClient(url=zb.url, api_token=zb.api_token.get_secret_value(),
-                                     timeout=zb.timeout, verify=_verify(zb.tls))
+                                     timeout=zb.timeout, transport=tls_transport(zb.tls))
     ic = conf.get("nagios")
     if ic is not None and ic.url and ic.api_username:
         from bridge.icinga import IcingaClient
         out["nagios"] = IcingaClient(url=ic.url, username=ic.api_username,
                                      password=ic.api_password.get_secret_value(),
-                                     timeout=ic.timeout, verify=_verify(ic.tls), name="nagios")
+                                     timeout=ic.timeout, transport=tls_transport(ic.tls),
+                                     name="nagios")
     return out

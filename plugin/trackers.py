@@ -9,11 +9,14 @@ from .config import GLPISettings, RedmineSettings, Settings, TLSSettings
 
 
 def _tls(t: TLSSettings) -> TLSOptions:
-    return TLSOptions(verify=not t.insecure and t.verify, ca_bundle=t.ca_bundle)
+    return TLSOptions(verify=not t.insecure and t.verify, ca_bundle=t.ca_bundle,
+                      server_name=t.server_name)
 
 
-def _transport(t: TLSSettings, limit: int) -> AiohttpTransport:
-    return AiohttpTransport(verify=_tls(t).httpx_verify(), limit=limit)
+def tls_transport(t: TLSSettings, limit: int = 8) -> AiohttpTransport:
+    """The HTTPS transport for an outside system's `tls` settings (trackers and monitoring
+    sources alike): the one place certificate checks, CA bundle and server name are applied."""
+    return _tls(t).transport(limit)
 
 
 def build_trackers(settings: Settings) -> dict[str, Tracker]:
@@ -30,7 +33,7 @@ def build_trackers(settings: Settings) -> dict[str, Tracker]:
                 ticket_type=t.ticket_type, requesttypes_id=t.requesttypes_id,
                 itilcategories_id=t.itilcategories_id, entities_id=t.entities_id,
                 tls=_tls(t.tls), timeout=t.timeout, max_in_flight=t.max_in_flight, name=name,
-                transport=_transport(t.tls, t.max_in_flight))
+                transport=tls_transport(t.tls, t.max_in_flight))
         elif isinstance(t, RedmineSettings):
             from bridge.redmine import RedmineTracker
             out[name] = RedmineTracker(
@@ -38,5 +41,5 @@ def build_trackers(settings: Settings) -> dict[str, Tracker]:
                 tracker_id=t.tracker_id, priority_ids=dict(t.priority_ids) or None,
                 switch_user=t.switch_user, web_url=t.web_url, tls=_tls(t.tls),
                 timeout=t.timeout, max_in_flight=t.max_in_flight, name=name,
-                transport=_transport(t.tls, t.max_in_flight))
+                transport=tls_transport(t.tls, t.max_in_flight))
     return out

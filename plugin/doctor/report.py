@@ -245,14 +245,20 @@ def reach_error(exc: BaseException) -> str | None:
     return generic
 
 
-def reach_fix(kind: str, url_setting: str, tls_settings: str) -> str:
-    """The fix for a connection failure of `kind` to the URL set by `url_setting`."""
+def reach_fix(kind: str, url_setting: str, tls_settings: str, name_setting: str = "") -> str:
+    """The fix for a connection failure of `kind` to the URL set by `url_setting`;
+    `name_setting` is the setting of the name a certificate is checked against, if any."""
     if kind == DNS:
         return f"check the host name in {url_setting}: this host cannot resolve it"
     if kind == REFUSED:
         return (f"nothing listens there: check the host and port in {url_setting}, and that "
                 "the service runs")
     if kind == TLS_NAME:
+        if name_setting:
+            return (f"write the host name the server's certificate was made for in "
+                    f"{url_setting}, or set {name_setting} to that name (to keep an IP "
+                    "address or another name in the URL), or give the server a certificate "
+                    "for the name used there")
         return (f"write the host name the server's certificate was made for in {url_setting}, "
                 "or give the server a certificate for the name used there")
     if kind == TLS_HANDSHAKE:

@@ -32,7 +32,8 @@ async def _probe(report: Report, names: SettingNames, label: str, base: str, url
         kind = reach_error(exc)
         if kind:
             report.fail(f"{label}: cannot reach {url} ({kind})",
-                        reach_fix(kind, names(f"{base}.url"), f"{base}.tls.ca_bundle"))
+                        reach_fix(kind, names(f"{base}.url"), f"{base}.tls.ca_bundle",
+                                  f"{base}.tls.server_name"))
             return
         problem, sep, fix = names.explain(str(exc), base).partition(FIX)
         report.fail(f"{label}: {problem}",

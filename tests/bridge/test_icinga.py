@@ -28,7 +28,8 @@ from bridge.alerts import (
     SourceUnavailable,
 )
 from bridge.icinga import IcingaClient, parse_nagios
-from tests.servers.icinga import NOTIFY_SCRIPT, IcingaServer
+from bridge.tickets import TLSOptions
+from tests.servers.icinga import NODE_NAME, NOTIFY_SCRIPT, IcingaServer
 from tests.servers.icinga_fixture import IcingaFactory
 
 TOKEN = "s3cret-token-for-tests"
@@ -334,8 +335,10 @@ async def test_notify_script(receiver: Receiver, tmp_path: Path) -> None:
 
 
 def _client(icinga: IcingaServer, **kw: Any) -> IcingaClient:
+    # Verified as the bot verifies it: Icinga's CA, and the node's name (not 127.0.0.1).
+    tls = TLSOptions(ca_bundle=icinga.ca_file, server_name=NODE_NAME)
     options: dict[str, Any] = {"url": icinga.url, "username": icinga.username,
-                               "password": icinga.password, "verify": icinga.ssl_context()}
+                               "password": icinga.password, "transport": tls.transport()}
     options.update(kw)
     return IcingaClient(**options)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.servers.icinga import NODE_NAME as ICINGA_NODE
 from tests.servers.icinga_fixture import IcingaFactory
 from tests.servers.zabbix import HOST as ZABBIX_HOST
 from tests.servers.zabbix import ITEM_KEY, ZabbixServer
@@ -19,6 +20,7 @@ from tests.servers.zabbix import ITEM_KEY, ZabbixServer
 from . import harness
 from .harness import wait_until
 from .test_alerts import ALERTS_TOKEN, Env, field
+from .test_doctor import run_doctor
 
 pytestmark = pytest.mark.e2e
 
@@ -155,10 +157,12 @@ def test_a_real_icinga_from_problem_to_acknowledgement_silence_and_recovery(
     icinga = icinga_factory(f"http://127.0.0.1:{port}", ALERTS_TOKEN)
     monkeypatch.setattr(harness, "free_port", lambda: port)
     clock = Clock()
-    # The instance's certificate names its node, not 127.0.0.1: the bot cannot check the name.
-    e = Env(tmp_path, env={"ICINGA_URL": icinga.url, "ICINGA_USER": icinga.username,
-                           "ICINGA_PASSWORD": icinga.password},
-            alerts={"sources": {"nagios": {"tls": {"insecure": True}}}})
+    # The instance's certificate, from its own CA, names its node, not 127.0.0.1: the bot
+    # trusts that CA and checks the certificate against the node's name.
+    env = {"ICINGA_URL": icinga.url, "ICINGA_USER": icinga.username,
+           "ICINGA_PASSWORD": icinga.password}
+    verified = {"ca_bundle": icinga.ca_file, "server_name": ICINGA_NODE}
+    e = Env(tmp_path, env=env, alerts={"sources": {"nagios": {"tls": verified}}})
     try:
         assert e.bot.url == f"http://127.0.0.1:{port}"
         clock.mark("bot up")
@@ -213,6 +217,15 @@ def test_a_real_icinga_from_problem_to_acknowledgement_silence_and_recovery(
         clock.mark("downtime note in thread")
         assert len(e.alert_posts()) == 2
         assert icinga.password not in e.bot.log()
+
+        # Without server_name the same CA is not enough, and the operator is told why.
+        (tmp_path / "doctor").mkdir()
+        result = run_doctor(e.mm, tmp_path / "doctor", env=env, secrets=(icinga.password,),
+                            settings={"alerts": {"sources": {"nagios": {"tls": {
+                                "ca_bundle": icinga.ca_file}}}}})
+        refused = result.line("FAIL", "alert source nagios")
+        assert "TLS certificate made for another host name" in refused
+        assert "settings.alerts.sources.nagios.tls.server_name" in refused
         print(f"\nIcinga 2 end to end: {clock.report()}")
     finally:
         e.close()

@@ -16,6 +16,7 @@ import pytest
 from plugin.sandbox.glpi import GLPISimulatorThread
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
 from tests.servers.alertmanager_fixture import AlertmanagerFactory
+from tests.servers.icinga import NODE_NAME as ICINGA_NODE
 from tests.servers.icinga_fixture import IcingaFactory
 from tests.servers.redmine import RedmineServer
 from tests.servers.zabbix import ZabbixServer
@@ -256,6 +257,12 @@ def test_monitoring_sources_are_reached_with_their_credentials(
     named = result.line("FAIL", "alert source nagios")
     assert "TLS certificate made for another host name" in named
     assert "ICINGA_URL (settings.alerts.sources.nagios.url)" in named
+    assert "settings.alerts.sources.nagios.tls.server_name" in named
+    # ... and naming the node the certificate was made for is.
+    ca["alerts"]["sources"]["nagios"]["tls"]["server_name"] = ICINGA_NODE
+    result = run_doctor(sim, tmp_path, env=env, settings=ca, secrets=secrets)
+    assert result.code == 0, result.out
+    assert result.line("ok", "alert source nagios: Icinga")
 
     trusted = {"alerts": {"sources": {"nagios": {"tls": {"insecure": True}}}}}
     result = run_doctor(sim, tmp_path, env=env, settings=trusted, secrets=secrets)
