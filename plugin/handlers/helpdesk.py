@@ -57,6 +57,25 @@ def label(tracker_name: str) -> str:
     return tracker_name.upper() if tracker_name.lower() == "glpi" else tracker_name.capitalize()
 
 
+#: The common statuses, as people read them (a tracker's own label is shown when it has one).
+STATUS_NAMES = {Status.NEW: N_("new"), Status.IN_PROGRESS: N_("in progress"),
+                Status.PENDING: N_("pending"), Status.SOLVED: N_("solved"),
+                Status.CLOSED: N_("closed")}
+
+
+def status_name(status: str) -> str:
+    """A common status value (`in progress`) in the language in force."""
+    try:
+        return _(STATUS_NAMES[Status(status)])
+    except ValueError:
+        return status
+
+
+def shown_status(ticket: Ticket) -> str:
+    """The tracker's own label for a ticket's status, or else the common status."""
+    return ticket.status_label or status_name(ticket.status.value)
+
+
 def _lower(words: tuple[str, ...]) -> set[str]:
     return {w.lower() for w in words}
 
@@ -462,11 +481,12 @@ class Helpdesk:
         # Announce first, record after: a failed post is tried again at the next poll, and the
         # keys (one per change) keep a repeated announcement from being posted twice.
         n = link.status_changes + 1
-        label = ticket.status_label or ticket.status.value
+        label = shown_status(ticket)
         await api.create_post(
             link.channel_id, _(":arrows_counterclockwise: Ticket **#{number}** is now "
                                "**{status}** (was {old}).").format(
-                number=link.ticket_id, status=label, old=link.status), root_id=link.root_id,
+                number=link.ticket_id, status=label, old=status_name(link.status)),
+            root_id=link.root_id,
             key=f"status:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
         if ticket.status in (Status.SOLVED, Status.CLOSED):
             channel_id = await api.direct_channel(link.requester_id)
@@ -515,7 +535,7 @@ class Helpdesk:
         return _("**#{number}** {title}\nStatus: **{status}** · Assigned to: {assignee} · "
                  "Last update: {updated}\n{url}").format(
             number=ticket.id, title=ticket.title,
-            status=ticket.status_label or ticket.status.value,
+            status=shown_status(ticket),
             assignee=ticket.assignee or _("nobody yet"), updated=updated, url=ticket.url)
 
     async def _may_see(self, user_id: str, tracker: str, ticket: Ticket) -> bool:
@@ -539,10 +559,10 @@ class Helpdesk:
         found: dict[str, tuple[str, str, str]] = {}
         for link in await self.bot.store.tickets(open_only=True, requester_id=user_id):
             if link.tracker == name:
-                found[link.ticket_id] = (link.title, link.status, link.url)
+                found[link.ticket_id] = (link.title, status_name(link.status), link.url)
         try:
             for ticket in await t.open_tickets(person):
-                found[ticket.id] = (ticket.title, ticket.status_label or ticket.status.value,
+                found[ticket.id] = (ticket.title, shown_status(ticket),
                                     ticket.url)
         except TrackerUnavailable:
             if not found:

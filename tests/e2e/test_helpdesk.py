@@ -239,6 +239,9 @@ def test_a_russian_user_is_answered_in_russian(world: World, bot: BotProcess) ->
     assert "opened in" not in reply["message"]
     # The ticket itself is for the support team: the default language.
     assert "Requested by: " in world.tickets()[0]["content"]
+    # The thread is the requester's: a status change is told in Russian, the old status too.
+    world.glpi_thread.call(lambda: world.glpi.set_ticket_status(n, 2))
+    world.reply(p, rf"#{n}\*\*: .*\(был: новая\)")
     # A localized command word, answered in Russian.
     status = world.dm(f"статус {n}")
     answer = world.reply(status, rf"\*\*#{n}\*\* принтер не печатает")
