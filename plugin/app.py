@@ -76,6 +76,10 @@ class Bot:
     LOCALE_WAIT = 2.0
     #: Posts remembered as delivered by the stream (far more than a backfill overlap holds).
     SEEN_LIVE = 50_000
+    #: Webhook-only mode: failed looks at Mattermost in a row before /healthz says unhealthy,
+    #: and seconds between looks while they fail.
+    UNREACHABLE_AFTER = 3
+    RECHECK_FAILING = 10.0
 
     def __init__(self, config: Config, features: Iterable[Router | Feature], *,
                  url: str | None = None, token: str | None = None, secret: str | None = None,
@@ -233,20 +237,29 @@ class Bot:
         """The stream's stand-in when there is none: read what was posted while the bot was
         down (outgoing webhooks are not sent again), then check the token now and then, so
         that /healthz tells when replies cannot be posted."""
-        await self._on_connected(True)
-        while not self.stopping:
-            try:
-                await self.api.login()
-                self._rest_ok = True
-            except MattermostAuthError:
-                if self._rest_ok:
-                    log.error("Mattermost refuses the bot's token: replies cannot be posted")
-                self._rest_ok = False
-            except MattermostError as exc:
-                if self._rest_ok:
-                    log.warning("Mattermost is not reachable: %s", exc)
-                self._rest_ok = False
-            await self.sleep(self.settings.stream.idle_probe_after)
+        catch_up = self.spawn(self._on_connected(True), "webhook-only-backfill")
+        failures = 0
+        try:
+            while not self.stopping:
+                try:
+                    await self.api.login()
+                    if not self._rest_ok:
+                        log.info("Mattermost answers the bot's token again")
+                    failures, self._rest_ok = 0, True
+                except MattermostAuthError:
+                    if self._rest_ok:
+                        log.error("Mattermost refuses the bot's token: replies cannot be posted")
+                    self._rest_ok = False
+                except MattermostError as exc:
+                    # A blip is not an outage: unhealthy after a few failed looks in a row.
+                    failures += 1
+                    if failures == self.UNREACHABLE_AFTER:
+                        log.warning("Mattermost is not reachable: %s", exc)
+                        self._rest_ok = False
+                await self.sleep(self.settings.stream.idle_probe_after if self._rest_ok
+                                 and not failures else self.RECHECK_FAILING)
+        finally:
+            catch_up.cancel()
 
     async def _housekeeping(self) -> None:
         last_prune = 0.0
@@ -257,6 +270,10 @@ class Bot:
                 pass
             try:
                 await self._flush_cursors()
+                if not self.settings.stream.enabled:
+                    # Without a stream, cursors move only with webhook posts: this marks how
+                    # long the bot was up, so a restart reads only what came while it was down.
+                    await self.store.put("alive_at", str(int(time.time() * 1000)))
                 self._outbox_counts = await self.store.outbox_counts()
                 if time.time() - last_prune > 3600:
                     last_prune = time.time()
@@ -440,6 +457,10 @@ class Bot:
 
         Returns the channels whose backfill failed (their cursors stay frozen)."""
         channels = await self.api.my_channels()
+        webhook_only = not self.settings.stream.enabled
+        if webhook_only:
+            # Only what an outgoing webhook would have brought: posts in public channels.
+            channels = [c for c in channels if c.get("type") == "O"]
         if only is not None:
             channels = [c for c in channels if c["id"] in only]
         else:
@@ -459,6 +480,9 @@ class Bot:
             self._fresh = False
         last_seen_raw = await self.store.get("last_seen")
         last_seen = int(last_seen_raw) if last_seen_raw else floor
+        alive_raw = await self.store.get("alive_at") if webhook_only else None
+        if alive_raw:
+            floor = max(floor, int(alive_raw) - overlap)
         limit = asyncio.Semaphore(self.settings.backfill.concurrency)
         found = 0
 
@@ -675,9 +699,7 @@ class Bot:
         # about, in the channel it came from, or a DM could be answered to a stranger.
         if (post.channel_id != hook.channel_id or post.user_id != hook.user_id
                 or channel.get("type") != "O"):
-            log.warning("refused an outgoing webhook call about post %s: it does not match "
-                        "the post", hook.post_id)
-            raise HTTPError(403, "the call does not match its post")
+            raise HTTPError(403, "the call does not match its post")  # logged by the listener
         return await self._rest_message(post, channel, "webhook")
 
     async def on_webhook(self, hook: Webhook) -> dict[str, Any]:

@@ -199,7 +199,10 @@ class StateSettings(_Model):
     path: str = Field("./state/switchboard.db",
                       description="SQLite file of the state store (its folder is created).")
     retention: float = Field(14 * 24 * 3600, gt=0,
-                             description="Seconds after which handled-post records are pruned.")
+                             description="Seconds after which finished work is forgotten: "
+                                         "handled posts, finished outbox entries, resolved "
+                                         "incidents and their notes, closed tickets' seen "
+                                         "follow-ups.")
 
 
 class StreamSettings(_Model):
@@ -401,6 +404,10 @@ class HelpdeskSettings(_Model):
                                              "(others see only their own).")
     default_tracker: str = Field("", description="The tracker `status N` and `my tickets` use "
                                                  "(default: the first trigger's).")
+    number_retry_hours: float = Field(
+        24.0, gt=0, description="How long a ticket's number refused by Mattermost (401/403) "
+                                "is retried in its thread before it goes to the requester "
+                                "in a direct message instead.")
     slash_command: str = Field("ticket", pattern=r"^[a-z0-9_-]{0,32}$",
                                description="The slash command (without `/`) that files "
                                            "tickets as the first trigger does; empty for none.")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
@@ -126,20 +127,34 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+#: Control characters and everything some reader takes for a line break (tabs stay).
+_BREAKS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+#: In a tag value, also what could end the tag or fake a field.
+_TAG_UNSAFE = re.compile("[%\\]\\s\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    return {"\n": "\\n", "\r": "\\r"}.get(c) or (
+        f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+
+
 def _one_line(text: str) -> str:
-    if "\n" in text or "\r" in text:
-        # A message carrying outside text must not start what looks like a line of its own.
-        return text.replace("\r", "\\r").replace("\n", "\\n")
-    return text
+    """A message carrying outside text must not start what looks like a line of its own, nor
+    carry terminal controls."""
+    return _BREAKS.sub(_escape, text)
+
+
+def _percent(m: re.Match[str]) -> str:
+    return "".join(f"%{b:02X}" for b in m.group().encode())
 
 
 def _tag_value(value: object) -> str:
-    text = _one_line(str(value or ""))
-    if "]" not in text and " " not in text:
-        return text
-    # The mask of a secret keeps its look; any other bracket or space is escaped.
-    return (text.replace("[redacted]", "\0").replace("]", "%5D").replace(" ", "%20")
-            .replace("\0", "[redacted]"))
+    text = str(value or "")
+    # The mask of a secret keeps its look; anything else that could end the tag, fake a field
+    # or break the line is percent-escaped.
+    return "[redacted]".join(_TAG_UNSAFE.sub(_percent, part)
+                             for part in text.split("[redacted]"))
 
 
 class TextFormatter(logging.Formatter):

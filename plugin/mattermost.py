@@ -275,6 +275,11 @@ class MattermostAPI:
         self._channels[ch["id"]] = ch
         return str(ch["id"])
 
+    async def join_channel(self, channel_id: str) -> None:
+        """Add the bot to a channel (a public one, or one it may manage)."""
+        await self.call(lambda d: d.client.post(f"/channels/{channel_id}/members",
+                                                {"user_id": self.bot_id}))
+
     async def view_channel(self, channel_id: str) -> None:
         await self.call(lambda d: d.client.post(
             "/channels/members/me/view", {"channel_id": channel_id}))

@@ -443,7 +443,10 @@ class SQLiteStore:
                 "DELETE FROM alerts WHERE updated_at < ? AND json_extract(state, '$.pending') "
                 "IS NULL AND ((source != 'digest' AND json_extract(state, '$.alert.status') = "
                 "'resolved') OR (source = 'digest' AND json_extract(state, '$.count') <= "
-                "json_extract(state, '$.resolved')))", (older_than,)).rowcount
+                "json_extract(state, '$.resolved'))) AND NOT EXISTS (SELECT 1 FROM outbox o "
+                "WHERE o.state IN ('queued', 'filed') AND json_extract(o.payload, '$.source') "
+                "= alerts.source AND json_extract(o.payload, '$.key') = alerts.key)",
+                (older_than,)).rowcount
             n += db.execute(
                 "DELETE FROM alert_notes WHERE NOT EXISTS (SELECT 1 FROM alerts a "
                 "WHERE a.source = alert_notes.source AND a.key = alert_notes.key)").rowcount

@@ -291,7 +291,8 @@ class Alerts:
             # A recovery often says less than the problem did: keep what the post showed.
             alert = dataclasses.replace(alert, text=old.text)
         state["alert"] = alert_to_json(alert)
-        if state.get("digest"):
+        if state.get("digest") and alert.status != old.status:
+            # The digest counts firing and resolved members: only a change of status moves it.
             await self._digest_member_changed(state["digest"], alert)
         await self._save(rec.source, rec.key, rec.channel_id, state, notes)
         return True

@@ -11,9 +11,11 @@ for it carries an idempotency key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -285,20 +287,57 @@ class Helpdesk:
                      "Replies in this thread are added to the ticket.")
         else:  # webhook-only: thread replies do not reach the bot
             text = _(":ticket: Ticket **#{number}** opened in {tracker}: {title}\n{url}")
+        message = text.format(number=result["id"], tracker=label(tracker.name),
+                              title=result["title"], url=result["url"])
         try:
-            await self.bot.api.create_post(
-                p["channel_id"], text.format(number=result["id"], tracker=label(tracker.name),
-                                             title=result["title"], url=result["url"]),
-                root_id=p["root_id"], key=f"{key}:filed", check_first=resumed)
+            await self._post_number(entry, message, resumed)
         except MattermostError as exc:
             if exc.status not in (401, 403):
                 raise
             # The ticket exists; only its number is owed. A revoked token or a channel the
-            # bot may not post in is fixed by someone, so keep trying (the entry is durable).
-            log.error("cannot post the number of %s #%s (%s); retrying later", tracker.name,
+            # bot may not post in is fixed by someone, so keep trying (the entry is durable),
+            # for a day; then the requester gets the number in a direct message.
+            if time.time() - entry.created_at < self.settings.number_retry_hours * 3600:
+                log.error("cannot post the number of %s #%s (%s); retrying later",
+                          tracker.name, result["id"], exc)
+                raise Retry(f"Mattermost refused the reply: {exc}") from None
+            log.error("gave up posting the number of %s #%s in its thread (%s)", tracker.name,
                       result["id"], exc)
-            raise Retry(f"Mattermost refused the reply: {exc}") from None
+            with contextlib.suppress(MattermostError):
+                channel_id = await self.bot.api.direct_channel(p["user_id"])
+                await self.bot.api.create_post(channel_id, message, key=f"{key}:filed-dm",
+                                               check_first=True)
+            await self.bot.store.outbox_update(key, state="failed", result=result,
+                                               error=f"reply refused: {exc}")
+            return
         await self.bot.store.outbox_update(key, state="done", result=result)
+
+    async def _post_number(self, entry: OutboxEntry, message: str, resumed: bool) -> None:
+        """The ticket's number in its thread; a public channel the bot was not in (an outgoing
+        webhook brought the request) is joined first."""
+        p = entry.payload
+        post = self.bot.api.create_post
+        try:
+            await post(p["channel_id"], message, root_id=p["root_id"],
+                       key=f"{entry.key}:filed", check_first=resumed)
+        except MattermostError as exc:
+            if exc.status != 403 or not await self._join_public(p["channel_id"]):
+                raise
+            await post(p["channel_id"], message, root_id=p["root_id"],
+                       key=f"{entry.key}:filed", check_first=True)
+
+    async def _join_public(self, channel_id: str) -> bool:
+        """Join a public channel the bot is not in; False when it is not public or the bot
+        may not join."""
+        try:
+            if (await self.bot.api.channel(channel_id)).get("type") != "O":
+                return False
+            await self.bot.api.join_channel(channel_id)
+        except MattermostError as exc:
+            log.warning("cannot join channel %s: %s", channel_id, exc)
+            return False
+        log.info("joined channel %s to answer in it", channel_id)
+        return True
 
     async def _create(self, entry: OutboxEntry, tracker: Tracker) -> Ticket | None:
         """Create the ticket, unless an earlier try already did; None when refused."""

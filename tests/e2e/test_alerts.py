@@ -211,6 +211,26 @@ def test_an_alert_storm_is_grouped(tmp_path: Path) -> None:
         wait_until(lambda: "7 more alerts" in next(
             p for p in e.alert_posts() if p["id"] == digest["id"])["props"]["attachments"][0][
             "title"], 10, "the digest to count 7")
+
+        def title() -> str:
+            return str(next(p for p in e.alert_posts() if p["id"] == digest["id"])["props"][
+                "attachments"][0]["title"])
+        # Only changes of status move the firing count: a resolved member repeated with new
+        # words, or a firing one changing severity, do not.
+        e.send({"key": "cpu5", "title": "CPU high on web5", "status": "resolved"})
+        wait_until(lambda: "(6 firing)" in title(), 10, "6 firing")
+        e.send({"key": "cpu5", "title": "CPU back to normal on web5", "status": "resolved"})
+        e.send({"key": "cpu7", "title": "CPU high on web7", "status": "resolved"})
+
+        def text() -> str:
+            return str(next(p for p in e.alert_posts() if p["id"] == digest["id"])["props"][
+                "attachments"][0]["text"])
+        # Each send is stored before it is answered: once web7 shows resolved, all are in.
+        wait_until(lambda: "~~CPU high on web7~~" in text(), 10, "web7 resolved")
+        assert "(5 firing)" in title(), title()
+        e.send({"key": "cpu6", "title": "CPU high on web6", "severity": "critical"})
+        e.send({"key": "cpu7", "title": "CPU high on web7", "status": "firing"})
+        wait_until(lambda: "(6 firing)" in title(), 10, "6 firing again")
     finally:
         e.close()
 

@@ -6,6 +6,7 @@ GLPI simulator, over real sockets."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from plugin.sandbox.mattermost import MattermostSimulator
 
-from .harness import ROOT, BotProcess, replies_to, wait_until
+from .harness import ROOT, BotProcess, merge, replies_to, wait_until
 from .test_helpdesk import GLPI_TOKEN, HELPDESK, World, ticket_number
 
 pytestmark = pytest.mark.e2e
@@ -28,9 +29,9 @@ def api(sim: MattermostSimulator, user: str) -> httpx.Client:
                         headers={"Authorization": f"Bearer {user}-token"})
 
 
-def new_bot(world: World, **env: str) -> BotProcess:
+def new_bot(world: World, settings: dict[str, Any] | None = None, **env: str) -> BotProcess:
     """A bot process, not started yet (a test creates the integrations it needs first)."""
-    return BotProcess(world.mm, world.tmp, settings=HELPDESK,
+    return BotProcess(world.mm, world.tmp, settings=merge(HELPDESK, settings or {}),
                       env=GLPI_ENV | {"GLPI_URL": world.glpi.api_url} | env)
 
 
@@ -94,6 +95,41 @@ def test_webhook_only_mode_files_one_ticket_and_comments(world: World,
     finally:
         assert b.stop() == 0, b.log()
     assert len(world.tickets()) == 1
+
+
+def test_webhook_only_restart_reads_only_what_came_while_it_was_down(world: World) -> None:
+    short = {"backfill": {"overlap_ms": 200}}  # the margin for clocks that disagree
+    b = new_bot(world, short, SWITCHBOARD_STREAM="false")
+    hook = outgoing_hook(world.mm, f"{b.url}/outgoing", "application/json")
+    b.env["OUTGOING_TOKEN"] = hook["token"]
+    b.start()
+    try:
+        b.wait_ready()
+        # Not for the bot while it runs: a DM, and a channel without a hook.
+        ignored_dm = world.dm("112 dm while up")
+        ignored = world.say("112 in a channel without a hook", channel="town-square")
+        last = max(p["create_at"] for p in (ignored_dm, ignored))
+
+        def alive_at() -> int:
+            with sqlite3.connect(world.tmp / "state.db") as db:
+                row = db.execute("SELECT value FROM kv WHERE key = 'alive_at'").fetchone()
+            return int(row[0]) if row else 0
+        # Housekeeping marks the bot alive once a second.
+        wait_until(lambda: alive_at() > last + 1000, 10, "the bot marked alive")
+    finally:
+        assert b.stop() == 0, b.log()
+    missed = world.say("112 posted while down")
+    missed_dm = world.dm("112 dm while down")
+    again = new_bot(world, short, SWITCHBOARD_STREAM="false", OUTGOING_TOKEN=hook["token"])
+    again.start()
+    try:
+        again.wait_ready()
+        world.reply(missed, r"opened in GLPI")
+        assert [t["name"] for t in world.tickets()] == ["posted while down"]
+        for post in (ignored_dm, ignored, missed_dm):
+            assert replies_to(world.mm, post["id"]) == [], post["message"]
+    finally:
+        assert again.stop() == 0, again.log()
 
 
 def test_webhook_and_stream_together_file_one_ticket(world: World) -> None:

@@ -98,6 +98,17 @@ def test_a_subject_from_outside_cannot_forge_a_line_or_close_its_tag() -> None:
     assert m["tag"].count("]") == 1 and "\n" not in line
 
 
+def test_controls_and_unicode_line_breaks_are_escaped() -> None:
+    out = capture("text")
+    with logs.about(post="p\tpost=forged%5D", alert="a\u2028b"):
+        logging.getLogger("switchboard").info("x\x1b[31m red \u2028 y \x85 z")
+    [line] = out.getvalue().splitlines()  # splitlines breaks at \u2028 and \x85 too
+    m = TEXT_LINE.match(line)
+    assert m, line
+    assert m["tag"] == " [post=p%09post=forged%255D alert=a%E2%80%A8b]"
+    assert "\x1b" not in line and m["message"] == "x\\x1b[31m red \\u2028 y \\x85 z"
+
+
 # --- JSON -----------------------------------------------------------------------------------------
 def test_json_fields_with_and_without_a_subject() -> None:
     out = capture("json")
