@@ -27,8 +27,12 @@ Actions go back through the JSON-RPC API (`event.acknowledge`) with an API token
 token goes depends on the server: 6.0 and 6.2 read it only from the body field `auth`; 6.4 added
 the `Authorization: Bearer` header and deprecated `auth`, which 7.2 removed (a body carrying it
 is refused with `Invalid parameter "/": unexpected parameter "auth".`). The client asks the
-version once (`apiinfo.version`, which takes no token) and picks. Zabbix records the actions
-under the token's user, so the message names the chat user.
+version once (`apiinfo.version`, which takes no token) and picks. Between 6.4 and 7.0 the header
+can be lost on the way: Apache hands it to PHP-FPM only with `CGIPassAuth On` (Zabbix's
+ZBX-22952), and PHP then sees no token at all. A header call those releases answer "Not
+authorized" is sent once more with the body field, and when that works the body is kept for the
+client's life. Zabbix records the actions under the token's user, so the message names the chat
+user.
 """
 
 from __future__ import annotations
@@ -83,6 +87,12 @@ _VERSION = re.compile(r"^\s*(\d{1,4})\.(\d{1,4})")
 
 #: The first release that reads the API token from an `Authorization: Bearer` header.
 HEADER_AUTH_SINCE = (6, 4)
+#: The first release that refuses the body's `auth` field.
+BODY_AUTH_UNTIL = (7, 2)
+#: The `data` of an error -32602 "Invalid params." for a missing or unknown token (the
+#: spelling changed over the releases; the last is the answer to an expired session).
+_NOT_AUTHORIZED = frozenset({"Not authorized.", "Not authorised.",
+                             "Session terminated, re-login, please."})
 #: What a server without the body field (7.2+) answers a request that carries it.
 _AUTH_FIELD_REFUSED = 'unexpected parameter "auth"'
 
@@ -235,6 +245,10 @@ class _AuthFieldRefused(SourceError):
     """The server rejected the request's `auth` field: it only takes the header."""
 
 
+class _NotAuthorized(SourceError):
+    """The server saw no token it knows (wrong, disabled, or lost on the way)."""
+
+
 def _who(who: str) -> str:
     name = " ".join(_CONTROL.sub("", who).split()).lstrip("@")
     return f"@{name}" if name else "someone"
@@ -253,7 +267,9 @@ class ZabbixClient:
     The API token goes in the `Authorization: Bearer` header on 6.4 and later, in the body's
     `auth` field before; the server's version is asked once and kept. When it cannot be
     learned, the body field is used (it works up to 7.0) and a server that refuses it gets
-    the request again with the header, which is then kept."""
+    the request again with the header, which is then kept. On 6.4 to 7.0, a header call
+    answered "Not authorized" is sent again with the body field (a web server in front may
+    drop the header), which is then kept; 7.2 and later never get the body field."""
 
     can_acknowledge = True
     can_silence = False
@@ -271,6 +287,8 @@ class ZabbixClient:
         #: token goes in the header (None until decided).
         self._version: str | None = None
         self._use_header: bool | None = None
+        #: Set when the header was lost on the way and the body field is used instead.
+        self.header_dropped = False
         self._decide_lock = asyncio.Lock()
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout), verify=verify, transport=transport,
@@ -307,7 +325,13 @@ class ZabbixClient:
             raise SourceError("Zabbix answered apiinfo.version with no version number")
         self._version = str(result)
         self._use_header = parsed >= HEADER_AUTH_SINCE
+        self.header_dropped = False
         return self._version
+
+    def _body_auth_possible(self) -> bool:
+        """Whether the server is known to be a release that still reads the body field."""
+        parsed = version_tuple(self._version or "")
+        return parsed is not None and parsed < BODY_AUTH_UNTIL
 
     async def _header_auth(self) -> bool:
         """Whether the token goes in the header; asks the server's version the first time."""
@@ -340,6 +364,15 @@ class ZabbixClient:
             # done and sending it again is safe.
             self._use_header = True
             return await self._post(method, params, header=True, token=True)
+        except _NotAuthorized:
+            if not header or not self._body_auth_possible():
+                raise  # a wrong token, or a 7.2+ that must never get the body field
+            # 6.4 to 7.0 also read the body field; a web server that drops the header
+            # (Apache and PHP-FPM without CGIPassAuth) lets it through. Refused before the
+            # method ran, so nothing was done and sending it again is safe.
+            result = await self._post(method, params, header=False, token=True)
+            self._use_header, self.header_dropped = False, True
+            return result
 
     async def _post(self, method: str, params: Any, *, header: bool, token: bool) -> Any:
         self._next_id += 1
@@ -379,6 +412,9 @@ class ZabbixClient:
             if token and not header and _AUTH_FIELD_REFUSED in detail:
                 raise _AuthFieldRefused(f"Zabbix refused {method}: it takes the API token "
                                         "only in the Authorization header")
+            if (token and isinstance(error, dict) and error.get("code") == -32602
+                    and str(error.get("data")).strip() in _NOT_AUTHORIZED):
+                raise _NotAuthorized(f"Zabbix refused {method}: {self._clean(detail)}")
             raise SourceError(f"Zabbix refused {method}: {self._clean(detail)}")
         if "result" not in data:
             raise SourceError(f"Zabbix answered {method} without a result")
@@ -410,11 +446,31 @@ class ZabbixClient:
             count = await self.call("problem.get", {"countOutput": True})
         except SourceUnavailable:
             raise
+        except _NotAuthorized:
+            tried = ("in the Authorization header and in the request body"
+                     if self._use_header and self._body_auth_possible() else
+                     "in the Authorization header" if self._use_header else
+                     "in the request body")
+            fix = ("set `api_token` to a valid API token (User settings > API tokens; not "
+                   "expired or disabled, its user enabled)")
+            if self._use_header and not self._body_auth_possible():
+                fix += (", and make sure the web server passes the Authorization header to "
+                        "PHP (Apache with PHP-FPM: CGIPassAuth On)")
+            raise SourceError(f"Zabbix does not accept the API token ({tried}: Not "
+                              f"authorized) — fix: {fix}") from None
         except SourceError as exc:
             raise SourceError(f"{exc} — fix: set `api_token` to an API token (User "
                               "settings > API tokens) of a user whose role may acknowledge "
                               "and close problems") from None
-        found.append(("ok", f"API token accepted ({count} problems visible to its user)"))
+        if self.header_dropped:
+            found.append(("warn", "ok, but the web server drops the Authorization header "
+                                  "(Apache: CGIPassAuth On): the API token was accepted in the "
+                                  f"request body ({count} problems visible to its user), which "
+                                  "Zabbix 7.2 no longer reads — fix: let the header through to "
+                                  "PHP (Apache with PHP-FPM: CGIPassAuth On where the frontend "
+                                  "is served) before upgrading to 7.2"))
+        else:
+            found.append(("ok", f"API token accepted ({count} problems visible to its user)"))
         return found
 
     @staticmethod
@@ -452,5 +508,5 @@ class ZabbixClient:
                                 _message("Closed", who))
 
 
-__all__ = ["HEADER_AUTH_SINCE", "SEVERITIES", "SOURCE", "ZabbixClient", "parse_zabbix",
-           "version_tuple"]
+__all__ = ["BODY_AUTH_UNTIL", "HEADER_AUTH_SINCE", "SEVERITIES", "SOURCE", "ZabbixClient",
+           "parse_zabbix", "version_tuple"]

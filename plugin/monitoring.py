@@ -9,7 +9,7 @@ from typing import Any
 from bridge.alerts import Alert, AlertSource
 from bridge.generic import GenericCallback, parse_generic
 
-from .config import AlertSettings
+from .config import AlertSettings, AlertSourceSettings
 from .trackers import tls_transport
 
 Parser = Callable[[Any], list[Alert]]
@@ -24,9 +24,12 @@ def build_parsers() -> dict[str, Parser]:
 
 
 def build_sources(settings: AlertSettings) -> dict[str, AlertSource]:
-    """A client per source whose API is configured; generic alerts use their callback URL."""
-    out: dict[str, AlertSource] = {"generic": GenericCallback()}
+    """A client per source whose API is configured; generic alerts use their callback URL
+    (with `sources.generic`'s `tls` and `timeout`, when given)."""
     conf = settings.sources
+    generic = conf.get("generic") or AlertSourceSettings()
+    out: dict[str, AlertSource] = {"generic": GenericCallback(
+        timeout=generic.timeout, transport=tls_transport(generic.tls))}
     am = conf.get("alertmanager")
     if am is not None and am.url:
         from bridge.alertmanager import AlertmanagerClient

@@ -4,9 +4,11 @@ throwaway CA, names only `localhost`."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bridge.alerts import SourceUnavailable
+from bridge.alerts import Alert, AlertStatus, Severity, SourceUnavailable
 from bridge.tickets import TLSOptions
 from bridge.transport import AiohttpTransport
 from plugin.config import AlertSettings, TLSSettings
@@ -41,6 +43,8 @@ class Server:
     port: int
     sni: list[str | None] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    #: `/slow` answers once this is set (at the latest when the server stops).
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def url(self, host: str = "127.0.0.1") -> str:
         return f"https://{host}:{self.port}"
@@ -91,6 +95,8 @@ async def server(pki: Pki) -> AsyncIterator[Server]:
 
     async def anything(request: web.Request) -> web.Response:
         seen.requests.append(request.path)
+        if request.path == "/slow":
+            await seen.release.wait()
         if request.path == "/v1/status/IcingaApplication":
             return web.json_response({"results": [
                 {"status": {"icingaapplication": {"app": {"version": "r2.14.2"}}}}]})
@@ -105,6 +111,7 @@ async def server(pki: Pki) -> AsyncIterator[Server]:
     assert runner.addresses
     seen.port = runner.addresses[0][1]
     yield seen
+    seen.release.set()
     await runner.cleanup()
 
 
@@ -204,3 +211,36 @@ def test_server_name_must_be_a_bare_name(value: str) -> None:
 def test_server_name_is_trimmed_and_defaults_to_none() -> None:
     assert TLSSettings().server_name == ""
     assert TLSSettings(server_name=" icinga-node ").server_name == "icinga-node"
+
+
+def _callback_alert(url: str) -> Alert:
+    return Alert(source="generic", key="db1-disk", status=AlertStatus.FIRING,
+                 severity=Severity.HIGH, title="Disk full", ref={"callback_url": url})
+
+
+async def test_the_generic_callback_uses_its_tls_and_timeout_settings(
+        pki: Pki, server: Server) -> None:
+    def generic(**settings: object) -> AlertSettings:
+        return AlertSettings.model_validate({"sources": {"generic": settings}})
+
+    # No settings: the system's CAs, which do not know this server's.
+    clients = build_sources(AlertSettings())
+    try:
+        with pytest.raises(SourceUnavailable):
+            await clients["generic"].acknowledge(_callback_alert(server.url(CERT_NAME) + "/cb"),
+                                                 "alice", "")
+    finally:
+        await clients["generic"].aclose()
+    assert server.requests == []
+
+    clients = build_sources(generic(timeout=0.5, tls={"ca_bundle": str(pki.ca_file),
+                                                      "server_name": CERT_NAME}))
+    try:
+        await clients["generic"].acknowledge(_callback_alert(server.url() + "/cb"), "alice", "")
+        assert server.requests == ["/cb"] and server.sni[-1] == CERT_NAME  # by its IP
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailable, match="ReadTimeout"):
+            await clients["generic"].resolve(_callback_alert(server.url() + "/slow"), "alice")
+        assert time.monotonic() - started < 5  # the setting's 0.5 s, not the default 10 s
+    finally:
+        await clients["generic"].aclose()

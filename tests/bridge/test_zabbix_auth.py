@@ -1,7 +1,7 @@
 """Where `ZabbixClient` puts the API token, on a mocked API per Zabbix release: the body's
 `auth` field on 6.0 and 6.2, the `Authorization: Bearer` header from 6.4 (7.2 refuses the body
-field), and the fallback when the version cannot be learned. The real 6.0 loop is in
-test_zabbix.py."""
+field), the fallback when the version cannot be learned, and a web server in front that drops
+the header (Apache and PHP-FPM without CGIPassAuth). The real 6.0 loop is in test_zabbix.py."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import pytest
 
 from bridge.alerts import Alert, AlertStatus, Severity, SourceError, SourceUnavailable
 from bridge.zabbix import ZabbixClient, version_tuple
+from plugin.doctor.report import Report, SettingNames
+from plugin.doctor.systems import _probe
 
 TOKEN = "5ecret-t0ken-" + "ab" * 26
 REFUSED = 'Invalid parameter "/": unexpected parameter "auth".'
@@ -30,6 +32,11 @@ class FakeZabbix:
     version: str | None
     body_auth: bool  # accepts the token in the body's `auth` (up to 7.0)
     header_auth: bool  # accepts `Authorization: Bearer` (6.4 and later)
+    #: An Apache that hands requests to PHP-FPM without `CGIPassAuth On`: PHP never sees the
+    #: Authorization header. `requests` still records what the client sent.
+    strips_header: bool = False
+    #: What Zabbix says of a request without a token it knows (the spelling differs by release).
+    not_authorized: str = "Not authorized."
     requests: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
 
     def methods(self) -> list[str]:
@@ -39,6 +46,8 @@ class FakeZabbix:
         body = json.loads(request.content)
         authorization = request.headers.get("Authorization")
         self.requests.append((body["method"], body, authorization))
+        if self.strips_header:
+            authorization = None
         if "auth" in body and not self.body_auth:
             return self.error(body, -32600, "Invalid request.", REFUSED)
         if body["method"] == "apiinfo.version":
@@ -51,7 +60,7 @@ class FakeZabbix:
         token_ok = ((self.body_auth and body.get("auth") == TOKEN)
                     or (self.header_auth and authorization == f"Bearer {TOKEN}"))
         if not token_ok:
-            return self.error(body, -32602, "Invalid params.", "Not authorized.")
+            return self.error(body, -32602, "Invalid params.", self.not_authorized)
         if body["method"] == "event.acknowledge":
             return self.result(body, {"eventids": [body["params"]["eventids"]]})
         return self.result(body, "4")
@@ -209,3 +218,142 @@ async def test_an_unreachable_server_is_asked_its_version_again_later() -> None:
     ("6.0.14", (6, 0)), ("7.2.0rc1", (7, 2)), (" 6.4", (6, 4)), ("v7", None), ("", None)])
 def test_version_tuple(text: str, parsed: tuple[int, int] | None) -> None:
     assert version_tuple(text) == parsed
+
+
+# --- a web server that drops the Authorization header (ZBX-22952) ------------------------------
+
+
+def behind_apache(version: str, **kwargs: Any) -> FakeZabbix:
+    server = release(version)
+    server.strips_header = True
+    for name, value in kwargs.items():
+        setattr(server, name, value)
+    return server
+
+
+def sent_in(request: tuple[str, dict[str, Any], str | None]) -> str:
+    """Where a recorded request carried the token: "header", "body" or "" (nowhere)."""
+    _, body, authorization = request
+    assert not ("auth" in body and authorization is not None), "never both"
+    return "header" if authorization is not None else "body" if "auth" in body else ""
+
+
+@pytest.mark.parametrize(("version", "answer"), [
+    ("6.4.0", "Not authorized."), ("7.0.5", "Not authorised."),
+    ("7.0.5", "Session terminated, re-login, please.")])
+async def test_a_dropped_header_on_6_4_to_7_0_falls_back_to_the_body_once(
+        version: str, answer: str) -> None:
+    server = behind_apache(version, not_authorized=answer)
+    async with client_for(server) as client:
+        await client.acknowledge(ALERT, "alice", "on it")
+        await client.resolve(ALERT, "alice")
+        await client.unacknowledge(ALERT, "", "alice")
+        assert client.header_dropped
+    assert server.methods() == ["apiinfo.version"] + ["event.acknowledge"] * 4
+    # The header once, answered "Not authorized"; the body from then on, remembered.
+    assert [sent_in(r) for r in server.requests] == ["", "header", "body", "body", "body"]
+
+
+async def test_7_2_never_gets_the_body_even_when_the_header_is_dropped() -> None:
+    server = behind_apache("7.2.1")
+    async with client_for(server) as client:
+        for _ in range(2):
+            with pytest.raises(SourceError, match="Not authorized") as caught:
+                await client.acknowledge(ALERT, "alice", "")
+            assert TOKEN not in str(caught.value)
+        assert not client.header_dropped
+    assert [sent_in(r) for r in server.requests] == ["", "header", "header"]
+
+
+async def test_an_unknown_version_that_refused_the_body_never_gets_it_again() -> None:
+    server = release(None)  # a 7.2 that hides its version
+    server.strips_header = True
+    async with client_for(server) as client:
+        with pytest.raises(SourceError, match="Not authorized"):
+            await client.acknowledge(ALERT, "alice", "")
+        with pytest.raises(SourceError, match="Not authorized"):
+            await client.acknowledge(ALERT, "alice", "")
+    assert [sent_in(r) for r in server.requests] == ["", "body", "header", "header"]
+
+
+async def test_a_wrong_token_on_7_0_is_tried_both_ways_and_never_shown() -> None:
+    server = release("7.0.5")
+    wrong = ZabbixClient(url="https://zabbix.example.org", api_token=TOKEN[::-1],
+                         transport=httpx.MockTransport(server.handle))
+    async with wrong:
+        for _ in range(2):
+            with pytest.raises(SourceError, match="Not authorized") as caught:
+                await wrong.acknowledge(ALERT, "alice", "")
+            assert TOKEN[::-1] not in str(caught.value)
+        assert not wrong.header_dropped
+    # Not remembered as the body: each call tries the header first again.
+    assert [sent_in(r) for r in server.requests] == ["", "header", "body", "header", "body"]
+
+
+async def test_after_the_fallback_an_upgrade_to_7_2_goes_back_to_the_header() -> None:
+    server = behind_apache("7.0.5")
+    async with client_for(server) as client:
+        await client.acknowledge(ALERT, "alice", "")
+        # Upgraded, and Apache fixed (CGIPassAuth On) on the way.
+        server.version, server.body_auth, server.strips_header = "7.2.1", False, False
+        await client.acknowledge(ALERT, "alice", "")
+        await client.acknowledge(ALERT, "alice", "")
+    assert [sent_in(r) for r in server.requests] == [
+        "", "header", "body", "body", "header", "header"]
+
+
+async def doctor_lines(server: FakeZabbix, token: str = TOKEN) -> list[str]:
+    """What `switchboard doctor` prints for this Zabbix."""
+    lines: list[str] = []
+    client = ZabbixClient(url="https://zabbix.example.org", api_token=token,
+                          transport=httpx.MockTransport(server.handle))
+    names = SettingNames({"settings": {"alerts": {"sources": {"zabbix": {
+        "api_token": "${ZABBIX_API_TOKEN}"}}}}})
+    await _probe(Report(lines.append, [token]), names, "alert source zabbix",
+                 "settings.alerts.sources.zabbix", client.url, client, client.aclose)
+    return lines
+
+
+async def test_doctor_warns_when_the_header_is_dropped_but_the_body_works() -> None:
+    server = behind_apache("7.0.5")
+    async with client_for(server) as client:
+        found = await client.check()
+    assert found[0] == ("ok", "Zabbix 7.0.5 answers")
+    level, text = found[1]
+    assert level == "warn"
+    assert text.startswith("ok, but the web server drops the Authorization header (Apache: "
+                           "CGIPassAuth On)")
+    assert "4 problems visible" in text and " — fix: " in text
+    lines = await doctor_lines(behind_apache("7.0.5"))
+    assert lines[0] == "[  ok] alert source zabbix: Zabbix 7.0.5 answers"
+    assert lines[1].startswith("[warn] alert source zabbix: ok, but the web server drops the "
+                               "Authorization header (Apache: CGIPassAuth On)")
+    assert "CGIPassAuth On where the frontend is served" in lines[1].partition(" — fix: ")[2]
+    assert len(lines) == 2
+
+
+async def test_doctor_is_ok_when_the_header_gets_through() -> None:
+    assert (await doctor_lines(release("7.0.5")))[1] == (
+        "[  ok] alert source zabbix: API token accepted (4 problems visible to its user)")
+
+
+async def test_doctor_names_the_token_when_both_ways_fail() -> None:
+    for server in (release("7.0.5"), behind_apache("6.4.2")):
+        lines = await doctor_lines(server, token=TOKEN[::-1])
+        assert len(lines) == 1 and lines[0].startswith(
+            "[FAIL] alert source zabbix: Zabbix does not accept the API token (in the "
+            "Authorization header and in the request body: Not authorized) — fix: set "
+            "ZABBIX_API_TOKEN (settings.alerts.sources.zabbix.api_token) to a valid API token")
+        assert TOKEN[::-1] not in "".join(lines)
+    # 6.0 reads only the body: only the body is named.
+    lines = await doctor_lines(release("6.0.14"), token=TOKEN[::-1])
+    assert "(in the request body: Not authorized)" in lines[0]
+    assert "CGIPassAuth" not in lines[0]
+
+
+async def test_doctor_on_7_2_with_a_dropped_header_names_the_web_server_too() -> None:
+    lines = await doctor_lines(behind_apache("7.2.3"))
+    assert len(lines) == 1
+    assert lines[0].startswith("[FAIL] alert source zabbix: Zabbix does not accept the API "
+                               "token (in the Authorization header: Not authorized) — fix: ")
+    assert "CGIPassAuth On" in lines[0].partition(" — fix: ")[2]
