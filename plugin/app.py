@@ -121,6 +121,8 @@ class Bot:
         self._stopping = asyncio.Event()
         self._fresh = False
         self._started_ms = int(time.time() * 1000)
+        #: When the listener began to accept calls (webhook-only mode reads up to then).
+        self._listening_ms = self._started_ms
         self._mention = ""
         self._probe_channel = ""
         self._outbox_counts: dict[str, int] = {}
@@ -189,6 +191,7 @@ class Bot:
         self._mention = "@" + str(me.get("username", ""))
         try:
             port = await self.listener.start()
+            self._listening_ms = int(time.time() * 1000)
         except OSError as exc:
             raise BotError(f"cannot listen on {self.listener.host}:{self.listener.port} "
                            f"({exc.strerror or exc}); set SWITCHBOARD_LISTEN to a free "
@@ -493,8 +496,11 @@ class Bot:
             async with limit:
                 posts = await self.api.posts_since(cid, since)
             for raw in posts:
-                if int(raw.get("create_at") or 0) <= since or raw.get("id") in self._seen_live:
+                created = int(raw.get("create_at") or 0)
+                if created <= since or raw.get("id") in self._seen_live:
                     continue  # an old post that was edited, or one the stream delivered
+                if webhook_only and created > self._listening_ms:
+                    continue  # since the listener is up, webhooks bring what is for the bot
                 try:
                     post = Post.from_dict(raw)
                 except BadPayload:
