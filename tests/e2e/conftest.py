@@ -15,6 +15,15 @@ from .test_helpdesk import GLPI_TOKEN, World
 
 
 @pytest.fixture
+def mm() -> Iterator[SimulatorThread]:
+    """A Mattermost simulator on its own thread."""
+    thread = SimulatorThread(bot_token=BOT_TOKEN)
+    thread.start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     """A Mattermost simulator and a GLPI simulator, each on its own thread."""
     mm = SimulatorThread(bot_token=BOT_TOKEN)

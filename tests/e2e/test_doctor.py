@@ -29,14 +29,6 @@ GLPI_TOKEN = "doctor-glpi-user-token-0123"
 
 
 @pytest.fixture
-def mm() -> Iterator[SimulatorThread]:
-    thread = SimulatorThread(bot_token=BOT_TOKEN)
-    thread.start()
-    yield thread
-    thread.stop()
-
-
-@pytest.fixture
 def sim(mm: SimulatorThread) -> MattermostSimulator:
     assert mm.simulator is not None
     return mm.simulator

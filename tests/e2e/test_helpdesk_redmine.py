@@ -13,20 +13,12 @@ import pytest
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
 from tests.servers.redmine import RedmineServer
 
-from .harness import BOT_TOKEN, BotProcess, replies_to, wait_until
+from .harness import BotProcess, replies_to, wait_until
 
 pytestmark = pytest.mark.e2e
 
 SETTINGS = {"helpdesk": {"poll_interval": 0.5, "retry_initial": 0.3, "retry_max": 1.0},
             "trackers": {"redmine": {"timeout": 10}}}
-
-
-@pytest.fixture
-def mm() -> Iterator[SimulatorThread]:
-    thread = SimulatorThread(bot_token=BOT_TOKEN)
-    thread.start()
-    yield thread
-    thread.stop()
 
 
 @pytest.fixture
