@@ -365,6 +365,11 @@ class Bot:
                 return False
         match = self.routes.match_message(msg, self._mention)
         if match is None:
+            if post.root_id and msg.source != "webhook" and self.dispatcher.busy(post.root_id):
+                # The thread's first message is still being handled, and its handler may be
+                # what makes replies matter (a request linking its thread to a ticket): look
+                # again when this reply's turn comes in the thread's order.
+                self._defer(msg, received)
             return False
         self.cursors.hold(post.channel_id, post.id, post.create_at)
         self.metrics.in_flight.inc()
@@ -376,6 +381,20 @@ class Bot:
             self.dispatcher.submit(post.thread_id, lambda: answer.track(
                 self._handle_message(msg, match, received)))
         return True
+
+    def _defer(self, msg: Message, received: float) -> None:
+        post = msg.post
+        self.cursors.hold(post.channel_id, post.id, post.create_at)
+        self.metrics.in_flight.inc()
+
+        async def again() -> None:
+            match = self.routes.match_message(msg, self._mention)
+            if match is not None:
+                await self._handle_message(msg, match, received)
+            else:
+                self.cursors.release(post.channel_id, post.id)
+                self.metrics.in_flight.dec()
+        self.dispatcher.submit(post.thread_id, again)
 
     async def _handle_message(self, msg: Message, match: Match, received: float) -> None:
         post = msg.post

@@ -39,6 +39,10 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
+    def busy(self, key: str) -> bool:
+        """Whether a job of this conversation is queued or running."""
+        return key in self._queues
+
     def spawn(self, coro: Awaitable[None], name: str = "background") -> asyncio.Task[None]:
         """Track a background task so shutdown can wait for it."""
         async def run() -> None:

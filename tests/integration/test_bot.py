@@ -51,6 +51,21 @@ async def echo(ctx: Context, word: str) -> None:
     await ctx.reply(f"echo: {word}")
 
 
+#: Threads whose replies matter, decided by the handler of their first message.
+linked: set[str] = set()
+
+
+@router.message(lambda msg: msg.post.root_id in linked)
+async def in_linked_thread(ctx: Context, text: str) -> None:
+    await ctx.reply(f"noted: {text}")
+
+
+@router.message(F.Keyword("slowlink"))
+async def slowlink(ctx: Context, post: Any) -> None:
+    await asyncio.sleep(0.5)  # a tracker taking its time before the thread is linked
+    linked.add(post.id)
+
+
 @pytest.fixture
 def st() -> Iterator[SimulatorThread]:
     thread = SimulatorThread(bot_token=BOT_TOKEN)
@@ -141,6 +156,17 @@ async def test_the_bot_ignores_itself_other_bots_and_edits(st: SimulatorThread,
     await until(lambda: replies(sim, marker["id"]), 10, "the marker's reply")
     for p in (own, other_bot, hook, edited):
         assert replies(sim, p["id"]) == []
+
+
+async def test_a_reply_while_its_thread_is_being_linked_is_not_lost(st: SimulatorThread,
+                                                                    bot: Bot) -> None:
+    sim = st.simulator
+    root = await post(st, "helpdesk", "slowlink printer")
+    reply = await post(st, "helpdesk", "it is on floor 2", root_id=root["id"])
+    await until(lambda: [r for r in replies(sim, root["id"]) if "noted" in r], 10,
+                "the reply to be noted")
+    assert replies(sim, root["id"]) == ["noted: it is on floor 2"]
+    assert reply["root_id"] == root["id"]
 
 
 async def test_a_backfill_does_not_take_an_edited_post_for_a_request(st: SimulatorThread,
