@@ -313,15 +313,23 @@ class Bot:
             self._locales.pop(user["id"], None)
             self.api.forget_user(user["id"])
 
+    def _fresh_locale(self, user_id: str) -> str | None:
+        known = self._locales.get(user_id)
+        if known is not None and (time.monotonic() - known[1]
+                                  < self.settings.language.locale_cache_seconds):
+            return known[0]
+        return None
+
     async def locale_of(self, user_id: str) -> str:
         """The language to answer this user in: their Mattermost locale when we speak it,
         otherwise the configured default. Remembered for `language.locale_cache_seconds`."""
         if not user_id:
             return i18n.default()
+        fresh = self._fresh_locale(user_id)
+        if fresh is not None:
+            return fresh
         now = time.monotonic()
         known = self._locales.get(user_id)
-        if known is not None and now - known[1] < self.settings.language.locale_cache_seconds:
-            return known[0]
         if known is not None:
             self.api.forget_user(user_id)
         try:
@@ -336,6 +344,10 @@ class Bot:
     async def speak_to(self, user_id: str) -> None:
         """Answer in this user's language for the rest of the current task (the default
         language when their locale cannot be read quickly: answers have deadlines)."""
+        fresh = self._fresh_locale(user_id)
+        if fresh is not None:
+            i18n.activate(fresh)  # the usual case: no task for a deadline
+            return
         try:
             lang = await asyncio.wait_for(self.locale_of(user_id), self.LOCALE_WAIT)
         except TimeoutError:

@@ -9,43 +9,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from plugin.sandbox.glpi import GLPISimulatorThread
-from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
-
-from .harness import BOT_TOKEN, SECRET, BotProcess, replies_to, wait_until
+from .harness import BOT_TOKEN, SECRET, replies_to, wait_until
+from .test_alerts import ALERTS_TOKEN, GLPI_TOKEN, Env
 
 pytestmark = pytest.mark.e2e
 
-GLPI_TOKEN = "glpi-token-for-log-tests-0123"
-ALERTS_TOKEN = "alerts-token-for-log-tests-0123"
 SECRETS = (BOT_TOKEN, SECRET, GLPI_TOKEN, ALERTS_TOKEN)
 
 
-class World:
+class World(Env):
+    """The alerts tests' bot, simulators and helpers, with the helpdesk on and a log format."""
+
     def __init__(self, tmp: Path, log_format: str | None) -> None:
-        self.mm_thread = SimulatorThread(bot_token=BOT_TOKEN)
-        self.mm: MattermostSimulator = self.mm_thread.start()
-        self.glpi_thread = GLPISimulatorThread(user_token=GLPI_TOKEN)
-        self.glpi = self.glpi_thread.start()
-        env = {"GLPI_URL": self.glpi.api_url, "GLPI_USER_TOKEN": GLPI_TOKEN,
-               "HELPDESK_TRACKER": "glpi", "ALERTS_TOKEN": ALERTS_TOKEN,
-               "ALERTS_CHANNEL": "sandbox/town-square"}
+        env = {"HELPDESK_TRACKER": "glpi"}
         if log_format is not None:
             env["SWITCHBOARD_LOG_FORMAT"] = log_format
-        self.bot = BotProcess(self.mm, tmp, env=env,
-                              settings={"helpdesk": {"poll_interval": 0.3}}).start()
-        self.bot.wait_ready()
-
-    def close(self) -> None:
-        try:
-            if self.bot.proc is not None and self.bot.proc.poll() is None:
-                assert self.bot.stop() == 0, self.bot.log()
-        finally:
-            self.glpi_thread.stop()
-            self.mm_thread.stop()
+        super().__init__(tmp, env, helpdesk={"poll_interval": 0.3})
 
     def file_ticket(self) -> tuple[str, int]:
         """Say `112 printer broken`; the post id and the ticket number once it is answered."""
@@ -58,8 +39,7 @@ class World:
         return str(post["id"]), int(m.group(1))
 
     def alert(self, body: dict[str, Any]) -> None:
-        r = httpx.post(f"{self.bot.url}/alerts/generic", json=body, timeout=10,
-                       headers={"Authorization": f"Bearer {ALERTS_TOKEN}"})
+        r = self.send(body)
         assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
 
     def entries(self) -> list[dict[str, Any]]:
