@@ -8,7 +8,9 @@
    50 ms and serves 16 requests at a time. The floor is 1000 × 0.05 / 16 ≈ 3.1 s; the figure is the
    time until every message has its ticket and its threaded reply, and its ratio to the floor.
 
-The bot is the real `switchboard run` process. Nothing here is a pass/fail test: it prints figures.
+The bot is the real `switchboard run` process. Each figure that has a target is printed with it,
+marked `ok` or `MISS`; a closing summary line names every figure that missed, and the exit status
+is then 1.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect
 
+from bench.targets import Scorecard
 from plugin.sandbox.mattermost import SimulatorThread
 from tests.e2e.harness import BOT_TOKEN, BotProcess, free_port, wait_until
 
@@ -141,6 +144,7 @@ def helpdesk(bot_cpu: set[int], sim_cpu: set[int]) -> tuple[float, float]:
 
 
 def main() -> int:
+    card = Scorecard()
     cores = os.cpu_count() or 1
     bot_cpu, sim_cpu = {0}, ({1} if cores > 1 else {0})
     pin(sim_cpu)
@@ -155,26 +159,31 @@ def main() -> int:
         try:
             bot.wait_ready()
             rate, offered = throughput(st, bot)
-            print(f"throughput: {rate:,.0f} non-matching events/s absorbed on one core "
+            absorbed = card.judge("throughput", rate, ">=", 5000, unit="/s")
+            print(f"throughput: {absorbed.shown} non-matching events/s absorbed on one core "
                   f"({CHATTER:,} events; the simulator offered {offered:,.0f}/s) "
-                  f"[target >= 5,000]")
+                  f"{absorbed.mark}")
             samples = asyncio.run(latency(sim.url, sim.channel_id("helpdesk")))
             samples.sort()
             med = statistics.median(samples)
             p90 = samples[int(len(samples) * 0.9) - 1]
             p99 = samples[int(len(samples) * 0.99) - 1]
+            median = card.judge("latency median", med, "<", 20, decimals=1, unit=" ms")
             print(f"latency: event to reply for a trivial handler over {len(samples)} messages: "
-                  f"median {med:.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms [target median < 20]")
+                  f"median {median.shown} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms "
+                  f"{median.mark}")
         finally:
             bot.stop()
             st.stop()
     from bench import alerts
-    alerts.report(alerts.run(bot_cpu))
+    alerts.report(alerts.run(bot_cpu), card)
     elapsed, floor = helpdesk(bot_cpu, sim_cpu)
+    ratio = card.judge("helpdesk ratio", elapsed / floor, "<=", 1.3, decimals=2)
     print(f"helpdesk: {TICKETS:,} '112' messages filed and answered in {elapsed:.2f} s against "
           f"a tracker answering in {TRACKER_LATENCY * 1000:.0f} ms, {TRACKER_CONCURRENCY} at a "
-          f"time; floor {floor:.2f} s, ratio {elapsed / floor:.2f} [target <= 1.3]")
-    return 0
+          f"time; floor {floor:.2f} s, ratio {ratio.shown} {ratio.mark}")
+    print(card.summary())
+    return card.exit_status()
 
 
 if __name__ == "__main__":

@@ -6,12 +6,11 @@ import argparse
 import asyncio
 import logging
 import os
-import secrets
 import sys
-from pathlib import Path
 
 from . import __version__, logs
 from .app import Bot, BotError
+from .arguments import DeclarationError
 from .config import Config, ConfigError, check_runnable, load, warnings
 from .handlers import default_features
 from .trackers import build_trackers
@@ -43,9 +42,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("plugin.yaml is valid, but the bot cannot run with it:", file=sys.stderr)
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
-        return 1
+    # Named even when the bot cannot run: one pass of `check` lists everything to fix.
     for warning in warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
+    if problems:
+        return 1
     target = "the built-in sandbox" if s.sandbox else s.mattermost.url
     print(f"{config.manifest.name} {config.manifest.version}: configuration is valid "
           f"(Mattermost: {target}; listener: {s.listener.listen}; state: {s.state.path})")
@@ -67,7 +68,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.setup(s.logging.level, s.logging.format, _secrets(config))
     for warning in warnings(config):
         logging.getLogger("switchboard").warning("%s", warning)
-    return run_bot(Bot(config, default_features(config, build_trackers(s))))
+    try:
+        bot = Bot(config, default_features(config, build_trackers(s)))
+    except DeclarationError as exc:
+        # A feature's handler or hook cannot run as declared: restarting will not help.
+        print(f"switchboard: cannot start: {exc}", file=sys.stderr)
+        return 2
+    return run_bot(bot)
 
 
 def run_bot(bot: Bot) -> int:
@@ -156,19 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
-
-
-def sandbox_secret(state_dir: Path) -> str:
-    """A signing key for the sandbox, kept beside its state so buttons survive a restart."""
-    path = state_dir / "sandbox-secret"
-    try:
-        return path.read_text().strip()
-    except OSError:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        value = secrets.token_urlsafe(32)
-        path.write_text(value)
-        path.chmod(0o600)
-        return value
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,17 +24,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import i18n
 from .config import Config
 from .mattermost import MattermostAPI, MattermostAuthError, MattermostError
-from .store import SQLiteStore, Store
+from .store import Store, StoreError, change_setting, read_setting
 
 log = logging.getLogger("switchboard.commands")
 
@@ -65,7 +63,7 @@ async def stored_tokens(store: Store) -> list[tuple[str, str]]:
 
     An entry without a team id is left out: accepting it from any team is what storing the
     team prevents, and the next `register-commands` run rewrites the team's entries anyway."""
-    return [(e["team_id"], e["token"]) for e in _parse(await store.get(TOKENS_KEY)).values()
+    return [(e["team_id"], e["token"]) for e in _parse(await store.kv.get(TOKENS_KEY)).values()
             if e["token"] and e["team_id"]]
 
 
@@ -79,55 +77,17 @@ def replace_teams(current: dict[str, dict[str, str]], listed: set[str],
 
 
 def _read_stored(path: str) -> dict[str, dict[str, str]]:
-    if path == ":memory:" or not Path(path).exists():
-        return {}
-    db = sqlite3.connect(path, timeout=10)
-    try:
-        row = db.execute("SELECT value FROM kv WHERE key = ?", (TOKENS_KEY,)).fetchone()
-    except sqlite3.Error:  # a state file from before the kv table: nothing stored
-        return {}
-    finally:
-        db.close()
-    return _parse(row[0] if row else None)
+    return _parse(read_setting(path, TOKENS_KEY))
 
 
 async def _save_stored(path: str, update: Callable[[dict[str, dict[str, str]]],
                                                   dict[str, dict[str, str]]]) -> None:
-    """Change the stored tokens in the state file, which a running bot may hold open.
-
-    `SQLiteStore.open` assumes it is the file's only user (it voids the leases of unfinished
-    work), so it is used only to create a state file that does not exist yet; otherwise one
-    short transaction on the kv table, which SQLite serialises with the bot's writes."""
+    """Change the stored tokens in the state file, which a running bot may hold open."""
     if path == ":memory:":
         raise CommandsError("settings.state.path is `:memory:`: the tokens cannot be kept; set "
                             "SWITCHBOARD_DB to the bot's state file")
-    fresh = not Path(path).exists()
-    if not fresh:
-        probe = sqlite3.connect(path, timeout=10)
-        try:
-            fresh = probe.execute("PRAGMA user_version").fetchone()[0] == 0
-        finally:
-            probe.close()
-    if fresh:
-        store = SQLiteStore(path)
-        await store.open()
-        await store.close()
-    db = sqlite3.connect(path, timeout=10, isolation_level=None)
-    try:
-        db.execute("PRAGMA busy_timeout=10000")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute("SELECT value FROM kv WHERE key = ?", (TOKENS_KEY,)).fetchone()
-            value = json.dumps(update(_parse(row[0] if row else None)), sort_keys=True)
-            db.execute("INSERT INTO kv(key, value) VALUES (?, ?) "
-                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                       (TOKENS_KEY, value))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-    finally:
-        db.close()
+    await change_setting(path, TOKENS_KEY,
+                         lambda raw: json.dumps(update(_parse(raw)), sort_keys=True))
 
 
 # --- what the bot declares ----------------------------------------------------------------------
@@ -374,7 +334,7 @@ async def register_commands(config: Config, token_env: str | None = None,
         # Also when nothing was found: a listed team's old entries must go.
         if tokens or any(v["team_id"] in listed or not v["team_id"] for v in known.values()):
             await _save_stored(s.state.path, merge)
-    except (CommandsError, sqlite3.Error, OSError) as exc:
+    except (CommandsError, StoreError, OSError) as exc:
         err(f"the commands are registered, but their tokens could not be stored: {exc}")
         return 1
     failed = bool(missing)

@@ -31,7 +31,7 @@ MAX_MESSAGE = 16383
 
 
 class Services(Protocol):
-    """The part of the bot a handler's context uses."""
+    """The part of the bot a handler's context uses (the `Runtime` in the running bot)."""
 
     api: MattermostAPI
     signer: Signer
@@ -39,6 +39,7 @@ class Services(Protocol):
     ephemeral_permission: bool
 
     def spawn(self, coro: Awaitable[None], name: str = ...) -> Any: ...
+    def help_text(self) -> str: ...
 
 
 def clip(text: str, limit: int = MAX_MESSAGE) -> str:

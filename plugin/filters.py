@@ -2,6 +2,8 @@
 dict of captured values that become handler arguments.
 
 A regex's named groups arrive under their names; `Keyword` captures the rest of the text as `text`.
+A filter that captures values names them in a `captures` attribute: a handler may ask only for
+names some filter of its route declares (see `plugin.arguments`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Keyword:
         self._re = re.compile(rf"\s*({alternatives})(?:\s+|$)", flags)
         self._lookup = {w if case_sensitive else w.lower(): w for w in words}
         self._case = case_sensitive
+        self.captures = frozenset({"keyword", "text"})
 
     def __call__(self, msg: Message) -> FilterResult:
         m = self._re.match(msg.post.message)
@@ -50,6 +53,7 @@ class Regex:
     def __init__(self, pattern: str | re.Pattern[str], *, full: bool = False) -> None:
         self.pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
         self._match = self.pattern.fullmatch if full else self.pattern.search
+        self.captures = frozenset(self.pattern.groupindex) | {"match"}
 
     def __call__(self, msg: Message) -> FilterResult:
         m = self._match(msg.post.message)
@@ -86,6 +90,14 @@ class FromUsers:
 
     def __call__(self, msg: Message) -> FilterResult:
         return msg.post.user_id in self.users or msg.sender_name.lstrip("@") in self.users
+
+
+def captures_of(filters: Iterable[Filter]) -> frozenset[str]:
+    """Every name the filters declare they may capture."""
+    names: set[str] = set()
+    for f in filters:
+        names.update(getattr(f, "captures", ()))
+    return frozenset(names)
 
 
 def apply(filters: Iterable[Filter], msg: Message) -> dict[str, Any] | None:

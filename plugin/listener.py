@@ -54,8 +54,9 @@ class Handlers(Protocol):
     async def on_slash(self, command: SlashCommand, token: str) -> dict[str, Any]: ...
     async def on_outgoing(self, hook: OutgoingWebhook) -> dict[str, Any]: ...
     async def on_webhook(self, hook: Webhook) -> dict[str, Any]: ...
-    async def on_alert(self, source: str, body: Any, headers: dict[str, str]
-                       ) -> dict[str, Any]: ...
+    async def on_intake(self, prefix: str, name: str, body: Any, headers: dict[str, str]
+                        ) -> dict[str, Any]: ...
+    def intake_prefixes(self) -> list[str]: ...
     def health(self) -> tuple[bool, dict[str, Any]]: ...
 
 
@@ -152,13 +153,16 @@ def build(handlers: Handlers, max_body: int) -> web.Application:
         hook = Webhook(request.match_info["name"], body, dict(request.headers))
         return _json(await handlers.on_webhook(hook))
 
-    async def alerts(request: web.Request) -> web.StreamResponse:
-        if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            body: Any = {k: str(v) for k, v in (await read_form(request)).items()}
-        else:
-            body = await read_json(request)
-        return _json(await handlers.on_alert(request.match_info["source"], body,
-                                             dict(request.headers)))
+    def intake(prefix: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def take(request: web.Request) -> web.StreamResponse:
+            if request.content_type in ("application/x-www-form-urlencoded",
+                                        "multipart/form-data"):
+                body: Any = {k: str(v) for k, v in (await read_form(request)).items()}
+            else:
+                body = await read_json(request)
+            return _json(await handlers.on_intake(prefix, request.match_info["name"], body,
+                                                  dict(request.headers)))
+        return take
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         ok, detail = handlers.health()
@@ -177,7 +181,8 @@ def build(handlers: Handlers, max_body: int) -> web.Application:
     app.router.add_post("/slash", slash)
     app.router.add_post("/outgoing", outgoing)
     app.router.add_post("/hooks/{name}", webhook)
-    app.router.add_post("/alerts/{source}", alerts)
+    for prefix in handlers.intake_prefixes():  # features' intake routes (`/alerts/...`)
+        app.router.add_post(f"/{prefix}/{{name}}", intake(prefix))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_route("*", "/{tail:.*}", not_found)

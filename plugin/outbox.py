@@ -72,7 +72,7 @@ class Outbox:
         """Durably queue a request (once per key) and wake the worker."""
         if kind not in self._executors:
             raise ValueError(f"no executor for outbox entries of kind {kind!r}")
-        inserted = await self.store.outbox_put(key, kind, payload)
+        inserted = await self.store.outbox.put(key, kind, payload)
         self._kick.set()
         return inserted
 
@@ -91,7 +91,7 @@ class Outbox:
             free = self.concurrency * 2 - len(self._running)
             if free > 0:
                 try:
-                    due = await self.store.outbox_due(time.time(), self.lease, free)
+                    due = await self.store.outbox.due(time.time(), self.lease, free)
                 except Exception:
                     log.exception("cannot read the outbox")
                     due = []
@@ -134,7 +134,7 @@ class Outbox:
 
     async def _release(self, key: str) -> None:
         try:
-            await self.store.outbox_update(key)  # lease_until = 0: due again at once
+            await self.store.outbox.update(key)  # lease_until = 0: due again at once
         except Exception:
             log.exception("cannot release outbox entry %s", key)
         self._kick.set()
@@ -145,7 +145,7 @@ class Outbox:
         executor = self._executors.get(entry.kind)
         if executor is None:
             log.error("outbox entry %s has unknown kind %s", entry.key, entry.kind)
-            await self.store.outbox_update(entry.key, state="failed", error="unknown kind")
+            await self.store.outbox.update(entry.key, state="failed", error="unknown kind")
             return
         async with self._slots:
             try:
@@ -154,12 +154,12 @@ class Outbox:
             except Exception as exc:
                 if not isinstance(exc, Retry) and not getattr(exc, "retryable", False):
                     log.exception("%s %s failed", entry.kind, entry.key)
-                    await self.store.outbox_update(entry.key, state="failed", error=str(exc))
+                    await self.store.outbox.update(entry.key, state="failed", error=str(exc))
                     return
                 delay = self.backoff(entry.attempts)
                 log.warning("%s %s not done (%s); retrying in %.0f s", entry.kind, entry.key,
                             exc, delay)
-                await self.store.outbox_update(entry.key, retry_at=time.time() + delay,
+                await self.store.outbox.update(entry.key, retry_at=time.time() + delay,
                                                error=str(exc))
                 hook = self._on_retry.get(entry.kind)
                 if hook is not None:

@@ -1,9 +1,17 @@
 """Declared handlers: a `Router` per feature, combined into one tree.
 
-Registrars all have one shape — `@router.message(...)`, `@router.command(...)`,
-`@router.action(...)`, `@router.dialog(...)`, `@router.slash(...)`, `@router.webhook(...)` — and
-a handler receives only the arguments it names: `ctx`, `event`, `post`, `text`, `user_id`,
-`channel_id`, plus whatever its filters captured. `help` is generated from the declarations.
+A feature is one module with its `Router`; everything it plugs into the bot is declared there:
+
+- handlers, all of one shape — `@router.message(...)`, `@router.command(...)`,
+  `@router.action(...)`, `@router.dialog(...)`, `@router.slash(...)`, `@router.webhook(...)` —
+  each receiving only the arguments it names (the table is `plugin.arguments`; an unknown name
+  is refused here, at registration);
+- outbox executors (`@router.executor(kind)`), HTTP intake routes (`@router.intake(prefix)`,
+  served at `POST /<prefix>/<name>`), periodic jobs (`@router.every(seconds)`), and start and stop
+  hooks (`@router.on_start`, `@router.on_stop`). A start hook receives the `Runtime`, the only
+  part of the running bot a feature reaches.
+
+`help` is generated from the declarations.
 """
 
 from __future__ import annotations
@@ -12,15 +20,26 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from . import arguments, i18n
 from . import filters as F
-from . import i18n
+from .arguments import DeclarationError, Kind
 from .events import Message
 from .i18n import _
 
-Kind = Literal["message", "command", "action", "dialog", "slash", "webhook"]
+if TYPE_CHECKING:
+    from .runtime import Runtime
+    from .store import OutboxEntry
+
 Handler = Callable[..., Awaitable[Any]]
+Executor = Callable[["OutboxEntry"], Awaitable[None]]
+RetryHook = Callable[["OutboxEntry", str], Awaitable[None]]
+#: An intake handler: (the name after the prefix, the parsed body, the request's headers).
+Intake = Callable[[str, Any, dict[str, str]], Awaitable[dict[str, Any]]]
+StartHook = Callable[["Runtime"], Awaitable[None]]
+StopHook = Callable[[], Awaitable[None]]
+Job = Callable[[], Awaitable[None]]
 
 _ACTION_NAME = re.compile(r"^[A-Za-z0-9]+$")
 
@@ -49,6 +68,37 @@ class Match:
     captured: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ExecutorDecl:
+    kind: str
+    run: Executor
+    on_retry: RetryHook | None = None
+
+
+@dataclass(frozen=True)
+class IntakeDecl:
+    prefix: str
+    handle: Intake
+
+
+@dataclass(frozen=True)
+class JobDecl:
+    name: str
+    seconds: float
+    run: Job
+
+
+@dataclass
+class Declarations:
+    """What features declared besides handlers, in declaration order."""
+
+    executors: list[ExecutorDecl] = field(default_factory=list)
+    intakes: list[IntakeDecl] = field(default_factory=list)
+    jobs: list[JobDecl] = field(default_factory=list)
+    starts: list[StartHook] = field(default_factory=list)
+    stops: list[StopHook] = field(default_factory=list)
+
+
 def _params(fn: Handler) -> frozenset[str] | None:
     sig = inspect.signature(fn)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
@@ -73,6 +123,8 @@ class Command:
         # A number may follow the word directly (`ステータス123`: Japanese needs no space).
         self._head = re.compile(rf"\s*(?:{heads})(?:\s+|$|(?=[#\d]))", re.IGNORECASE)
         self._args = re.compile(args, re.IGNORECASE) if args else None
+        self.captures = frozenset({"text"}) | (
+            frozenset(self._args.groupindex) | {"usage_error"} if self._args else frozenset())
 
     def __call__(self, msg: Message) -> F.FilterResult:
         m = self._head.match(msg.post.message)
@@ -94,6 +146,7 @@ class Router:
         self.name = name
         self._routes: list[Route] = []
         self._children: list[Router] = []
+        self._declared = Declarations()
 
     def include(self, *routers: Router) -> Router:
         self._children.extend(routers)
@@ -106,16 +159,78 @@ class Router:
         for child in self._children:
             yield from child.routes(kind)
 
+    def declarations(self) -> Declarations:
+        """This router's declarations and its children's, in order."""
+        merged = Declarations()
+        for router in self._walk():
+            d = router._declared
+            merged.executors += d.executors
+            merged.intakes += d.intakes
+            merged.jobs += d.jobs
+            merged.starts += d.starts
+            merged.stops += d.stops
+        return merged
+
+    def _walk(self) -> Iterator[Router]:
+        yield self
+        for child in self._children:
+            yield from child._walk()
+
     def _add(self, kind: Kind, key: str, filters: tuple[F.Filter, ...], description: str,
              usage: str, options: dict[str, Any]) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
             if not inspect.iscoroutinefunction(fn):
                 raise TypeError(f"handler {fn.__name__} must be an async function")
+            params = _params(fn)
+            if params is not None:
+                arguments.check(kind, fn.__name__, params, F.captures_of(filters))
             self._routes.append(Route(kind, fn, key, filters, description or
                                       (inspect.getdoc(fn) or "").split("\n")[0], usage,
-                                      _params(fn), options))
+                                      params, options))
             return fn
         return register
+
+    # --- what a feature plugs in besides handlers -----------------------------------------------
+    def executor(self, kind: str, *, on_retry: RetryHook | None = None
+                 ) -> Callable[[Executor], Executor]:
+        """Carries out the outbox's entries of `kind`; `on_retry` hears of each retryable
+        failure."""
+        def register(fn: Executor) -> Executor:
+            self._declared.executors.append(ExecutorDecl(kind, fn, on_retry))
+            return fn
+        return register
+
+    def intake(self, prefix: str) -> Callable[[Intake], Intake]:
+        """Serves `POST /<prefix>/<name>`: the handler gets the name, the body (JSON, or a form as
+        a dict) and the headers, and answers with a JSON object or raises `HTTPError`."""
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", prefix):
+            raise DeclarationError(f"intake prefix {prefix!r} must be lowercase letters, digits or -")
+
+        def register(fn: Intake) -> Intake:
+            self._declared.intakes.append(IntakeDecl(prefix, fn))
+            return fn
+        return register
+
+    def every(self, seconds: float, *, name: str = "") -> Callable[[Job], Job]:
+        """Runs the job once the bot has started, then again `seconds` after each run ends,
+        until the bot stops; a failing run is logged and the next one comes all the same."""
+        if seconds <= 0:
+            raise DeclarationError("a periodic job needs a positive interval")
+
+        def register(fn: Job) -> Job:
+            self._declared.jobs.append(JobDecl(name or fn.__name__, seconds, fn))
+            return fn
+        return register
+
+    def on_start(self, fn: StartHook) -> StartHook:
+        """Runs at start, before any message is handled, with the `Runtime`."""
+        self._declared.starts.append(fn)
+        return fn
+
+    def on_stop(self, fn: StopHook) -> StopHook:
+        """Runs at shutdown, after the handlers have finished."""
+        self._declared.stops.append(fn)
+        return fn
 
     # --- registrars ----------------------------------------------------------------------------
     def message(self, *filters: F.Filter, direct: bool | None = None,
@@ -159,7 +274,7 @@ class Router:
     def action(self, name: str, *, description: str = "") -> Callable[[Handler], Handler]:
         """A button or menu click whose signed payload names this action."""
         if not _ACTION_NAME.match(name):
-            raise ValueError(f"action name {name!r} must be letters and digits only")
+            raise DeclarationError(f"action name {name!r} must be letters and digits only")
         return self._add("action", name, (), description, "", {})
 
     def dialog(self, callback_id: str, *, description: str = "") -> Callable[[Handler], Handler]:
@@ -172,7 +287,7 @@ class Router:
 
     def webhook(self, name: str, *, description: str = "") -> Callable[[Handler], Handler]:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
-            raise ValueError(f"webhook name {name!r} must be lowercase letters, digits, - or _")
+            raise DeclarationError(f"webhook name {name!r} must be lowercase letters, digits, - or _")
         return self._add("webhook", name, (), description, "", {})
 
 
@@ -181,6 +296,14 @@ class RouteTable:
 
     def __init__(self, root: Router) -> None:
         self.root = root
+        self.declared = root.declarations()
+        kinds = [e.kind for e in self.declared.executors]
+        prefixes = [i.prefix for i in self.declared.intakes]
+        for what, names in (("outbox executors", kinds), ("intake routes", prefixes)):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise DeclarationError(
+                    f"two {what} declared for {', '.join(map(repr, twice))}")
         self.commands = [r for r in root.routes("command")]
         self.messages = [r for r in root.routes("message")]
         self.keyed: dict[tuple[Kind, str], Route] = {}
@@ -188,7 +311,7 @@ class RouteTable:
         for kind in keyed_kinds:
             for r in root.routes(kind):
                 if (r.kind, r.key) in self.keyed:
-                    raise ValueError(f"two handlers declared for {r.kind} {r.key!r}")
+                    raise DeclarationError(f"two handlers declared for {r.kind} {r.key!r}")
                 self.keyed[(r.kind, r.key)] = r
 
     def match_message(self, msg: Message, bot_mention: str = "") -> Match | None:

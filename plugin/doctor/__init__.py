@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ..config import DEFAULT_CONFIG, Config, check_runnable, warnings
+from ..config import DEFAULT_CONFIG, Config, review
 from ..mattermost import MattermostAPI
 from .listener import check_listener
 from .mattermost import check_bot, check_server, check_websocket
@@ -32,16 +32,16 @@ __all__ = ["Report", "doctor", "secret_values"]
 
 
 def check_configuration(report: Report, config: Config, names: SettingNames) -> None:
-    """What `switchboard check` finds: problems that stop the bot, and warnings."""
-    problems = check_runnable(config)
-    for problem in problems:
-        # "key: what is wrong (what to do)", as config.check_runnable writes them.
-        key, _, what = problem.partition(": ")
-        wrong, _, todo = what.partition(" (")
-        report.fail(f"{key}: {wrong}", todo.rstrip(")") or f"correct {names(key)}")
-    for warning in warnings(config):
-        report.warn(warning)
-    if not problems:
+    """What `switchboard check` finds: a FAIL line for each problem that stops the bot, a WARN
+    line for each part of it that works only partly, each with its fix."""
+    found = review(config)
+    for finding in found:
+        fix = finding.fix_with(names)
+        if finding.error:
+            report.fail(f"{finding.key}: {finding.problem}", fix or f"correct {names(finding.key)}")
+        else:
+            report.warn(f"{finding.key}: {finding.problem}", fix)
+    if not any(finding.error for finding in found):
         report.ok("the configuration is complete enough to run")
 
 

@@ -159,7 +159,11 @@ class SettingNames:
         node: Any = self._raw
         for part in path.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        names = _VAR.findall(node) if isinstance(node, str) else []
+        if isinstance(node, list):  # a list read from one variable (a token list)
+            names = sorted({v for item in node if isinstance(item, str)
+                            for v in _VAR.findall(item)})
+        else:
+            names = _VAR.findall(node) if isinstance(node, str) else []
         return f"{names[0]} ({path})" if len(names) == 1 else path
 
     def explain(self, text: str, base: str) -> str:

@@ -51,8 +51,8 @@ async def _probe(report: Report, names: SettingNames, label: str, base: str, url
 
 
 async def check_trackers(report: Report, s: Settings, names: SettingNames) -> None:
-    """Each tracker whose settings are complete; incomplete ones are the configuration's
-    warnings (they matter only when a trigger uses them)."""
+    """Each tracker whose settings are complete; incomplete ones are named by the
+    configuration's check (`config.review`)."""
     for name, settings in s.trackers.items():
         if not settings.configured:
             continue
@@ -65,13 +65,9 @@ async def check_trackers(report: Report, s: Settings, names: SettingNames) -> No
             await _probe(report, names, label, base, settings.url, tracker, tracker.aclose)
 
 
-#: For each source the bot can act on: the settings its API needs besides `url`.
-_SOURCE_NEEDS = {"alertmanager": (), "zabbix": ("api_token",),
-                 "nagios": ("api_username", "api_password")}
-
-
 async def check_sources(report: Report, s: Settings, names: SettingNames) -> None:
-    """Each configured monitoring source's API, with the credentials the buttons will use."""
+    """Each configured monitoring source's API, with the credentials the buttons will use;
+    a source given in part is named by the configuration's check (`config.review`)."""
     for name, source in s.alerts.sources.items():
         base = f"settings.alerts.sources.{name}"
         label = f"alert source {name}"
@@ -87,7 +83,3 @@ async def check_sources(report: Report, s: Settings, names: SettingNames) -> Non
                 await other.aclose()
             if client is not None:
                 await _probe(report, names, label, base, source.url, client, client.aclose)
-            elif source.url and name in _SOURCE_NEEDS:
-                needs = " and ".join(names(f"{base}.{k}") for k in _SOURCE_NEEDS[name])
-                report.warn(f"{label}: url is set, but not its API credentials, so "
-                            f"the buttons that act on {name} are hidden", f"set {needs}")

@@ -48,7 +48,7 @@ from ..signing import Payload
 from ..store import AlertRecord, OutboxEntry
 
 if TYPE_CHECKING:
-    from ..app import Bot
+    from ..runtime import Runtime
 
 log = logging.getLogger("switchboard.alerts")
 
@@ -138,7 +138,7 @@ class Alerts:
         self.sources = sources
         self.trackers = trackers
         self.router = Router("alerts")
-        self._bot: Bot | None = None
+        self._rt: Runtime | None = None
         self._channels: dict[str, str] = {}
         self._responders: Membership | None = None
         self.accepted = 0
@@ -147,6 +147,12 @@ class Alerts:
         # process); new alerts also hold their channel's, so storm counting is exact.
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         r = self.router
+        r.on_start(self.start)
+        r.on_stop(self.stop)
+        r.intake("alerts")(self.ingest)
+        r.executor("alert-render")(self._render)
+        r.executor("alert-action")(self._act)
+        r.executor("alert-ticket")(self._file_ticket)
         r.action("alertack")(self.on_ack)
         r.action("alertunack")(self.on_unack)
         r.action("alertsilence")(self.on_silence)
@@ -156,18 +162,14 @@ class Alerts:
         r.dialog("alertticket")(self.on_ticket_dialog)
 
     @property
-    def bot(self) -> Bot:
-        if self._bot is None:
+    def rt(self) -> Runtime:
+        if self._rt is None:
             raise RuntimeError("the alerts feature has not been started")
-        return self._bot
+        return self._rt
 
-    async def start(self, bot: Bot) -> None:
-        self._bot = bot
-        self._responders = Membership(bot.api, self.settings.responders)
-        bot.alert_sink = self.ingest
-        bot.outbox.register("alert-render", self._render)
-        bot.outbox.register("alert-action", self._act)
-        bot.outbox.register("alert-ticket", self._file_ticket)
+    async def start(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._responders = Membership(rt.api, self.settings.responders)
 
     async def stop(self) -> None:
         for source in self.sources.values():
@@ -237,7 +239,7 @@ class Alerts:
             return await self._take_locked(alert)
 
     async def _take_locked(self, alert: Alert) -> bool:
-        store = self.bot.store
+        store = self.rt.store
         rec = await store.alert(alert.source, alert.key)
         now = time.time()
         if alert.kind == AlertKind.UPDATE:
@@ -299,18 +301,18 @@ class Alerts:
 
     async def _save(self, source: str, key: str, channel_id: str, state: dict[str, Any],
                     notes: list[str]) -> AlertRecord:
-        rec = await self.bot.store.save_alert(source, key, channel_id, state, notes)
+        rec = await self.rt.store.save_alert(source, key, channel_id, state, notes)
         if not state.get("digest"):
             await self._queue_render(rec)
         elif notes:
-            await self.bot.store.mark_notes_posted(source, key)
+            await self.rt.store.mark_notes_posted(source, key)
         return rec
 
     async def _queue_render(self, rec: AlertRecord) -> None:
-        await self.bot.store.outbox_requeue(
+        await self.rt.store.outbox_requeue(
             f"alert-render:{rec.source}:{rec.key}", "alert-render",
             {"source": rec.source, "key": rec.key, "revision": rec.revision})
-        self.bot.outbox.kick()
+        self.rt.outbox.kick()
 
     def _route(self, alert: Alert) -> AlertRoute | None:
         for route in self.settings.routes:
@@ -331,7 +333,7 @@ class Alerts:
         cached = self._channels.get(ref)
         if cached:
             return cached
-        api = self.bot.api
+        api = self.rt.api
         try:
             if "/" in ref:
                 team_name, _sep, channel_name = ref.partition("/")
@@ -356,7 +358,7 @@ class Alerts:
         return key
 
     async def _digest_add(self, alert: Alert, channel_id: str, key: str) -> None:
-        rec = await self.bot.store.alert("digest", key)
+        rec = await self.rt.store.alert("digest", key)
         state: dict[str, Any] = dict(rec.state) if rec else {
             "source": alert.source, "members": [], "count": 0, "resolved": 0}
         state["count"] += 1
@@ -371,7 +373,7 @@ class Alerts:
             await self._digest_member_changed_locked(digest_key, alert)
 
     async def _digest_member_changed_locked(self, digest_key: str, alert: Alert) -> None:
-        rec = await self.bot.store.alert("digest", digest_key)
+        rec = await self.rt.store.alert("digest", digest_key)
         if rec is None:
             return
         state = dict(rec.state)
@@ -385,18 +387,18 @@ class Alerts:
         await self._save_digest(digest_key, rec.channel_id, state)
 
     async def _save_digest(self, key: str, channel_id: str, state: dict[str, Any]) -> None:
-        rec = await self.bot.store.save_alert("digest", key, channel_id, state, [])
+        rec = await self.rt.store.save_alert("digest", key, channel_id, state, [])
         await self._queue_render(rec)
 
     # --- rendering ------------------------------------------------------------------------------
     async def _render(self, entry: OutboxEntry) -> None:
         p = entry.payload
-        store, api = self.bot.store, self.bot.api
+        store, api = self.rt.store, self.rt.api
         rec = await store.alert(p["source"], p["key"])
         if rec is None:
             await store.outbox_finish(entry.key, 1 << 62)
             return
-        resumed = entry.attempts > 0 or entry.created_at < self.bot.started_at
+        resumed = entry.attempts > 0 or entry.created_at < self.rt.started_at
         with i18n.use(None):  # the post belongs to the channel: its language
             message, props = (self._digest_post(rec) if rec.source == "digest"
                               else self._post(rec))
@@ -499,7 +501,7 @@ class Alerts:
 
     def _buttons(self, rec: AlertRecord, alert: Alert) -> list[dict[str, Any]]:
         state = rec.state
-        ctx = Context(self.bot, key="", user_id="", channel_id=rec.channel_id)
+        ctx = Context(self.rt, key="", user_id="", channel_id=rec.channel_id)
         subject = f"{rec.source}|{rec.key}"
         data = {"epoch": str(state.get("epoch", 0))}
         source = self.sources.get(rec.source)
@@ -532,7 +534,7 @@ class Alerts:
     # --- clicks ---------------------------------------------------------------------------------
     async def _clicked(self, click: Click, payload: Payload, op: str = "") -> AlertRecord:
         source, _sep, key = payload.subject.partition("|")
-        rec = await self.bot.store.alert(source, key)
+        rec = await self.rt.store.alert(source, key)
         if rec is None:
             raise HTTPError(404, "no such alert")
         ack = rec.state.get("ack")
@@ -597,7 +599,7 @@ class Alerts:
                 notes.append(_("Resolve requested by @{user}.").format(user=who))
         await self._save(rec.source, rec.key, rec.channel_id, state, notes)
         if rec.source in self.sources:
-            await self.bot.outbox.put(
+            await self.rt.outbox.put(
                 f"alert-action:{rec.source}:{rec.key}:{state['epoch']}", "alert-action",
                 {"source": rec.source, "key": rec.key, "op": op, "who": who,
                  "user_id": click.user_id, "handle": (ack or {}).get("handle", ""),
@@ -631,7 +633,7 @@ class Alerts:
     async def _act(self, entry: OutboxEntry) -> None:
         """Carry a decision to the monitoring system; its outcome edits the post."""
         p = entry.payload
-        store = self.bot.store
+        store = self.rt.store
         rec = await store.alert(p["source"], p["key"])
         source = self.sources.get(p["source"])
         if rec is None or source is None:
@@ -683,7 +685,7 @@ class Alerts:
     async def _failed(self, rec: AlertRecord, op: str, who: str, user_id: str,
                       error: BaseException, previous_ack: dict[str, Any] | None = None) -> None:
         """Undo what the click showed, say why on the post and tell the clicker."""
-        state = dict((await self.bot.store.alert(rec.source, rec.key) or rec).state)
+        state = dict((await self.rt.store.alert(rec.source, rec.key) or rec).state)
         state["pending"] = None
         state["epoch"] = int(state.get("epoch", 0)) + 1
         if op == "ack":
@@ -697,12 +699,12 @@ class Alerts:
             note = ":warning: " + _(FAILED_NOTE[op]).format(user=who, reason=_reason(error))
         await self._save(rec.source, rec.key, rec.channel_id, state, [note])
         try:
-            channel = await self.bot.api.direct_channel(user_id)
+            channel = await self.rt.api.direct_channel(user_id)
             title = alert_from_json(state["alert"]).title
-            with i18n.use(await self.bot.locale_of(user_id)):  # a direct message: theirs
+            with i18n.use(await self.rt.locale_of(user_id)):  # a direct message: theirs
                 text = ":warning: " + _(FAILED_DIRECT[op]).format(title=title,
                                                                   reason=_reason(error))
-            await self.bot.api.create_post(
+            await self.rt.api.create_post(
                 channel, text,
                 key=f"alertfail:{rec.source}:{rec.key}:{state['epoch']}", check_first=True)
         except MattermostError as exc:
@@ -751,7 +753,7 @@ class Alerts:
         if cancelled:
             return {}
         source, _sep, key = payload.subject.partition("|")
-        rec = await self.bot.store.alert(source, key)
+        rec = await self.rt.store.alert(source, key)
         if rec is None:
             return {"errors": {"title": _("This alert no longer exists.")}}
         tracker = str(submission.get("tracker") or next(iter(self.trackers), ""))
@@ -763,27 +765,27 @@ class Alerts:
         entry_key = f"alert-ticket:{source}:{key}"
         body = {"source": source, "key": key, "tracker": tracker, "title": title,
                 "details": str(submission.get("details") or ""), "user_id": user_id}
-        existing = await self.bot.store.outbox_get(entry_key)
+        existing = await self.rt.store.outbox_get(entry_key)
         if existing is None or existing.state == "failed":
             # A ticket that could not be opened before may be tried again.
-            await self.bot.store.outbox_requeue(entry_key, "alert-ticket", body)
-            self.bot.outbox.kick()
+            await self.rt.store.outbox_requeue(entry_key, "alert-ticket", body)
+            self.rt.outbox.kick()
         elif existing.state != "done":
             return {"errors": {"title": _("A ticket for this alert is being opened.")}}
         return {}
 
     async def _file_ticket(self, entry: OutboxEntry) -> None:
         p = entry.payload
-        store = self.bot.store
+        store = self.rt.store
         tracker = self.trackers[p["tracker"]]
         ref = f"alert:{p['source']}:{p['key']}"
         try:
             found = None
-            if entry.attempts > 0 or entry.created_at < self.bot.started_at:
+            if entry.attempts > 0 or entry.created_at < self.rt.started_at:
                 found = await tracker.find_by_ref(
                     ref, datetime.fromtimestamp(entry.created_at - 600, UTC))
             if found is None:
-                user = await self.bot.api.user(p["user_id"])
+                user = await self.rt.api.user(p["user_id"])
                 person = Person(str(user.get("username", "")), str(user.get("email") or ""),
                                 " ".join(x for x in (user.get("first_name"),
                                                      user.get("last_name")) if x))
@@ -801,7 +803,7 @@ class Alerts:
                 await self._save(rec.source, rec.key, rec.channel_id, dict(rec.state), [note])
             await store.outbox_update(entry.key, state="failed", error=str(exc))
             return
-        who = (await self.bot.api.user(p["user_id"])).get("username", "")
+        who = (await self.rt.api.user(p["user_id"])).get("username", "")
         async with self._lock(p["source"], p["key"]):
             rec = await store.alert(p["source"], p["key"])
             if rec is not None:

@@ -47,7 +47,7 @@ from ..router import Router
 from ..store import OutboxEntry, TicketLink
 
 if TYPE_CHECKING:
-    from ..app import Bot
+    from ..runtime import Runtime
 
 log = logging.getLogger("switchboard.helpdesk")
 
@@ -101,8 +101,7 @@ class Helpdesk:
         self.router = Router("helpdesk")
         self.linked: set[str] = set()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._bot: Bot | None = None
-        self._outbox: Outbox | None = None
+        self._rt: Runtime | None = None
         self._staff: Membership | None = None
         self.default_tracker = settings.default_tracker or next(
             (t.tracker for t in settings.triggers if t.tracker in trackers), "")
@@ -111,6 +110,11 @@ class Helpdesk:
     # --- declarations ---------------------------------------------------------------------------
     def _declare(self) -> None:
         r = self.router
+        r.on_start(self.start)
+        r.on_stop(self.stop)
+        r.executor("ticket", on_retry=self._queued_notice)(self._file_ticket)
+        r.executor("comment")(self._file_comment)
+        r.every(self.settings.poll_interval, name="helpdesk-watch")(self.watch)
         # Replies in a linked thread go to the ticket first, whatever they say.
         r.message(self._in_linked_thread)(self.thread_reply)
         for trigger in self.settings.triggers:
@@ -133,7 +137,7 @@ class Helpdesk:
             r.command("status", args=r"(?:(?P<tracker>[A-Za-z][\w-]*)\s+)?#?(?P<number>\d+)",
                       usage="status <number>",
                       description=N_("a ticket's status, assignee and link"))(self.status)
-            r.message(F.Regex(r"^\s*#(?P<number>\d+)\s*$"), direct=True)(self.status)
+            r.message(F.Regex(r"^\s*#(?P<number>\d+)\s*$"), direct=True)(self.status_of)
             r.command("my tickets", description=N_("your open tickets"))(self.my_tickets)
 
     def _in_linked_thread(self, msg: Message) -> bool:
@@ -147,27 +151,21 @@ class Helpdesk:
 
     # --- lifecycle ------------------------------------------------------------------------------
     @property
-    def bot(self) -> Bot:
-        if self._bot is None:
+    def rt(self) -> Runtime:
+        if self._rt is None:
             raise RuntimeError("the helpdesk has not been started")
-        return self._bot
+        return self._rt
 
     @property
     def outbox(self) -> Outbox:
-        if self._outbox is None:
-            raise RuntimeError("the helpdesk has not been started")
-        return self._outbox
+        return self.rt.outbox
 
-    async def start(self, bot: Bot) -> None:
-        self._bot = bot
-        self.linked = await bot.store.linked_roots()
+    async def start(self, rt: Runtime) -> None:
+        self._rt = rt
+        self.linked = await rt.store.linked_roots()
         # Threads of tickets still queued take replies too (they are filed later).
         self.linked |= {e.payload.get("root_id", "") for e in
-                        await bot.store.outbox_open("ticket")} - {""}
-        self._outbox = bot.outbox
-        bot.outbox.register("ticket", self._file_ticket, self._queued_notice)
-        bot.outbox.register("comment", self._file_comment)
-        bot.spawn(self._watch(), "helpdesk-watch")
+                        await rt.store.outbox_open("ticket")} - {""}
 
     async def stop(self) -> None:
         for tracker in self.trackers.values():
@@ -210,7 +208,7 @@ class Helpdesk:
 
     async def _person(self, user_id: str) -> Person:
         try:
-            user = await self.bot.api.user(user_id)
+            user = await self.rt.api.user(user_id)
         except MattermostError:
             return Person(username=user_id)
         name = " ".join(x for x in (user.get("first_name"), user.get("last_name")) if x)
@@ -220,7 +218,7 @@ class Helpdesk:
 
     async def _permalink(self, channel_id: str, post_id: str) -> tuple[str, str]:
         """(where, permalink) for the ticket's body."""
-        api = self.bot.api
+        api = self.rt.api
         where, team_name = _("a direct message to the bot"), ""
         try:
             channel = await api.channel(channel_id)
@@ -242,7 +240,7 @@ class Helpdesk:
         out = []
         for file_id in file_ids:
             try:
-                info, data = await self.bot.api.file(file_id)
+                info, data = await self.rt.api.file(file_id)
             except MattermostError as exc:
                 log.warning("cannot read file %s: %s", file_id, exc)
                 continue
@@ -255,7 +253,7 @@ class Helpdesk:
 
     async def _file_ticket(self, entry: OutboxEntry) -> None:
         p = entry.payload
-        await self.bot.speak_to(p["user_id"])
+        await self.rt.speak_to(p["user_id"])
         tracker = self.trackers.get(p["tracker"])
         if tracker is None:
             raise TrackerRejected(f"no tracker named {p['tracker']!r} is configured")
@@ -263,7 +261,7 @@ class Helpdesk:
         ticket: Ticket | None = None
         # An entry that a stopped run was working on may already have its ticket (found again
         # by its reference) and even its reply (found again by its key).
-        resumed = entry.attempts > 0 or entry.created_at < self.bot.started_at
+        resumed = entry.attempts > 0 or entry.created_at < self.rt.started_at
         if entry.state == "queued":
             ticket = await self._create(entry, tracker)
             if ticket is None:
@@ -271,18 +269,18 @@ class Helpdesk:
             result = {"id": ticket.id, "title": ticket.title, "url": ticket.url,
                       "status": ticket.status.value}
             person = await self._person(p["user_id"])
-            await self.bot.store.link_ticket(TicketLink(
+            await self.rt.store.link_ticket(TicketLink(
                 p["tracker"], ticket.id, p["channel_id"], p["root_id"], p["user_id"],
                 person.username, ticket.title, ticket.url, ticket.status.value, 0,
                 ticket.status.is_open))
             self.linked.add(p["root_id"])
             await self._attach(tracker, ticket.id, p.get("file_ids") or [])
             # From here on a retry only owes the reply: no second look-up, no second upload.
-            await self.bot.store.outbox_update(key, state="filed", result=result)
+            await self.rt.store.outbox_update(key, state="filed", result=result)
             log.info("filed as %s #%s", tracker.name, ticket.id)
         else:
             result = entry.result
-        if self.bot.settings.stream.enabled:
+        if self.rt.stream_enabled:
             text = _(":ticket: Ticket **#{number}** opened in {tracker}: {title}\n{url}\n"
                      "Replies in this thread are added to the ticket.")
         else:  # webhook-only: thread replies do not reach the bot
@@ -304,19 +302,19 @@ class Helpdesk:
             log.error("gave up posting the number of %s #%s in its thread (%s)", tracker.name,
                       result["id"], exc)
             with contextlib.suppress(MattermostError):
-                channel_id = await self.bot.api.direct_channel(p["user_id"])
-                await self.bot.api.create_post(channel_id, message, key=f"{key}:filed-dm",
+                channel_id = await self.rt.api.direct_channel(p["user_id"])
+                await self.rt.api.create_post(channel_id, message, key=f"{key}:filed-dm",
                                                check_first=True)
-            await self.bot.store.outbox_update(key, state="failed", result=result,
+            await self.rt.store.outbox_update(key, state="failed", result=result,
                                                error=f"reply refused: {exc}")
             return
-        await self.bot.store.outbox_update(key, state="done", result=result)
+        await self.rt.store.outbox_update(key, state="done", result=result)
 
     async def _post_number(self, entry: OutboxEntry, message: str, resumed: bool) -> None:
         """The ticket's number in its thread; a public channel the bot was not in (an outgoing
         webhook brought the request) is joined first."""
         p = entry.payload
-        post = self.bot.api.create_post
+        post = self.rt.api.create_post
         try:
             await post(p["channel_id"], message, root_id=p["root_id"],
                        key=f"{entry.key}:filed", check_first=resumed)
@@ -330,9 +328,9 @@ class Helpdesk:
         """Join a public channel the bot is not in; False when it is not public or the bot
         may not join."""
         try:
-            if (await self.bot.api.channel(channel_id)).get("type") != "O":
+            if (await self.rt.api.channel(channel_id)).get("type") != "O":
                 return False
-            await self.bot.api.join_channel(channel_id)
+            await self.rt.api.join_channel(channel_id)
         except MattermostError as exc:
             log.warning("cannot join channel %s: %s", channel_id, exc)
             return False
@@ -343,7 +341,7 @@ class Helpdesk:
         """Create the ticket, unless an earlier try already did; None when refused."""
         p = entry.payload
         ref = f"mattermost-post:{p['post_id']}"
-        started_before = entry.attempts > 0 or entry.created_at < self.bot.started_at
+        started_before = entry.attempts > 0 or entry.created_at < self.rt.started_at
         try:
             if started_before:
                 since = datetime.fromtimestamp(entry.created_at - 600, UTC)
@@ -367,13 +365,13 @@ class Helpdesk:
         except TrackerUnavailable as exc:
             raise Retry(str(exc)) from None
         except TrackerError as exc:
-            await self.bot.api.create_post(
+            await self.rt.api.create_post(
                 p["channel_id"],
                 _(":warning: {tracker} refused the ticket: {error}\n"
                   "Please contact the support team another way.").format(
                     tracker=label(tracker.name), error=exc),
                 root_id=p["root_id"], key=f"{entry.key}:refused", check_first=True)
-            await self.bot.store.outbox_update(entry.key, state="failed", error=str(exc))
+            await self.rt.store.outbox_update(entry.key, state="failed", error=str(exc))
             return None
 
     async def _attach(self, tracker: Tracker, ticket_id: str, file_ids: list[str]) -> None:
@@ -385,18 +383,18 @@ class Helpdesk:
                             tracker.name, ticket_id, exc)
 
     async def _queued_notice(self, entry: OutboxEntry, reason: str) -> None:
-        current = await self.bot.store.outbox_get(entry.key)
+        current = await self.rt.store.outbox_get(entry.key)
         if entry.notified or current is None or current.state != "queued" or current.notified:
             return  # told before, or the ticket exists and only the reply is being retried
         p = entry.payload
-        await self.bot.speak_to(p["user_id"])
-        await self.bot.api.create_post(
+        await self.rt.speak_to(p["user_id"])
+        await self.rt.api.create_post(
             p["channel_id"],
             _(":hourglass: {tracker} is not reachable right now. Your request is queued and will "
               "be filed automatically when it is back; the ticket number will follow here."
               ).format(tracker=label(p["tracker"])),
             root_id=p["root_id"], key=f"{entry.key}:queued", check_first=True)
-        await self.bot.store.outbox_update(entry.key, notified=True)
+        await self.rt.store.outbox_update(entry.key, notified=True)
 
     # --- the thread follows the ticket ----------------------------------------------------------
     async def thread_reply(self, ctx: Context, post: Post) -> None:
@@ -410,18 +408,18 @@ class Helpdesk:
 
     async def _file_comment(self, entry: OutboxEntry) -> None:
         p = dict(entry.payload)
-        link = await self.bot.store.ticket_by_root(p["root_id"])
+        link = await self.rt.store.ticket_by_root(p["root_id"])
         if link is None:
             if any(e.payload.get("root_id") == p["root_id"]
-                   for e in await self.bot.store.outbox_open("ticket")):
+                   for e in await self.rt.store.outbox_open("ticket")):
                 raise Retry("the thread's ticket is not filed yet")
-            await self.bot.store.outbox_update(entry.key, state="failed",
+            await self.rt.store.outbox_update(entry.key, state="failed",
                                                error="the thread has no ticket")
             return
         p["tracker"], p["ticket_id"] = link.tracker, link.ticket_id
         tracker = self.trackers.get(link.tracker)
         if tracker is None:
-            await self.bot.store.outbox_update(entry.key, state="failed", error="no tracker")
+            await self.rt.store.outbox_update(entry.key, state="failed", error="no tracker")
             return
         person = await self._person(p["user_id"])
         # The link back to the chat message also marks the follow-up as this message's.
@@ -433,7 +431,7 @@ class Helpdesk:
         try:
             async with self._lock(p["tracker"], p["ticket_id"]):
                 comment_id = ""
-                if entry.attempts > 0 or entry.created_at < self.bot.started_at:
+                if entry.attempts > 0 or entry.created_at < self.rt.started_at:
                     # An earlier try may have landed: look before writing it again.
                     for c in await tracker.comments(p["ticket_id"]):
                         if marker in c.text:
@@ -441,39 +439,33 @@ class Helpdesk:
                 if not comment_id:
                     comment_id = await tracker.comment(p["ticket_id"], text, person)
                 if comment_id:
-                    await self.bot.store.mark_comments_seen(p["tracker"], p["ticket_id"],
+                    await self.rt.store.mark_comments_seen(p["tracker"], p["ticket_id"],
                                                             [comment_id])
             await self._attach(tracker, p["ticket_id"], p.get("file_ids") or [])
         except TrackerUnavailable as exc:
             raise Retry(str(exc)) from None
         except TrackerError as exc:
             log.warning("%s refused a comment on #%s: %s", tracker.name, p["ticket_id"], exc)
-            await self.bot.store.outbox_update(entry.key, state="failed", error=str(exc))
+            await self.rt.store.outbox_update(entry.key, state="failed", error=str(exc))
             return
         try:
-            await self.bot.api.add_reaction(p["post_id"], "white_check_mark")
+            await self.rt.api.add_reaction(p["post_id"], "white_check_mark")
         except MattermostError as exc:
             log.warning("could not confirm comment %s: %s", p["post_id"], exc)
-        await self.bot.store.outbox_update(entry.key, state="done")
+        await self.rt.store.outbox_update(entry.key, state="done")
         log.info("follow-up added to %s #%s", p["tracker"], p["ticket_id"])
 
     # --- watching linked tickets ----------------------------------------------------------------
-    async def _watch(self) -> None:
-        bot = self.bot
-        owner = f"watch-{id(self)}"
-        while not bot.stopping:
-            try:
-                if await bot.store.take_lease("helpdesk-watch", owner,
-                                              self.settings.poll_interval * 3):
-                    await self.poll_once()
-            except Exception:
-                log.exception("ticket watch failed")
-            await bot.sleep(self.settings.poll_interval)
+    async def watch(self) -> None:
+        """One look at linked tickets, by whichever process holds the watch's lease."""
+        if await self.rt.store.take_lease("helpdesk-watch", f"watch-{id(self)}",
+                                          self.settings.poll_interval * 3):
+            await self.poll_once()
 
     async def poll_once(self) -> None:
         """Post status changes and technicians' public follow-ups into linked threads."""
-        links = await self.bot.store.tickets(open_only=True)
-        limit = asyncio.Semaphore(self.settings.concurrency)
+        links = await self.rt.store.tickets(open_only=True)
+        limit = asyncio.Semaphore(self.settings.poll_concurrency)
 
         async def one(link: TicketLink) -> None:
             # gather() runs each in a task of its own: lines about a ticket name its request.
@@ -490,7 +482,7 @@ class Helpdesk:
                 except TicketNotFound:
                     log.warning("%s #%s is gone; no longer watched", tracker.name,
                                 link.ticket_id)
-                    await self.bot.store.set_ticket_status(link.tracker, link.ticket_id,
+                    await self.rt.store.set_ticket_status(link.tracker, link.ticket_id,
                                                            link.status, False)
                 except (TrackerError, MattermostError) as exc:
                     log.warning("watching %s #%s: %s", tracker.name, link.ticket_id, exc)
@@ -498,12 +490,12 @@ class Helpdesk:
         await asyncio.gather(*(one(link) for link in links))
 
     async def _poll_ticket(self, tracker: Tracker, link: TicketLink) -> None:
-        api = self.bot.api
+        api = self.rt.api
         # The thread and the DM are the requester's: their language.
-        await self.bot.speak_to(link.requester_id)
+        await self.rt.speak_to(link.requester_id)
         async with self._lock(link.tracker, link.ticket_id):
             comments = await tracker.comments(link.ticket_id)
-            seen = await self.bot.store.seen_comments(link.tracker, link.ticket_id)
+            seen = await self.rt.store.seen_comments(link.tracker, link.ticket_id)
             for c in comments:
                 if c.id in seen:
                     continue
@@ -513,7 +505,7 @@ class Helpdesk:
                                                 number=link.ticket_id, text=c.text),
                     root_id=link.root_id,
                     key=f"followup:{link.tracker}:{link.ticket_id}:{c.id}", check_first=True)
-                await self.bot.store.mark_comments_seen(link.tracker, link.ticket_id, [c.id])
+                await self.rt.store.mark_comments_seen(link.tracker, link.ticket_id, [c.id])
         ticket = await tracker.get(link.ticket_id)
         if ticket.status.value == link.status:
             return
@@ -535,13 +527,13 @@ class Helpdesk:
                                                          title=link.title, status=label,
                                                          url=link.url),
                 key=f"statusdm:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
-        await self.bot.store.set_ticket_status(link.tracker, link.ticket_id,
+        await self.rt.store.set_ticket_status(link.tracker, link.ticket_id,
                                                ticket.status.value, ticket.status.is_open)
 
     # --- DM commands ----------------------------------------------------------------------------
     async def _is_staff(self, user_id: str) -> bool:
         if self._staff is None:
-            self._staff = Membership(self.bot.api, self.settings.staff)
+            self._staff = Membership(self.rt.api, self.settings.staff)
         return not self._staff.anyone and await self._staff.includes(user_id)
 
     async def status(self, ctx: Context, user_id: str, number: str = "",
@@ -550,6 +542,10 @@ class Helpdesk:
             await ctx.reply(_("Usage: `status <number>`, for example `status 123`."))
             return
         await ctx.reply(await self.status_text(user_id, number, tracker))
+
+    async def status_of(self, ctx: Context, user_id: str, number: str) -> None:
+        """`#123` alone in a direct message: that ticket's status."""
+        await ctx.reply(await self.status_text(user_id, number))
 
     async def status_text(self, user_id: str, number: str, tracker: str | None = None) -> str:
         """What `status N` answers this user."""
@@ -578,7 +574,7 @@ class Helpdesk:
             assignee=ticket.assignee or _("nobody yet"), updated=updated, url=ticket.url)
 
     async def _may_see(self, user_id: str, tracker: str, ticket: Ticket) -> bool:
-        link = await self.bot.store.ticket(tracker, ticket.id)
+        link = await self.rt.store.ticket(tracker, ticket.id)
         if link is not None and link.requester_id == user_id:
             return True
         person = await self._person(user_id)
@@ -596,7 +592,7 @@ class Helpdesk:
         t = self.trackers[name]
         person = await self._person(user_id)
         found: dict[str, tuple[str, str, str]] = {}
-        for link in await self.bot.store.tickets(open_only=True, requester_id=user_id):
+        for link in await self.rt.store.tickets(open_only=True, requester_id=user_id):
             if link.tracker == name:
                 found[link.ticket_id] = (link.title, status_name(link.status), link.url)
         try:
@@ -643,7 +639,7 @@ class Helpdesk:
         # The request gets a post of its own in the channel: the ticket's thread.
         who = (await self._person(command.user_id)).username
         key = hashlib.sha256(command.trigger_id.encode()).hexdigest()[:24]
-        root = await self.bot.api.create_post(
+        root = await self.rt.api.create_post(
             command.channel_id, _(":inbox_tray: Ticket request from @{user}: {text}").format(
                 user=who, text=text),
             key=f"slash:{key}")

@@ -1,194 +1,177 @@
 """Keep the catalogs in step with the code: `python -m plugin.i18n.extract` (`make i18n`).
 
-It collects every `_()`, `N_()`, `ngettext()` and `pgettext()` call with literal strings in the
-bot's sources, writes the template `switchboard.pot`, and merges it into each language's `.po`:
-translations are kept, new messages are added untranslated (English gets its msgid), messages the
-code no longer has are dropped. `--check` changes nothing and exits 1 when a file is out of date.
+Babel does the work, as `pybabel extract` and `pybabel update` would: it collects the `_()`,
+`N_()`, `ngettext()` and `pgettext()` calls with literal strings in the bot's sources into the
+template `switchboard.pot`, then updates each language's `.po` from it. Translations are kept, a
+message whose wording changed keeps its old translation marked fuzzy (to be reviewed), new messages
+are added untranslated (English gets its msgid), and messages the code no longer has are dropped.
+A `# TRANSLATORS:` comment just above a call reaches the translators as an extracted comment.
+
+What Babel cannot be told by keywords alone is added here: command words, the first argument of
+`router.command("status", …)` and `i18n.aliases("mine")`, are messages in the `command` context.
+
+`--check` changes nothing and exits 1 when a file is out of date.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
+import io
+import re
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-from . import COMMAND, DOMAIN, HERE, LANGUAGES, catalog_path, parse_po
+from babel.messages.catalog import Catalog
+from babel.messages.extract import extract_from_file, extract_python
+from babel.messages.pofile import write_po
+
+from .. import __version__
+from . import COMMAND, DOMAIN, HERE, LANGUAGES, catalog_path, read_catalog
 
 ROOT = HERE.parent.parent
 SOURCES = ("plugin",)
-PLURAL_FORMS = {
-    "en": "nplurals=2; plural=(n != 1);",
-    "de": "nplurals=2; plural=(n != 1);",
-    "fr": "nplurals=2; plural=(n > 1);",
-    "ru": "nplurals=3; plural=(n%10==1 && n%100!=11 ? 0 : n%10>=2 && n%10<=4 && "
-          "(n%100<10 || n%100>=20) ? 1 : 2);",
-    "ja": "nplurals=1; plural=0;",
-}
+#: Babel keyword specs of the translation functions (`pybabel extract -k`).
+KEYWORDS: dict[str, Any] = {"_": None, "N_": None, "ngettext": (1, 2), "pgettext": ((1, "c"), 2)}
+#: Calls whose first argument is a command word.
+COMMAND_WORDS = ("command", "aliases")
+COMMENT_TAGS = ("TRANSLATORS:",)
 NAMES = {"en": "English", "ru": "Russian", "fr": "French", "de": "German", "ja": "Japanese"}
+HEADER = ("Switchboard's messages{in_lang}.\n"
+          "Generated entries: edit translations only; run `make i18n` after changing the code.")
+#: Header fields that change on every run or with the tools, not with the messages.
+VOLATILE = re.compile(r'^"(?:POT-Creation-Date|Project-Id-Version|Generated-By): .*"\n', re.M)
 
 
-@dataclass
-class Message:
-    msgid: str
-    plural: str | None = None
-    context: str | None = None
-    where: list[str] = field(default_factory=list)
-    line: int = 0
+def extract_switchboard(fileobj: Any, keywords: Mapping[str, Any],
+                        comment_tags: Collection[str], options: Any,
+                        ) -> Iterator[tuple[int, Any, Any, Any]]:
+    """A Babel extraction method: Babel's own for Python, plus the command words.
 
-    @property
-    def key(self) -> tuple[str | None, str]:
-        return self.context, self.msgid
+    Command words are found with `ast` rather than Babel's tokenizer, which would also take a
+    variable that happens to be called `command` (`command["id"]`) for a call."""
+    # Babel types the method's yield as the final result; it is (line, function, args, comments).
+    yield from extract_python(fileobj, keywords, comment_tags, options)
+    fileobj.seek(0)
+    for node in ast.walk(ast.parse(fileobj.read())):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else \
+            func.attr if isinstance(func, ast.Attribute) else ""
+        word = node.args[0]
+        if name in COMMAND_WORDS and isinstance(word, ast.Constant) \
+                and isinstance(word.value, str) and word.value:
+            yield node.lineno, "pgettext", (COMMAND, word.value), []
 
 
-def _literal(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    return None
+def _header(lang: str | None) -> str:
+    text = HEADER.format(in_lang=f" in {NAMES.get(lang, lang)}" if lang else "")
+    return "\n".join(f"# {line}" for line in text.splitlines())
 
 
-def extract(root: Path = ROOT) -> list[Message]:
-    """Every translatable message in the sources, in order of first appearance."""
-    found: dict[tuple[str | None, str], Message] = {}
+def extract(root: Path = ROOT) -> Catalog:
+    """The template: every translatable message in the sources.
+
+    Messages are grouped by context (plain ones first) and then by the file and line where each
+    first appears; references name files, not lines, so that moving code does not change the
+    catalogs."""
+    found: list[tuple[tuple[str, str, int], str, int, str | tuple[str, ...], list[str],
+                      str | None]] = []
+    first: dict[tuple[str | None, str], tuple[str, str, int]] = {}
     for top in SOURCES:
         for path in sorted((root / top).rglob("*.py")):
             rel = path.relative_to(root).as_posix()
-            tree = ast.parse(path.read_text(encoding="utf-8"), rel)
-            for node in ast.walk(tree):
-                if not isinstance(node, ast.Call):
-                    continue
-                if isinstance(node.func, ast.Name):
-                    name = node.func.id
-                elif isinstance(node.func, ast.Attribute):  # i18n._("...")
-                    name = node.func.attr
-                else:
-                    continue
-                args = node.args
-                msg: Message | None = None
-                if name in ("_", "N_") and len(args) == 1 and _literal(args[0]) is not None:
-                    msg = Message(str(_literal(args[0])))
-                elif name == "ngettext" and len(args) == 3 and _literal(args[0]) is not None \
-                        and _literal(args[1]) is not None:
-                    msg = Message(str(_literal(args[0])), plural=_literal(args[1]))
-                elif name == "pgettext" and len(args) == 2 and _literal(args[0]) is not None \
-                        and _literal(args[1]) is not None:
-                    msg = Message(str(_literal(args[1])), context=_literal(args[0]))
-                elif name in ("command", "aliases") and args and _literal(args[0]) is not None:
-                    # Command words (`router.command("status")`, `i18n.aliases("mine")`) are
-                    # translated as their aliases in each language.
-                    msg = Message(str(_literal(args[0])), context=COMMAND)
-                if msg is None or not msg.msgid:
-                    continue
-                if msg.key in found:
-                    if rel not in found[msg.key].where:
-                        found[msg.key].where.append(rel)
-                else:
-                    msg.where.append(rel)
-                    msg.line = node.lineno
-                    found[msg.key] = msg
-    # Grouped by file, in the order of the code; references name files, not lines, so that
-    # moving code does not change the catalogs.
-    return sorted(found.values(), key=lambda m: (m.context or "", m.where[0], m.line))
+            for lineno, message, comments, context in extract_from_file(
+                    extract_switchboard, path, keywords=KEYWORDS, comment_tags=COMMENT_TAGS,
+                    strip_comment_tags=True):
+                msgid = message if isinstance(message, str) else message[0]
+                order = first.setdefault((context, msgid), (context or "", rel, lineno))
+                found.append((order, rel, lineno, message, comments, context))
+    template = Catalog(domain=DOMAIN, project=DOMAIN, version=__version__, fuzzy=False,
+                       header_comment=_header(None), charset="utf-8")
+    for _, rel, lineno, message, comments, context in sorted(found, key=lambda f: f[0]):
+        template.add(message, locations=[(rel, lineno)], auto_comments=comments,
+                     context=context)
+    return template
 
 
-def _quote(text: str) -> str:
-    body = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\t", "\\t")
-            .replace("\r", "\\r").replace("\n", "\\n"))
-    return f'"{body}"'
+def update(template: Catalog, lang: str, folder: Path = HERE) -> Catalog:
+    """A language's catalog brought in step with the template (`pybabel update`)."""
+    path = catalog_path(lang, folder)
+    if path.exists():
+        catalog = read_catalog(path)
+    else:  # `pybabel init`
+        catalog = Catalog(locale=lang, domain=DOMAIN, fuzzy=False, header_comment=_header(lang),
+                          charset="utf-8")
+    catalog.project, catalog.version = template.project, template.version
+    if "LL@li.org" in catalog.language_team:  # Babel's placeholder
+        catalog.language_team = NAMES.get(lang, lang)
+    # A copy: Babel adds the template's new messages themselves, and they are changed below.
+    catalog.update(copy.deepcopy(template))
+    if lang == LANGUAGES[0]:
+        # The source language: its text is the msgid, unless someone has rewritten it there.
+        for message in catalog:
+            if message.id and (message.fuzzy or not all(_forms(message.string))):
+                message.string = message.id
+                message.flags.discard("fuzzy")
+    return catalog
 
 
-def _field(keyword: str, text: str) -> list[str]:
-    # Multi-line messages are written one line per source line, as gettext's tools do.
-    if "\n" not in text.rstrip("\n"):
-        return [f"{keyword} {_quote(text)}"]
-    lines = [f'{keyword} ""']
-    parts = text.split("\n")
-    for i, part in enumerate(parts):
-        piece = part + ("\n" if i < len(parts) - 1 else "")
-        if piece:
-            lines.append(_quote(piece))
-    return lines
+def _forms(string: str | tuple[str, ...] | list[str] | None) -> list[str]:
+    if isinstance(string, (tuple, list)):
+        return list(string)
+    return [string or ""]
 
 
-def render(messages: list[Message], lang: str | None,
-           translated: dict[tuple[str | None, str], list[str]]) -> str:
-    """A `.pot` (lang None) or a language's `.po`."""
-    header = [
-        f"# Switchboard's messages{'' if lang is None else ' in ' + NAMES[lang]}.",
-        "# Generated entries: edit translations only; run `make i18n` after changing the code.",
-        'msgid ""',
-        'msgstr ""',
-        '"Project-Id-Version: switchboard\\n"',
-        f'"Language: {lang or ""}\\n"',
-        '"MIME-Version: 1.0\\n"',
-        '"Content-Type: text/plain; charset=UTF-8\\n"',
-        '"Content-Transfer-Encoding: 8bit\\n"',
-        f'"Plural-Forms: {PLURAL_FORMS[lang or "en"]}\\n"',
-        "",
-    ]
-    out = header
-    nplurals = int(PLURAL_FORMS[lang or "en"].split(";")[0].split("=")[1])
-    for m in messages:
-        out.append("#: " + " ".join(m.where[:4]))
-        if "{" in m.msgid:
-            out.append("#, python-brace-format")
-        if m.context is not None:
-            out.append(f"msgctxt {_quote(m.context)}")
-        out += _field("msgid", m.msgid)
-        forms = translated.get(m.key)
-        if lang == "en" and not forms:
-            forms = [m.msgid] if m.plural is None else [m.msgid, m.plural]
-        if m.plural is not None:
-            out += _field("msgid_plural", m.plural)
-            forms = list(forms or [])
-            forms = (forms + [""] * nplurals)[:nplurals]
-            for i, form in enumerate(forms):
-                out += _field(f"msgstr[{i}]", form)
-        else:
-            out += _field("msgstr", (forms or [""])[0])
-        out.append("")
-    return "\n".join(out)
+def render(catalog: Catalog) -> str:
+    """A catalog as the text of its file."""
+    out = io.BytesIO()
+    # No wrapping: a message stays one line (one per line of its text), easy to find and diff.
+    write_po(out, catalog, width=0, ignore_obsolete=True, include_lineno=False)
+    return out.getvalue().decode("utf-8")
 
 
-def existing(lang: str) -> dict[tuple[str | None, str], list[str]]:
-    path = catalog_path(lang)
-    if not path.exists():
-        return {}
-    result: dict[tuple[str | None, str], list[str]] = {}
-    for e in parse_po(path.read_text(encoding="utf-8"), str(path)):
-        if not e.get("msgid"):
-            continue
-        ctx = e.get("msgctxt")
-        forms = e.get("msgstr") or []
-        assert isinstance(forms, list)
-        result[(None if ctx is None else str(ctx), str(e["msgid"]))] = forms
-    return result
-
-
-def outputs(root: Path = ROOT) -> dict[Path, str]:
-    """Every catalog file as it should be."""
-    messages = extract(root)
-    files = {HERE / f"{DOMAIN}.pot": render(messages, None, {})}
+def outputs(root: Path = ROOT, folder: Path = HERE) -> dict[Path, str]:
+    """Every catalog file as it should be: the template, then each language's."""
+    template = extract(root)
+    pot = folder / f"{DOMAIN}.pot"
+    if pot.exists():
+        # The template keeps its date while its messages stay the same.
+        created = template.creation_date
+        template.creation_date = read_catalog(pot).creation_date
+        if stale({pot: render(template)}):
+            template.creation_date = created
+    files = {pot: render(template)}
     for lang in LANGUAGES:
-        files[catalog_path(lang)] = render(messages, lang, existing(lang))
+        files[catalog_path(lang, folder)] = render(update(template, lang, folder))
     return files
 
 
-def main(argv: list[str] | None = None) -> int:
+def _stable(text: str) -> str:
+    return VOLATILE.sub("", text)
+
+
+def stale(files: dict[Path, str]) -> list[Path]:
+    """The files whose text is not as given (but for the header fields that change by
+    themselves)."""
+    return [path for path, text in files.items()
+            if not path.exists() or _stable(path.read_text(encoding="utf-8")) != _stable(text)]
+
+
+def main(argv: list[str] | None = None, root: Path = ROOT, folder: Path = HERE) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    stale = []
-    for path, text in outputs().items():
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
-            continue
-        stale.append(path)
-        if "--check" not in argv:
+    check = "--check" in argv
+    files = outputs(root, folder)
+    out_of_date = stale(files)
+    for path in out_of_date:
+        if not check:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-    for path in stale:
-        verb = "out of date" if "--check" in argv else "updated"
-        print(f"{path.relative_to(ROOT)}: {verb}")
-    return 1 if stale and "--check" in argv else 0
+            path.write_text(files[path], encoding="utf-8")
+        print(f"{path.relative_to(folder)}: {'out of date' if check else 'updated'}")
+    return 1 if out_of_date and check else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

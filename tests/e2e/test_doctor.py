@@ -173,7 +173,7 @@ def test_server_settings_and_memberships_are_checked_with_their_fixes(
     assert made_admin.status_code == 200, made_admin.text
     service = sim.server_config["ServiceSettings"]
     service["AllowedUntrustedInternalConnections"] = "chat.example.org, 10.0.0.0/8"
-    env = {"ALERTS_CHANNEL": "sandbox/off-topic"}
+    env = {"ALERTS_CHANNEL": "sandbox/off-topic", "ALERTS_TOKEN": "doctor-alerts-token-0123"}
     result = run_doctor(sim, tmp_path, env=env)
     assert result.code == 1
     refused = result.line("FAIL", "Mattermost will refuse to call")
@@ -230,7 +230,8 @@ def test_monitoring_sources_are_reached_with_their_credentials(
         icinga_factory: IcingaFactory, alertmanager_factory: AlertmanagerFactory) -> None:
     alertmanager = alertmanager_factory()
     icinga = icinga_factory("http://127.0.0.1:9/unused", "unused-token-0123")
-    env = {"ALERTMANAGER_URL": alertmanager.url, "ZABBIX_URL": zabbix_server.url,
+    env = {"ALERTS_TOKEN": "doctor-alerts-token-0123", "ALERTS_CHANNEL": "sandbox/town-square",
+           "ALERTMANAGER_URL": alertmanager.url, "ZABBIX_URL": zabbix_server.url,
            "ZABBIX_API_TOKEN": zabbix_server.api_token, "ICINGA_URL": icinga.url,
            "ICINGA_USER": icinga.username, "ICINGA_PASSWORD": icinga.password}
     secrets = (zabbix_server.api_token, icinga.password)

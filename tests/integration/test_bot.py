@@ -114,7 +114,7 @@ async def test_failing_handler_apologises_and_the_stream_goes_on(
     caplog.set_level(logging.ERROR)
     p = await post(st, "helpdesk", "boom now")
     await until(lambda: replies(st.simulator, p["id"]), 10, "the apology")
-    assert replies(st.simulator, p["id"]) == [bot.apology()]
+    assert replies(st.simulator, p["id"]) == [bot.runtime.apology()]
     assert "Traceback" not in replies(st.simulator, p["id"])[0]
     assert any(p["id"] in r.getMessage() and r.exc_info for r in caplog.records)
     q = await post(st, "helpdesk", "echo again")
@@ -178,7 +178,7 @@ async def test_a_backfill_does_not_take_an_edited_post_for_a_request(st: Simulat
     marker = await post(st, "helpdesk", "echo marker")
     await until(lambda: replies(sim, marker["id"]), 10, "the marker's reply")
     await asyncio.to_thread(st.call, sim.edit_as("alice", edited["id"], "echo edited"))
-    await bot.backfill()
+    await bot.backfill.run()
     late = await post(st, "helpdesk", "echo late")
     await until(lambda: replies(sim, late["id"]), 10, "the late marker's reply")
     assert replies(sim, edited["id"]) == []
@@ -197,24 +197,24 @@ async def test_dialog_submissions_must_carry_a_signed_state(bot: Bot) -> None:
     import json
 
     import httpx
-    url = f"{bot.public_url}/dialogs"
+    url = f"{bot.runtime.public_url}/dialogs"
     body = {"type": "dialog_submission", "callback_id": "feedback", "user_id": "u1",
             "channel_id": "c1", "team_id": "t1", "submission": {"text": "hi"},
             "cancelled": False}
     async with httpx.AsyncClient() as http:
         forged = await http.post(url, json=body | {"state": '{"action":"feedback"}'})
         assert forged.status_code == 403 and dialogs == []
-        other = bot.signer.pack("otherdialog", "", {})
+        other = bot.runtime.signer.pack("otherdialog", "", {})
         wrong = await http.post(url, json=body | {"state": json.dumps(other)})
         assert wrong.status_code == 403
-        good = bot.signer.pack("feedback", "ticket:7", {"ticket": "7"})
+        good = bot.runtime.signer.pack("feedback", "ticket:7", {"ticket": "7"})
         ok = await http.post(url, json=body | {"state": json.dumps(good)})
         assert ok.status_code == 200 and ok.json() == {}
     assert dialogs == [{"text": "hi", "ticket": "7"}]
 
 
 async def test_buttons_in_one_post_have_distinct_valid_ids(bot: Bot) -> None:
-    ctx = Context(bot, key="k", user_id="u", channel_id="c")
+    ctx = Context(bot.runtime, key="k", user_id="u", channel_id="c")
     buttons = [ctx.button(f"{h} h", "snooze", "alert7", {"h": str(h)}) for h in (1, 4, 24)]
     ids = [b["id"] for b in buttons]
     assert len(set(ids)) == 3
@@ -226,7 +226,7 @@ async def test_malformed_events_are_skipped(st: SimulatorThread, bot: Bot) -> No
     for data in ({"post": json.dumps({"id": "p", "channel_id": "c", "user_id": "u",
                                       "create_at": "not a number"})},
                  {"post": "{"}, None, {"post": json.dumps({"id": 5})}):
-        bot.on_frame({"event": "posted", "data": data})
+        bot.pipeline.on_frame({"event": "posted", "data": data})
     p = await post(st, "helpdesk", "echo still")
     await until(lambda: replies(st.simulator, p["id"]), 10, "the reply")
 

@@ -128,6 +128,9 @@ class _Stub:
     def health(self) -> tuple[bool, dict[str, Any]]:
         return self.healthy, {"websocket": "connected" if self.healthy else "disconnected"}
 
+    def intake_prefixes(self) -> list[str]:
+        return []
+
 
 async def _run_check(argv: list[str], port: int) -> int:
     env = {**os.environ, "SWITCHBOARD_LISTEN": f"0.0.0.0:{port}"}

@@ -642,3 +642,88 @@ async def test_a_public_url_with_an_impossible_port_is_named_with_its_fix(
                         f"to the URL Mattermost uses to reach {s.listener.listen}, e.g. "
                         "https://switchboard.example.com"], "\n".join(lines)
     assert lines[-1].startswith("verdict: NOT READY")
+
+
+# --- settings given in part --------------------------------------------------------------------
+
+SHIPPED = Path(__file__).resolve().parents[2] / "plugin.yaml"
+GIVEN_SECRET = "given-secret-value-0123456789"
+
+
+async def doctor_on_shipped(env: dict[str, str]) -> tuple[int, list[str]]:
+    """`switchboard doctor` on the shipped plugin.yaml with only `env` set (the sandbox: no
+    Mattermost to reach)."""
+    lines: list[str] = []
+    code = await doctor(load(SHIPPED, env), lines.append, config_path=str(SHIPPED))
+    assert not any(GIVEN_SECRET in line for line in lines), lines
+    return code, lines
+
+
+SANDBOX_WARNING = ("[warn] MM_URL (settings.mattermost.url) is empty: `switchboard run` starts "
+                   "the built-in sandbox, and there is no Mattermost to check")
+GENERIC_OK = "[  ok] alert source generic: nothing to reach (senders post to /alerts/generic)"
+
+
+@pytest.mark.parametrize(("env", "failure"), [
+    ({"GLPI_URL": "https://glpi.example.org/apirest.php"},
+     "[FAIL] settings.trackers.glpi: url is set but user_token is empty — fix: set "
+     "GLPI_USER_TOKEN (settings.trackers.glpi.user_token)"),
+    ({"REDMINE_API_KEY": GIVEN_SECRET},
+     "[FAIL] settings.trackers.redmine: api_key is set but url and project are empty — fix: set "
+     "REDMINE_URL (settings.trackers.redmine.url) and REDMINE_PROJECT "
+     "(settings.trackers.redmine.project)"),
+    ({"ALERTS_CHANNEL": "ops/alerts"},
+     "[FAIL] settings.alerts: channel is set but token is empty, so every alert is refused — "
+     "fix: set ALERTS_TOKEN (settings.alerts.token)"),
+])
+async def test_the_doctor_fails_a_setting_given_in_part_with_its_fix(
+        env: dict[str, str], failure: str) -> None:
+    code, lines = await doctor_on_shipped(env)
+    assert code == 1
+    assert lines == [failure, SANDBOX_WARNING, GENERIC_OK,
+                     "verdict: NOT READY (1 failed, 1 warning, 1 ok): fix the [FAIL] lines, "
+                     "then run `switchboard doctor` again"]
+
+
+async def test_the_doctor_fails_an_alert_source_whose_alerts_cannot_arrive() -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    code, lines = await doctor_on_shipped({"ALERTMANAGER_URL": closed})
+    assert code == 1
+    assert lines[0] == (
+        "[FAIL] settings.alerts.sources.alertmanager: url is set but alerts.token and "
+        "alerts.channel are empty, so alerts sent to /alerts/alertmanager are refused — fix: set "
+        "ALERTS_TOKEN (settings.alerts.token) and ALERTS_CHANNEL (settings.alerts.channel)")
+    assert not any("complete enough to run" in line for line in lines)
+    # Its API is still checked, on its own line.
+    assert any(line.startswith(f"[FAIL] alert source alertmanager: cannot reach {closed}")
+               for line in lines), lines
+
+
+@pytest.mark.parametrize(("env", "warning"), [
+    ({"ZABBIX_URL": "https://zabbix.example.org"},
+     "[warn] settings.alerts.sources.zabbix: url is set but api_token is empty, so "
+     "acknowledgements and silences stay in the chat and never reach Zabbix — fix: set "
+     "ZABBIX_API_TOKEN (settings.alerts.sources.zabbix.api_token)"),
+    ({"ICINGA_URL": "https://icinga.example.org:5665"},
+     "[warn] settings.alerts.sources.nagios: url is set but api_username and api_password are "
+     "empty, so acknowledgements and silences stay in the chat and never reach Icinga 2 — fix: "
+     "set ICINGA_USER (settings.alerts.sources.nagios.api_username) and ICINGA_PASSWORD "
+     "(settings.alerts.sources.nagios.api_password)"),
+])
+async def test_the_doctor_warns_when_decisions_cannot_go_back_to_the_source(
+        env: dict[str, str], warning: str) -> None:
+    code, lines = await doctor_on_shipped(
+        {"ALERTS_TOKEN": GIVEN_SECRET, "ALERTS_CHANNEL": "ops/alerts"} | env)
+    assert code == 0
+    # Named once, by the configuration's check: the source's API is not probed without it.
+    assert lines == [warning, "[  ok] the configuration is complete enough to run",
+                     SANDBOX_WARNING, GENERIC_OK,
+                     "verdict: ready (2 ok, 2 warnings: read the [warn] lines)"]
+
+
+def test_a_token_list_is_named_by_its_variable() -> None:
+    names = SettingNames({"settings": {"listener": {
+        "outgoing_tokens": ["${OUTGOING_TOKEN:-}"], "slash_tokens": ["${A}", "${B}"]}}})
+    assert names("settings.listener.outgoing_tokens") == \
+        "OUTGOING_TOKEN (settings.listener.outgoing_tokens)"
+    assert names("settings.listener.slash_tokens") == "settings.listener.slash_tokens"

@@ -54,9 +54,8 @@ class FakeStore:
 
 def helpdesk(api: FakeAPI, store: FakeStore) -> Helpdesk:
     h = Helpdesk(HelpdeskSettings(number_retry_hours=1), {})
-    h._bot = SimpleNamespace(api=api, store=store, started_at=0.0,  # type: ignore[assignment]
-                             settings=SimpleNamespace(stream=SimpleNamespace(enabled=True)),
-                             speak_to=_noop)
+    h._rt = SimpleNamespace(api=api, store=store, started_at=0.0,  # type: ignore[assignment]
+                            stream_enabled=True, speak_to=_noop)
     return h
 
 

@@ -256,7 +256,7 @@ async def test_outbox_runs_log_under_their_entry(tmp_path: Path) -> None:
         log.info("working on %s", entry.key)
         if entry.key == "ticket:p1" and attempts[entry.key] == 1:
             raise Retry("tracker down")
-        await store.outbox_update(entry.key, state="done")
+        await store.outbox.update(entry.key, state="done")
 
     box = Outbox(store, retry_initial=0.05, retry_max=0.1)
     box.register("job", execute)
@@ -266,7 +266,7 @@ async def test_outbox_runs_log_under_their_entry(tmp_path: Path) -> None:
     worker = asyncio.create_task(box.run(stop))
     try:
         deadline = asyncio.get_running_loop().time() + 5
-        while await store.outbox_counts() != {"done": 2}:
+        while await store.outbox.counts() != {"done": 2}:
             assert asyncio.get_running_loop().time() < deadline, "the entries never finished"
             await asyncio.sleep(0.01)
     finally:

@@ -29,7 +29,7 @@ async def test_put_is_once_and_entries_run_to_done(tmp_path: Path) -> None:
 
     async def execute(entry: OutboxEntry) -> None:
         done.append(entry.key)
-        await store.outbox_update(entry.key, state="done", result={"n": len(done)})
+        await store.outbox.update(entry.key, state="done", result={"n": len(done)})
 
     box = Outbox(store, concurrency=4)
     box.register("job", execute)
@@ -37,9 +37,9 @@ async def test_put_is_once_and_entries_run_to_done(tmp_path: Path) -> None:
     assert not await box.put("a", "job", {"x": 2})
     await box.put("b", "job", {})
     await run_until(box, lambda: len(done) == 2)
-    entry = await store.outbox_get("a")
+    entry = await store.outbox.get("a")
     assert entry is not None and entry.state == "done" and entry.payload == {"x": 1}
-    assert await store.outbox_counts() == {"done": 2}
+    assert await store.outbox.counts() == {"done": 2}
     await store.close()
 
 
@@ -53,7 +53,7 @@ async def test_retry_backs_off_and_notifies_each_time(tmp_path: Path) -> None:
         calls.append(entry.attempts)
         if len(calls) < 3:
             raise Retry("down")
-        await store.outbox_update(entry.key, state="done")
+        await store.outbox.update(entry.key, state="done")
 
     async def notice(entry: OutboxEntry, reason: str) -> None:
         notices.append(reason)
@@ -64,7 +64,7 @@ async def test_retry_backs_off_and_notifies_each_time(tmp_path: Path) -> None:
     await run_until(box, lambda: len(calls) == 3)
     assert calls == [0, 1, 2]
     assert notices == ["down", "down"]
-    entry = await store.outbox_get("k")
+    entry = await store.outbox.get("k")
     assert entry is not None and entry.state == "done"
     await store.close()
 
@@ -82,18 +82,18 @@ async def test_an_unexpected_error_fails_the_entry_and_leases_die_with_the_proce
     box.register("job", broken)
     await box.put("k", "job", {})
     async def failed() -> bool:
-        entry = await store.outbox_get("k")
+        entry = await store.outbox.get("k")
         return entry is not None and entry.state == "failed"
 
     await run_until(box, failed)
     # A lease taken by a run that died does not hold up the next run.
-    await store.outbox_put("held", "job", {})
-    assert [e.key for e in await store.outbox_due(10**12, 600, 10)] == ["held"]
-    assert await store.outbox_due(10**12, 600, 10) == []
+    await store.outbox.put("held", "job", {})
+    assert [e.key for e in await store.outbox.due(10**12, 600, 10)] == ["held"]
+    assert await store.outbox.due(10**12, 600, 10) == []
     await store.close()
     again = SQLiteStore(path)
     await again.open()
-    assert [e.key for e in await again.outbox_due(10**12, 600, 10)] == ["held"]
+    assert [e.key for e in await again.outbox.due(10**12, 600, 10)] == ["held"]
     await again.close()
 
 
@@ -102,17 +102,17 @@ async def test_ticket_links_and_comments(tmp_path: Path) -> None:
     await store.open()
     link = TicketLink("glpi", "7", "c", "root", "u1", "alice", "Printer", "http://x/7", "new",
                       0, True)
-    await store.link_ticket(link)
-    await store.link_ticket(link)
-    assert await store.ticket_by_root("root") == link
-    assert await store.linked_roots() == {"root"}
-    assert await store.set_ticket_status("glpi", "7", "solved", False) == 1
-    assert await store.tickets(open_only=True) == []
-    assert (await store.tickets(open_only=False, requester_id="u1"))[0].status == "solved"
-    await store.mark_comments_seen("glpi", "7", ["1", "2"])
-    await store.mark_comments_seen("glpi", "7", ["2"])
-    assert await store.seen_comments("glpi", "7") == {"1", "2"}
-    assert await store.take_lease("w", "me", 60)
-    assert not await store.take_lease("w", "other", 60)
-    assert await store.take_lease("w", "me", 60)
+    await store.ticket_links.link(link)
+    await store.ticket_links.link(link)
+    assert await store.ticket_links.by_root("root") == link
+    assert await store.ticket_links.linked_roots() == {"root"}
+    assert await store.ticket_links.set_status("glpi", "7", "solved", False) == 1
+    assert await store.ticket_links.find(open_only=True) == []
+    assert (await store.ticket_links.find(open_only=False, requester_id="u1"))[0].status == "solved"
+    await store.ticket_links.mark_comments_seen("glpi", "7", ["1", "2"])
+    await store.ticket_links.mark_comments_seen("glpi", "7", ["2"])
+    assert await store.ticket_links.seen_comments("glpi", "7") == {"1", "2"}
+    assert await store.leases.take("w", "me", 60)
+    assert not await store.leases.take("w", "other", 60)
+    assert await store.leases.take("w", "me", 60)
     await store.close()

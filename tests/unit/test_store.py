@@ -1,72 +1,367 @@
-"""The SQLite state store: claims, recovery of unfinished work, cursors, migrations."""
+"""The state store: each repository through its protocol, the store-wide prune, the SQLite engine
+(batched commits, migrations), the state file shared with command-line tools, and the rule that
+no SQL lives outside the store package."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from plugin.store import MIGRATIONS, SQLiteStore
+from plugin.store import (
+    MIGRATIONS,
+    AlertRepository,
+    ClaimRepository,
+    CursorRepository,
+    KeyValue,
+    LeaseRepository,
+    OutboxRepository,
+    SQLiteStore,
+    Store,
+    StoreError,
+    TicketLink,
+    TicketRepository,
+    change_setting,
+    read_setting,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> SQLiteStore:
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     s = SQLiteStore(tmp_path / "state" / "s.db")
     await s.open()
-    yield s  # type: ignore[misc]
+    yield s
     await s.close()
 
 
+def link(ticket_id: str, *, root: str = "", is_open: bool = True,
+         requester_id: str = "u1") -> TicketLink:
+    return TicketLink("glpi", ticket_id, "c", root or f"r{ticket_id}", requester_id, "alice",
+                      "Printer", f"http://x/{ticket_id}", "new" if is_open else "closed", 0,
+                      is_open)
+
+
+# --- claims -------------------------------------------------------------------------------------
 async def test_claim_is_once_and_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     s = SQLiteStore(path)
     await s.open()
-    assert await s.claim("p1", "c1") is True
-    assert await s.claim("p1", "c1") is False
+    claims: ClaimRepository = s.claims
+    assert await claims.claim("p1", "c1") is True
+    assert await claims.claim("p1", "c1") is False
     await s.close()
     s2 = SQLiteStore(path)
     await s2.open()
-    assert await s2.claim("p1", "c1") is False
-    assert await s2.is_handled("p1")
-    assert not await s2.is_handled("p2")
+    claims = s2.claims
+    assert await claims.claim("p1", "c1") is False
+    assert await claims.is_handled("p1")
+    assert not await claims.is_handled("p2")
     await s2.close()
 
 
 async def test_pending_claims_are_recovered_and_completed(store: SQLiteStore) -> None:
-    await store.claim("a", "c")
-    await store.claim("b", "c")
-    await store.complete("a")
-    pending = await store.pending()
-    assert [p.post_id for p in pending] == ["b"]
-    assert await store.reclaim("b") == 2
-    assert await store.reclaim("a") == 0  # done: nothing to take over
-    await store.complete("b")
-    assert await store.pending() == []
+    claims: ClaimRepository = store.claims
+    await claims.claim("a", "c")
+    await claims.claim("b", "c")
+    await claims.complete("a")
+    pending = await claims.pending()
+    assert [(p.post_id, p.channel_id, p.attempts) for p in pending] == [("b", "c", 1)]
+    assert await claims.reclaim("b") == 2
+    assert await claims.reclaim("a") == 0  # done: nothing to take over
+    await claims.complete("b")
+    assert await claims.pending() == []
 
 
+async def test_claims_prune_only_finished_claims(store: SQLiteStore) -> None:
+    claims: ClaimRepository = store.claims
+    await claims.claim("old", "c")
+    await claims.complete("old")
+    await claims.claim("open", "c")
+    assert await claims.prune(older_than=0) == 0  # nothing is old enough yet
+    assert await claims.prune(older_than=10**12) == 1
+    assert not await claims.is_handled("old")
+    assert await claims.is_handled("open")
+
+
+# --- cursors, settings, leases ------------------------------------------------------------------
 async def test_cursors_never_move_backwards(store: SQLiteStore) -> None:
-    await store.save_cursors({"c1": 100, "c2": 50})
-    await store.save_cursors({"c1": 90, "c2": 60})
-    assert await store.cursors() == {"c1": 100, "c2": 60}
+    cursors: CursorRepository = store.channel_cursors
+    assert await cursors.load() == {}
+    await cursors.save({"c1": 100, "c2": 50})
+    await cursors.save({"c1": 90, "c2": 60})
+    await cursors.save({})
+    assert await cursors.load() == {"c1": 100, "c2": 60}
 
 
 async def test_kv_and_prune(store: SQLiteStore) -> None:
-    assert await store.get("k") is None
-    await store.put("k", "v1")
-    await store.put("k", "v2")
-    assert await store.get("k") == "v2"
-    await store.claim("old", "c")
-    await store.complete("old")
-    await store.claim("open", "c")
+    kv: KeyValue = store.kv
+    assert await kv.get("k") is None
+    await kv.put("k", "v1")
+    await kv.put("k", "v2")
+    assert await kv.get("k") == "v2"
+    await store.claims.claim("old", "c")
+    await store.claims.complete("old")
+    await store.claims.claim("open", "c")
     assert await store.prune(older_than=10**12) == 1  # only finished claims go
-    assert not await store.is_handled("old")
-    assert await store.is_handled("open")
+    assert not await store.claims.is_handled("old")
+    assert await store.claims.is_handled("open")
+    assert await kv.get("k") == "v2"  # settings are never pruned
 
 
+async def test_a_lease_is_held_by_one_owner_and_dies_with_the_run(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = SQLiteStore(path)
+    await s.open()
+    leases: LeaseRepository = s.leases
+    assert await leases.take("w", "me", 60)
+    assert not await leases.take("w", "other", 60)
+    assert await leases.take("w", "me", 60)  # renewed by its owner
+    assert await leases.take("expired", "me", -1)
+    assert await leases.take("expired", "other", 60)  # run out: anyone may take it
+    await s.close()
+    again = SQLiteStore(path)
+    await again.open()
+    assert await again.leases.take("w", "other", 60)
+    await again.close()
+
+
+# --- outbox -------------------------------------------------------------------------------------
+async def test_outbox_entries_are_queued_once_leased_and_updated(store: SQLiteStore) -> None:
+    outbox: OutboxRepository = store.outbox
+    assert await outbox.put("a", "job", {"x": 1})
+    assert not await outbox.put("a", "job", {"x": 2})
+    await outbox.put("b", "other", {})
+    assert [e.key for e in await outbox.due(10**12, 600, 1)] == ["a"]
+    assert [e.key for e in await outbox.due(10**12, 600, 10)] == ["b"]  # "a" is leased
+    await outbox.update("a", retry_at=0, error="x" * 600)  # releases the lease, counts a try
+    (again,) = await outbox.due(10**12, 600, 10)
+    assert (again.key, again.attempts, again.payload) == ("a", 1, {"x": 1})
+    await outbox.update("a", state="filed", result={"id": 7}, notified=True)
+    entry = await outbox.get("a")
+    assert entry is not None
+    assert (entry.state, entry.result, entry.notified) == ("filed", {"id": 7}, True)
+    assert [e.key for e in await outbox.open("job")] == ["a"]
+    await outbox.update("a", state="done")
+    assert await outbox.open("job") == []
+    assert await outbox.get("missing") is None
+    assert await outbox.counts() == {"done": 1, "queued": 1}
+
+
+async def test_outbox_requeue_and_finish_follow_the_latest_revision(store: SQLiteStore) -> None:
+    outbox: OutboxRepository = store.outbox
+    await outbox.requeue("render", "alert-render", {"revision": 1})
+    await outbox.due(10**12, 600, 10)
+    # Queued again for a later revision while revision 1 is being carried out.
+    await outbox.requeue("render", "alert-render", {"revision": 2})
+    assert not await outbox.finish("render", 1)
+    entry = await outbox.get("render")
+    assert entry is not None and entry.state == "queued" and entry.payload == {"revision": 2}
+    assert [e.key for e in await outbox.due(10**12, 600, 10)] == ["render"]  # released
+    assert await outbox.finish("render", 2)
+    entry = await outbox.get("render")
+    assert entry is not None and entry.state == "done"
+
+
+async def test_outbox_prune_keeps_unfinished_entries(store: SQLiteStore) -> None:
+    outbox: OutboxRepository = store.outbox
+    for key in ("done", "failed", "queued"):
+        await outbox.put(key, "job", {})
+    await outbox.update("done", state="done")
+    await outbox.update("failed", state="failed")
+    assert await outbox.prune(older_than=0) == 0
+    assert await outbox.prune(older_than=10**12) == 2
+    assert await outbox.counts() == {"queued": 1}
+
+
+# --- tickets ------------------------------------------------------------------------------------
+async def test_ticket_links_statuses_and_seen_comments(store: SQLiteStore) -> None:
+    tickets: TicketRepository = store.ticket_links
+    first = link("7", root="root")
+    await tickets.link(first)
+    await tickets.link(link("7", root="elsewhere"))  # a linked ticket keeps its thread
+    await tickets.link(link("8", requester_id="u2"))
+    assert await tickets.by_root("root") == first
+    assert await tickets.by_root("nowhere") is None
+    assert await tickets.get("glpi", "7") == first
+    assert await tickets.get("redmine", "7") is None
+    assert await tickets.linked_roots() == {"root", "r8"}
+    assert await tickets.set_status("glpi", "7", "solved", False) == 1
+    assert await tickets.set_status("glpi", "404", "solved", False) == 0
+    assert [t.ticket_id for t in await tickets.find()] == ["8"]
+    (solved,) = await tickets.find(open_only=False, requester_id="u1")
+    assert (solved.status, solved.open, solved.status_changes) == ("solved", False, 1)
+    await tickets.mark_comments_seen("glpi", "7", ["1", "2"])
+    await tickets.mark_comments_seen("glpi", "7", ["2"])
+    await tickets.mark_comments_seen("glpi", "7", [])
+    assert await tickets.seen_comments("glpi", "7") == {"1", "2"}
+    assert await tickets.seen_comments("glpi", "8") == set()
+    # Only closed tickets' follow-ups go: the watcher polls open tickets only.
+    await tickets.mark_comments_seen("glpi", "8", ["3"])
+    assert await tickets.prune(older_than=10**12) == 2
+    assert await tickets.seen_comments("glpi", "7") == set()
+    assert await tickets.seen_comments("glpi", "8") == {"3"}
+    assert await tickets.get("glpi", "7") == solved  # the link itself stays
+
+
+# --- alerts -------------------------------------------------------------------------------------
+async def test_alerts_keep_state_revisions_and_notes(store: SQLiteStore) -> None:
+    alerts: AlertRepository = store.alerts
+    assert await alerts.get("am", "k") is None
+    first = await alerts.save("am", "k", "c", {"alert": {"status": "firing"}}, ["one", "two"])
+    assert (first.revision, first.post_id, first.state) == (1, "", {"alert": {"status": "firing"}})
+    await alerts.set_post("am", "k", "post1")
+    second = await alerts.save("am", "k", "c", {"alert": {"status": "resolved"}}, ["three"])
+    assert (second.revision, second.post_id, second.created_at) == (2, "post1",
+                                                                     first.created_at)
+    assert await alerts.get("am", "k") == second
+    notes = await alerts.notes("am", "k")
+    assert [t for _, t in notes] == ["one", "two", "three"]
+    await alerts.note_posted(notes[0][0])
+    assert [t for _, t in await alerts.notes("am", "k")] == ["two", "three"]
+    await alerts.mark_notes_posted("am", "k")
+    assert await alerts.notes("am", "k") == []
+    await alerts.save("am", "other", "c2", {})
+    assert await alerts.created_since("c", 0) == 1
+    assert await alerts.created_since("c", second.created_at + 3600) == 0
+
+
+# --- the store as a whole -----------------------------------------------------------------------
+async def test_prune_forgets_resolved_incidents_and_closed_tickets_follow_ups(
+        store: SQLiteStore) -> None:
+    def incident(status: str, pending: str | None = None) -> dict[str, object]:
+        return {"alert": {"status": status}, "pending": pending}
+
+    alerts: AlertRepository = store.alerts
+    await alerts.save("am", "gone", "c", incident("resolved"), ["resolved note"])
+    await alerts.save("am", "firing", "c", incident("firing"), ["note"])
+    await alerts.save("am", "acting", "c", incident("resolved", pending="ack"))
+    # Resolved, but its post has not been edited yet (Mattermost was down): kept for that.
+    await alerts.save("am", "unrendered", "c", incident("resolved"))
+    await store.outbox.requeue("alert-render:am:unrendered", "alert-render",
+                               {"source": "am", "key": "unrendered", "revision": 1})
+    await alerts.save("digest", "all-resolved", "c", {"count": 3, "resolved": 3})
+    await alerts.save("digest", "some-firing", "c", {"count": 3, "resolved": 1})
+    for tid, is_open in (("1", False), ("2", True)):
+        await store.ticket_links.link(link(tid, is_open=is_open))
+        await store.ticket_links.mark_comments_seen("glpi", tid, ["a", "b"])
+    # Nothing is old enough yet.
+    assert await store.prune(older_than=0) == 0
+    assert await alerts.get("am", "gone") is not None
+    # The incident, its note, the digest and the closed ticket's two follow-ups.
+    assert await store.prune(older_than=10**12) == 5
+    assert await alerts.get("am", "gone") is None
+    assert await alerts.notes("am", "gone") == []
+    assert await alerts.get("digest", "all-resolved") is None
+    for kept in (("am", "firing"), ("am", "acting"), ("am", "unrendered"),
+                 ("digest", "some-firing")):
+        assert await alerts.get(*kept) is not None, kept
+    assert [t for _, t in await alerts.notes("am", "firing")] == ["note"]
+    assert await store.ticket_links.seen_comments("glpi", "1") == set()
+    assert await store.ticket_links.seen_comments("glpi", "2") == {"a", "b"}
+
+
+async def test_prune_drops_posted_notes_of_incidents_not_updated_since(
+        store: SQLiteStore) -> None:
+    await store.alerts.save("am", "firing", "c", {"alert": {"status": "firing"}},
+                            ["shown", "waiting"])
+    shown, _ = await store.alerts.notes("am", "firing")
+    await store.alerts.note_posted(shown[0])
+    assert await store.alerts.prune(older_than=10**12) == 1
+    assert [t for _, t in await store.alerts.notes("am", "firing")] == ["waiting"]
+
+
+async def test_each_call_is_one_round_trip(store: SQLiteStore,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine serves one request per call, the store-wide prune included."""
+    requests = 0
+    run = store.engine.run
+
+    async def counting(fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        nonlocal requests
+        requests += 1
+        return await run(fn)
+
+    monkeypatch.setattr(store.engine, "run", counting)
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: store.claims.claim("p", "c"), lambda: store.claims.reclaim("p"),
+        lambda: store.claims.pending(), lambda: store.channel_cursors.save({"c": 1}),
+        lambda: store.kv.put("k", "v"), lambda: store.leases.take("l", "me", 1),
+        lambda: store.outbox.put("o", "job", {}), lambda: store.outbox.due(10**12, 1, 5),
+        lambda: store.outbox.finish("o", 1),
+        lambda: store.ticket_links.mark_comments_seen("glpi", "1", ["a", "b"]),
+        lambda: store.alerts.save("am", "k", "c", {}, ["n1", "n2"]),
+        lambda: store.prune(10**12)]
+    for call in calls:
+        before = requests
+        await call()
+        assert requests == before + 1, call
+
+
+async def test_the_flat_methods_reach_the_repositories(store: SQLiteStore) -> None:
+    flat: Store = store
+    assert await flat.claim("p", "c")
+    assert await store.claims.is_handled("p")
+    await flat.save_cursors({"c": 5})
+    assert await store.channel_cursors.load() == {"c": 5} == await flat.cursors()
+    await store.kv.put("k", "v")
+    assert await flat.get("k") == "v"
+    await flat.outbox_update("missing", state="done")  # no such entry: nothing happens
+    assert await flat.outbox_put("o", "job", {"n": 1})
+    await flat.outbox_update("o", state="filed", notified=True)
+    entry = await store.outbox.get("o")
+    assert entry is not None and (entry.state, entry.notified) == ("filed", True)
+    await flat.link_ticket(link("1"))
+    assert await flat.tickets() == await store.ticket_links.find() == [link("1")]
+    assert await flat.ticket("glpi", "1") == link("1")
+    record = await flat.save_alert("am", "k", "c", {"s": 1}, ["n"])
+    assert await store.alerts.get("am", "k") == record
+    assert [t for _, t in await flat.alert_notes("am", "k")] == ["n"]
+    assert await flat.take_lease("l", "me", 60)
+    assert not await store.leases.take("l", "other", 60)
+
+
+async def test_a_burst_is_committed_together_and_a_failure_fails_alone(
+        tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = SQLiteStore(path)
+    await s.open()
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO kv(key, value) VALUES ('half', 'done')")
+        raise ValueError("boom")
+
+    results = await asyncio.gather(
+        *(s.claims.claim(f"p{i}", "c") for i in range(200)),
+        s.engine.run(broken), s.kv.put("k", "v"), return_exceptions=True)
+    assert results[:200] == [True] * 200
+    assert isinstance(results[200], ValueError)
+    assert await s.kv.get("k") == "v"
+    assert await s.kv.get("half") is None  # the failing request left nothing behind
+    await s.close()
+    # What was answered is on disk.
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM handled").fetchone()[0] == 200
+    db.close()
+
+
+async def test_a_closed_store_refuses_requests(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "s.db")
+    with pytest.raises(RuntimeError, match="not open"):
+        await s.kv.get("k")
+
+
+# --- schema -------------------------------------------------------------------------------------
 async def test_schema_is_versioned_and_newer_files_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     s = SQLiteStore(path)
+    assert s.schema_version == len(MIGRATIONS)
     await s.open()
     await s.close()
     db = sqlite3.connect(path)
@@ -80,62 +375,86 @@ async def test_schema_is_versioned_and_newer_files_are_refused(tmp_path: Path) -
     await s2.close()
 
 
-async def test_a_burst_is_committed_together_and_a_failure_fails_alone(
-        tmp_path: Path) -> None:
-    import asyncio
+async def test_an_older_file_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(MIGRATIONS[0])
+    db.execute("INSERT INTO kv(key, value) VALUES ('initialized', '1')")
+    db.execute("INSERT INTO cursors(channel_id, last_create_at) VALUES ('c', 42)")
+    db.execute("INSERT INTO handled(post_id, channel_id, state, claimed_at) "
+               "VALUES ('p', 'c', 'pending', 1)")
+    db.execute("PRAGMA user_version=1")
+    db.close()
     s = SQLiteStore(path)
     await s.open()
-
-    def broken(db: sqlite3.Connection) -> None:
-        db.execute("INSERT INTO kv(key, value) VALUES ('half', 'done')")
-        raise ValueError("boom")
-
-    results = await asyncio.gather(
-        *(s.claim(f"p{i}", "c") for i in range(200)),
-        s._run(broken), s.put("k", "v"), return_exceptions=True)
-    assert results[:200] == [True] * 200
-    assert isinstance(results[200], ValueError)
-    assert await s.get("k") == "v"
-    assert await s.get("half") is None  # the failing request left nothing behind
-    await s.close()
-    # What was answered is on disk.
+    try:
+        assert await s.kv.get("initialized") == "1"
+        assert await s.channel_cursors.load() == {"c": 42}
+        assert [p.post_id for p in await s.claims.pending()] == ["p"]
+        assert await s.outbox.put("o", "job", {})  # the later tables exist
+        assert await s.alerts.created_since("c", 0) == 0
+    finally:
+        await s.close()
     db = sqlite3.connect(path)
-    assert db.execute("SELECT count(*) FROM handled").fetchone()[0] == 200
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     db.close()
 
 
-async def test_prune_forgets_resolved_incidents_and_closed_tickets_follow_ups(
-        store: SQLiteStore) -> None:
-    from plugin.store import TicketLink
+# --- the state file, from another process -------------------------------------------------------
+async def test_settings_of_a_state_file_are_read_and_changed_beside_a_running_store(
+        tmp_path: Path) -> None:
+    path = str(tmp_path / "new" / "s.db")
+    assert read_setting(path, "k") is None  # no file yet
+    assert read_setting(":memory:", "k") is None
+    await change_setting(path, "k", lambda old: f"{old}+1")  # creates the file
+    assert read_setting(path, "k") == "None+1"
+    running = SQLiteStore(path)
+    await running.open()
+    try:
+        await change_setting(path, "k", lambda old: f"{old}+2")
+        assert await running.kv.get("k") == "None+1+2"
+        await running.kv.put("k", "from the bot")
+        assert read_setting(path, "k") == "from the bot"
+    finally:
+        await running.close()
 
-    def incident(status: str, pending: str | None = None) -> dict[str, object]:
-        return {"alert": {"status": status}, "pending": pending}
 
-    await store.save_alert("am", "gone", "c", incident("resolved"), ["resolved note"])
-    await store.save_alert("am", "firing", "c", incident("firing"), ["note"])
-    await store.save_alert("am", "acting", "c", incident("resolved", pending="ack"))
-    # Resolved, but its post has not been edited yet (Mattermost was down): kept for that.
-    await store.save_alert("am", "unrendered", "c", incident("resolved"))
-    await store.outbox_requeue("alert-render:am:unrendered", "alert-render",
-                               {"source": "am", "key": "unrendered", "revision": 1})
-    await store.save_alert("digest", "all-resolved", "c", {"count": 3, "resolved": 3})
-    await store.save_alert("digest", "some-firing", "c", {"count": 3, "resolved": 1})
-    for tid, is_open in (("1", False), ("2", True)):
-        await store.link_ticket(TicketLink("glpi", tid, "c", f"r{tid}", "u", "alice", "t",
-                                           "url", "closed" if not is_open else "new", 0,
-                                           is_open))
-        await store.mark_comments_seen("glpi", tid, ["a", "b"])
-    # Nothing is old enough yet.
-    await store.prune(older_than=0)
-    assert await store.alert("am", "gone") is not None
-    await store.prune(older_than=10**12)
-    assert await store.alert("am", "gone") is None
-    assert await store.alert_notes("am", "gone") == []
-    assert await store.alert("digest", "all-resolved") is None
-    for kept in (("am", "firing"), ("am", "acting"), ("am", "unrendered"),
-                 ("digest", "some-firing")):
-        assert await store.alert(*kept) is not None, kept
-    assert [t for _, t in await store.alert_notes("am", "firing")] == ["note"]
-    assert await store.seen_comments("glpi", "1") == set()
-    assert await store.seen_comments("glpi", "2") == {"a", "b"}
+async def test_a_state_file_that_is_no_database_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not a database, and long enough to look like a header" * 4)
+    assert read_setting(str(path), "k") is None
+    with pytest.raises(StoreError):
+        await change_setting(str(path), "k", lambda old: "v")
+
+
+def test_a_file_without_settings_reads_as_empty(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    sqlite3.connect(path).close()
+    assert read_setting(str(path), "k") is None
+
+
+# --- the store's boundary -----------------------------------------------------------------------
+SQL = re.compile(r"^\s*(import sqlite3|from sqlite3 )|\b(SELECT \S.*\bFROM|INSERT (OR \w+ )?INTO|"
+                 r"UPDATE \w+ SET|DELETE FROM|CREATE (TABLE|INDEX)|PRAGMA \w+)\b")
+
+
+def test_no_sql_outside_the_store_package() -> None:
+    store_package = ROOT / "plugin" / "store"
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for folder in ("plugin", "bridge") for path in sorted((ROOT / folder).rglob("*.py"))
+        if store_package not in path.parents
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if SQL.search(line)]
+    assert offenders == []
+
+
+def test_the_boundary_check_sees_sql() -> None:
+    for line in ('import sqlite3', 'db.execute("SELECT value FROM kv WHERE key = ?")',
+                 '"INSERT OR IGNORE INTO handled(post_id) VALUES (?)"',
+                 '"UPDATE outbox SET lease_until = 0"', '"DELETE FROM leases"',
+                 '"CREATE TABLE t (x)"', '"PRAGMA user_version"'):
+        assert SQL.search(line), line
+    for line in ("# select a team, then insert the token", "from .store import Store",
+                 "SELECT the channel you want"):
+        assert not SQL.search(line), line

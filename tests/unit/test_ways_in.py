@@ -142,7 +142,7 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr(bot.api, name, getattr(rest, name))
     bot.api.me = {"id": BOT_ID, "username": "switchboard"}
     await store.open()
-    client: TestClient[Any, Any] = TestClient(TestServer(build(bot, 1 << 20)))
+    client: TestClient[Any, Any] = TestClient(TestServer(build(bot.ways_in, 1 << 20)))
     await client.start_server()
     try:
         yield bot, client, rest
@@ -161,13 +161,13 @@ async def test_a_webhook_call_is_handled_once_and_answered_as_a_comment(
     assert await r.json() == {"text": "filing: printer broken", "response_type": "comment"}
     assert calls == [("p" * 26, "printer broken")]
     assert rest.posted == []  # the answer carried the reply: no REST post
-    assert await bot.store.is_handled("p" * 26)
+    assert await bot.store.claims.is_handled("p" * 26)
     # The same post again (a second hook, or the stream) is not handled a second time.
     again = await client.post("/outgoing", json=JSON_CALL)
     assert await again.json() == {}
     msg = Message.from_frame({"post": json.dumps(await rest.get_post("p" * 26)),
                               "channel_type": "O"})
-    assert bot.ingest(msg, 0.0)
+    assert bot.pipeline.ingest(msg, 0.0)
     await bot.dispatcher.join(2)
     assert len(calls) == 1
 
@@ -207,7 +207,7 @@ async def test_a_wrong_or_missing_token_is_refused_and_changes_nothing(
     form = await client.post("/outgoing", data={k: str(v) for k, v in body.items()})
     assert form.status == 401
     assert calls == []
-    assert not await bot.store.is_handled("p" * 26)
+    assert not await bot.store.claims.is_handled("p" * 26)
 
 
 async def test_the_bots_own_post_is_never_answered(
@@ -216,7 +216,7 @@ async def test_the_bots_own_post_is_never_answered(
     r = await client.post("/outgoing", json=JSON_CALL | {"user_id": BOT_ID})
     assert r.status == 200 and await r.json() == {}
     assert calls == []
-    assert not await bot.store.is_handled("p" * 26)
+    assert not await bot.store.claims.is_handled("p" * 26)
 
 
 async def test_no_matching_handler_answers_nothing(
@@ -249,30 +249,30 @@ async def test_stored_slash_tokens_are_accepted_and_read_again_on_a_miss(
     bot, _, _ = world
     command = SlashCommand.from_form({"command": "/nosuch", "user_id": ALICE,
                                       "trigger_id": "x", "team_id": "t"})
-    assert (await bot.on_slash(command, "configured-slash"))["response_type"] == "ephemeral"
-    await bot.store.put(TOKENS_KEY, json.dumps(
+    assert (await bot.ways_in.on_slash(command, "configured-slash"))["response_type"] == "ephemeral"
+    await bot.store.kv.put(TOKENS_KEY, json.dumps(
         {"c1": {"team_id": "t", "trigger": "ticket", "token": "stored-slash"}}))
-    await bot._read_slash_tokens()
-    await bot.on_slash(command, "stored-slash")
+    await bot.ways_in.read_slash_tokens()
+    await bot.ways_in.on_slash(command, "stored-slash")
     # A token stored later is not seen until the re-read interval has passed...
-    await bot.store.put(TOKENS_KEY, json.dumps(
+    await bot.store.kv.put(TOKENS_KEY, json.dumps(
         {"c2": {"team_id": "t", "trigger": "ticket", "token": "newer-slash"}}))
     with pytest.raises(HTTPError) as refused:
-        await bot.on_slash(command, "newer-slash")
+        await bot.ways_in.on_slash(command, "newer-slash")
     assert refused.value.status == 401
     # ...then one miss reads the store again.
-    bot.slash_token_reread = 0.0
-    await bot.on_slash(command, "newer-slash")
+    bot.ways_in.slash_token_reread = 0.0
+    await bot.ways_in.on_slash(command, "newer-slash")
     assert await stored_tokens(bot.store) == [("t", "newer-slash")]
     with pytest.raises(HTTPError):
-        await bot.on_slash(command, "stored-slash")
+        await bot.ways_in.on_slash(command, "stored-slash")
 
 
 async def test_garbage_in_the_store_is_ignored(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     await store.open()
     try:
-        await store.put(TOKENS_KEY, "{not json")
+        await store.kv.put(TOKENS_KEY, "{not json")
         assert await stored_tokens(store) == []
     finally:
         await store.close()
@@ -305,7 +305,7 @@ async def test_a_call_about_another_post_is_refused(
     r = await client.post("/outgoing", json=JSON_CALL | {"user_id": "u" * 26})
     assert r.status == 403
     assert calls == []
-    assert not await bot.store.is_handled("p" * 26)
+    assert not await bot.store.claims.is_handled("p" * 26)
 
 
 async def test_a_slow_post_read_leaves_the_handler_its_time(
@@ -337,11 +337,11 @@ async def test_webhook_only_mode_reports_a_revoked_token(
     async def no_backfill(first: bool) -> None:
         return None
     monkeypatch.setattr(bot.api, "login", refused)
-    monkeypatch.setattr(bot, "_on_connected", no_backfill)
-    task = asyncio.create_task(bot._webhook_only())
+    monkeypatch.setattr(bot.rest_watch, "catch_up", no_backfill)
+    task = asyncio.create_task(bot.rest_watch.run())
     try:
         for _ in range(100):
-            if not bot._rest_ok:
+            if not bot.rest_watch.ok:
                 break
             await asyncio.sleep(0.01)
         r = await client.get("/healthz")
@@ -443,7 +443,7 @@ async def accepted(bot: Bot, token: str, team_id: str) -> bool:
     command = SlashCommand.from_form({"command": "/nosuch", "user_id": ALICE,
                                       "trigger_id": "x", "team_id": team_id})
     try:
-        await bot.on_slash(command, token)
+        await bot.ways_in.on_slash(command, token)
     except HTTPError as refused:
         assert refused.status == 401
         return False
@@ -453,12 +453,12 @@ async def accepted(bot: Bot, token: str, team_id: str) -> bool:
 async def test_a_stored_token_is_accepted_only_from_its_commands_team(
         world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
     bot, _, _ = world
-    await bot.store.put(TOKENS_KEY, json.dumps({
+    await bot.store.kv.put(TOKENS_KEY, json.dumps({
         "c1": {"team_id": "t1", "trigger": "ticket", "token": "team1-slash"},
         "c2": {"team_id": "t2", "trigger": "ticket", "token": "team2-slash"},
         # No team (as no run writes it): never accepted, from any team.
         "c3": {"trigger": "ticket", "token": "teamless-slash"}}))
-    bot.slash_token_reread = 0.0
+    bot.ways_in.slash_token_reread = 0.0
     assert await accepted(bot, "team1-slash", "t1")
     assert not await accepted(bot, "team1-slash", "t2")
     assert not await accepted(bot, "team1-slash", "")
@@ -513,7 +513,7 @@ async def test_register_replaces_a_teams_tokens_with_what_mattermost_lists_now(
         world: tuple[Bot, TestClient[Any, Any], FakeREST], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     bot, _, _ = world
-    bot.slash_token_reread = 0.0
+    bot.ways_in.slash_token_reread = 0.0
     mattermost = FakeMattermost("t1", "t2")
     monkeypatch.setattr(commands, "MattermostAPI", lambda *a, **kw: mattermost)
     setup = parse(json.dumps({

@@ -1,27 +1,15 @@
-"""Built-in commands every deployment has: `help`, `ping`, `selftest`, and the DM fallback."""
+"""`selftest`: a button whose click proves that Mattermost reaches the bot's listener."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from ..context import Context
-from ..events import Click, Message
+from ..events import Click
 from ..i18n import N_, _
 from ..router import Router
 
-router = Router("core")
-
-
-@router.command("help", description=N_("what I can do"))
-async def help_command(ctx: Context) -> None:
-    await ctx.reply(ctx.services.help_text())  # type: ignore[attr-defined]
-
-
-@router.command("ping", anywhere=True, description=N_("check that I am listening"))
-async def ping(ctx: Context, event: Message) -> None:
-    lag_ms = max(0, int(time.time() * 1000) - event.post.create_at)
-    await ctx.reply(_("pong ({ms} ms after your message)").format(ms=lag_ms))
+router = Router("selftest")
 
 
 @router.command("selftest", description=N_("post a button to check that clicks reach me"))
@@ -43,9 +31,3 @@ async def selftest_clicked(ctx: Context, click: Click) -> dict[str, Any]:
                                               "text": _("Clicks reach the listener.")}]}},
         "ephemeral_text": _("Clicks work."),
     }
-
-
-@router.message(direct=True)
-async def unknown_direct(ctx: Context) -> None:
-    """A DM that matched nothing gets a pointer to `help` rather than silence."""
-    await ctx.reply(_("I did not understand that. Send `help` to see what I can do."))

@@ -1,0 +1,29 @@
+"""The state store: what must survive a restart.
+
+`Store` (in `protocols`) is what the runtime sees: one repository per concern — claims, channel
+cursors, settings, leases, the outbox, ticket links, alerts — and the store-wide open, close and
+prune. `sqlite` implements it on an embedded file; no SQL lives outside this package.
+"""
+
+from __future__ import annotations
+
+from .compat import FlatStoreMethods
+from .protocols import (
+    AlertRepository,
+    ClaimRepository,
+    CursorRepository,
+    KeyValue,
+    LeaseRepository,
+    OutboxRepository,
+    Store,
+    TicketRepository,
+)
+from .records import AlertRecord, OutboxEntry, PendingClaim, StoreError, TicketLink
+from .sqlite import MIGRATIONS, SQLiteStore, change_setting, read_setting
+
+__all__ = [
+    "MIGRATIONS", "AlertRecord", "AlertRepository", "ClaimRepository", "CursorRepository",
+    "FlatStoreMethods", "KeyValue", "LeaseRepository", "OutboxEntry", "OutboxRepository",
+    "PendingClaim", "SQLiteStore", "Store", "StoreError", "TicketLink", "TicketRepository",
+    "change_setting", "read_setting",
+]

@@ -1,0 +1,206 @@
+"""The store's interface: one repository per concern, and `Store`, which holds them all.
+
+The runtime depends on these protocols only; `sqlite.SQLiteStore` implements them on an embedded
+file, and a second implementation (a server database, for replicas) plugs in behind the same
+names. Every call is one round trip to the store and durable before it returns: the caller may act
+on its answer at once. Every "handle this once" decision is a claim — insert-if-absent — never an
+in-memory set.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .compat import FlatStoreMethods
+from .records import AlertRecord, OutboxEntry, PendingClaim, TicketLink
+
+
+class ClaimRepository(Protocol):
+    """Which posts were taken on, and which of those are finished."""
+
+    async def claim(self, post_id: str, channel_id: str) -> bool:
+        """Claim a post for handling; False when it was claimed before (by anyone, ever)."""
+        ...
+
+    async def reclaim(self, post_id: str) -> int:
+        """Take over a pending claim left by a stopped run; the attempt number (0: none)."""
+        ...
+
+    async def complete(self, post_id: str) -> None: ...
+    async def is_handled(self, post_id: str) -> bool: ...
+
+    async def pending(self) -> list[PendingClaim]:
+        """Claims not completed, oldest first."""
+        ...
+
+    async def prune(self, older_than: float) -> int:
+        """Forget completed claims made before `older_than`; how many went."""
+        ...
+
+
+class CursorRepository(Protocol):
+    """How far each channel has been read (a post's `create_at`, in milliseconds)."""
+
+    async def load(self) -> dict[str, int]: ...
+
+    async def save(self, cursors: dict[str, int]) -> None:
+        """Advance cursors; a cursor never moves backwards."""
+        ...
+
+
+class KeyValue(Protocol):
+    """Small named settings (text) the runtime keeps between runs."""
+
+    async def get(self, key: str) -> str | None: ...
+    async def put(self, key: str, value: str) -> None: ...
+
+
+class LeaseRepository(Protocol):
+    """Named leases, so that periodic work runs in one place at a time."""
+
+    async def take(self, name: str, owner: str, seconds: float) -> bool:
+        """Hold `name` for `seconds` unless another owner holds it; True when held."""
+        ...
+
+
+class OutboxRepository(Protocol):
+    """Requests to outside systems, durable until done.
+
+    An entry is `queued`, `filed` (half-way: the outside system has it, the chat not yet),
+    `done` or `failed`; reading due entries leases them to the reader, and any update releases
+    the lease."""
+
+    async def put(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
+        """Queue a request once; False when the key was queued before."""
+        ...
+
+    async def get(self, key: str) -> OutboxEntry | None: ...
+
+    async def due(self, now: float, lease: float, limit: int) -> list[OutboxEntry]:
+        """Entries whose time has come, leased to the caller for `lease` seconds."""
+        ...
+
+    async def update(self, key: str, *, state: str | None = None,
+                     result: dict[str, Any] | None = None, retry_at: float | None = None,
+                     error: str | None = None, notified: bool | None = None) -> None:
+        """Change an entry and release its lease; `retry_at` also counts an attempt."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """How many entries are in each state."""
+        ...
+
+    async def open(self, kind: str) -> list[OutboxEntry]:
+        """Entries of a kind not done yet (queued or half-way), oldest first."""
+        ...
+
+    async def requeue(self, key: str, kind: str, payload: dict[str, Any]) -> None:
+        """Queue a request, or queue it again (now, fresh) when it was queued before."""
+        ...
+
+    async def finish(self, key: str, revision: int) -> bool:
+        """Mark a re-queueable entry done, unless it was queued again for a later revision
+        (its payload's `revision`) meanwhile, when it is released to run again; True when
+        done."""
+        ...
+
+    async def prune(self, older_than: float) -> int:
+        """Forget entries done or failed, created before `older_than`; how many went."""
+        ...
+
+
+class TicketRepository(Protocol):
+    """Tickets and the chat threads that follow them, and the tracker comments already shown
+    in (or written from) chat."""
+
+    async def link(self, link: TicketLink) -> None:
+        """Record a ticket's thread; a ticket already linked keeps its first link."""
+        ...
+
+    async def by_root(self, root_id: str) -> TicketLink | None:
+        """The ticket a thread follows (the latest, should there be several)."""
+        ...
+
+    async def get(self, tracker: str, ticket_id: str) -> TicketLink | None: ...
+
+    async def find(self, *, open_only: bool = True,
+                   requester_id: str | None = None) -> list[TicketLink]:
+        """Tickets, oldest first: the open ones only, or a requester's only, or both."""
+        ...
+
+    async def linked_roots(self) -> set[str]:
+        """The root post of every thread that follows a ticket."""
+        ...
+
+    async def set_status(self, tracker: str, ticket_id: str, status: str, is_open: bool) -> int:
+        """Record a new status; how many changes the ticket has had (0: no such ticket)."""
+        ...
+
+    async def mark_comments_seen(self, tracker: str, ticket_id: str,
+                                 comment_ids: list[str]) -> None: ...
+    async def seen_comments(self, tracker: str, ticket_id: str) -> set[str]: ...
+
+    async def prune(self, older_than: float) -> int:
+        """Forget the comments seen on tickets closed and created before `older_than` (only
+        open tickets are watched); how many went."""
+        ...
+
+
+class AlertRepository(Protocol):
+    """Each incident's current state and post, and the notes for its thread."""
+
+    async def get(self, source: str, key: str) -> AlertRecord | None: ...
+
+    async def save(self, source: str, key: str, channel_id: str, state: dict[str, Any],
+                   notes: list[str] | None = None) -> AlertRecord:
+        """Store an incident's new state (revision + 1) and its new thread notes, at once."""
+        ...
+
+    async def set_post(self, source: str, key: str, post_id: str) -> None: ...
+
+    async def notes(self, source: str, key: str) -> list[tuple[int, str]]:
+        """(id, text) of the notes not yet posted in the incident's thread, oldest first."""
+        ...
+
+    async def note_posted(self, note_id: int) -> None: ...
+
+    async def mark_notes_posted(self, source: str, key: str) -> None:
+        """For incidents without a post of their own (grouped into a digest)."""
+        ...
+
+    async def created_since(self, channel_id: str, since: float) -> int:
+        """How many incidents of a channel were first seen at or after `since`."""
+        ...
+
+    async def prune(self, older_than: float) -> int:
+        """Forget incidents not updated since `older_than` that are resolved (storm digests:
+        whose alerts all resolved), with no action pending and no edit of their post still
+        queued in the outbox, with their notes; and the posted notes of incidents not updated
+        since. How many rows went."""
+        ...
+
+
+class Store(FlatStoreMethods, Protocol):
+    """What the runtime needs from durable state: the repositories, and what concerns them all.
+
+    The flat methods it inherits from `FlatStoreMethods` are delegations kept for the callers
+    that have not moved to the repositories yet."""
+
+    claims: ClaimRepository
+    channel_cursors: CursorRepository
+    kv: KeyValue
+    leases: LeaseRepository
+    outbox: OutboxRepository
+    ticket_links: TicketRepository
+    alerts: AlertRepository
+
+    async def open(self) -> None:
+        """Connect, and bring the schema up to date."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def prune(self, older_than: float) -> int:
+        """Forget finished work older than a point in time (seconds since the epoch), in every
+        repository at once; how many rows went."""
+        ...

@@ -1,0 +1,46 @@
+"""`ClaimRepository` on SQLite: the `handled` table."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from ..records import PendingClaim
+from .engine import SQLiteRepository
+
+
+class SQLiteClaims(SQLiteRepository):
+    async def claim(self, post_id: str, channel_id: str) -> bool:
+        now = time.time()
+        return await self._engine.run(lambda db: db.execute(
+            "INSERT OR IGNORE INTO handled(post_id, channel_id, state, claimed_at) "
+            "VALUES (?, ?, 'pending', ?)", (post_id, channel_id, now)).rowcount == 1)
+
+    async def reclaim(self, post_id: str) -> int:
+        def go(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "UPDATE handled SET attempts = attempts + 1 "
+                "WHERE post_id = ? AND state = 'pending' RETURNING attempts",
+                (post_id,)).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._engine.run(go)
+
+    async def complete(self, post_id: str) -> None:
+        now = time.time()
+        await self._engine.run(lambda db: db.execute(
+            "UPDATE handled SET state = 'done', done_at = ? WHERE post_id = ?", (now, post_id)))
+
+    async def is_handled(self, post_id: str) -> bool:
+        return await self._engine.run(lambda db: db.execute(
+            "SELECT 1 FROM handled WHERE post_id = ?", (post_id,)).fetchone() is not None)
+
+    async def pending(self) -> list[PendingClaim]:
+        rows = await self._engine.run(lambda db: db.execute(
+            "SELECT post_id, channel_id, attempts, claimed_at FROM handled "
+            "WHERE state = 'pending' ORDER BY claimed_at").fetchall())
+        return [PendingClaim(*row) for row in rows]
+
+    def prune_rows(self, db: sqlite3.Connection, older_than: float) -> int:
+        return db.execute("DELETE FROM handled WHERE state = 'done' AND claimed_at < ?",
+                          (older_than,)).rowcount

@@ -1,0 +1,112 @@
+"""`OutboxRepository` on SQLite: the `outbox` table (payloads and results as JSON text)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+from ..records import OutboxEntry
+from .engine import SQLiteRepository, transaction
+
+_COLUMNS = "key, kind, payload, state, attempts, notified, result, created_at"
+
+
+def _entry(row: tuple[Any, ...]) -> OutboxEntry:
+    key, kind, payload, state, attempts, notified, result, created_at = row
+    return OutboxEntry(key, kind, json.loads(payload), state, int(attempts), bool(notified),
+                       json.loads(result), float(created_at))
+
+
+class SQLiteOutbox(SQLiteRepository):
+    async def put(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
+        now = time.time()
+        body = json.dumps(payload)
+        return await self._engine.run(lambda db: db.execute(
+            "INSERT OR IGNORE INTO outbox(key, kind, payload, state, next_at, created_at) "
+            "VALUES (?, ?, ?, 'queued', ?, ?)", (key, kind, body, now, now)).rowcount == 1)
+
+    async def get(self, key: str) -> OutboxEntry | None:
+        row = await self._engine.run(lambda db: db.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone())
+        return None if row is None else _entry(row)
+
+    async def due(self, now: float, lease: float, limit: int) -> list[OutboxEntry]:
+        def go(db: sqlite3.Connection) -> list[OutboxEntry]:
+            with transaction(db):
+                rows = db.execute(
+                    f"SELECT {_COLUMNS} FROM outbox "
+                    "WHERE state IN ('queued', 'filed') AND next_at <= ? AND lease_until <= ? "
+                    "ORDER BY next_at LIMIT ?", (now, now, limit)).fetchall()
+                db.executemany("UPDATE outbox SET lease_until = ? WHERE key = ?",
+                               [(now + lease, r[0]) for r in rows])
+            return [_entry(r) for r in rows]
+
+        return await self._engine.run(go)
+
+    async def update(self, key: str, *, state: str | None = None,
+                     result: dict[str, Any] | None = None, retry_at: float | None = None,
+                     error: str | None = None, notified: bool | None = None) -> None:
+        sets: list[str] = ["lease_until = 0"]
+        args: list[Any] = []
+        if state is not None:
+            sets.append("state = ?")
+            args.append(state)
+        if result is not None:
+            sets.append("result = ?")
+            args.append(json.dumps(result))
+        if retry_at is not None:
+            sets.append("next_at = ?")
+            sets.append("attempts = attempts + 1")
+            args.append(retry_at)
+        if error is not None:
+            sets.append("last_error = ?")
+            args.append(error[:500])
+        if notified is not None:
+            sets.append("notified = ?")
+            args.append(int(notified))
+        args.append(key)
+        sql = f"UPDATE outbox SET {', '.join(sets)} WHERE key = ?"
+        await self._engine.run(lambda db: db.execute(sql, args))
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._engine.run(lambda db: db.execute(
+            "SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+        return {state: int(n) for state, n in rows}
+
+    async def open(self, kind: str) -> list[OutboxEntry]:
+        rows = await self._engine.run(lambda db: db.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE kind = ? "
+            "AND state IN ('queued', 'filed') ORDER BY created_at", (kind,)).fetchall())
+        return [_entry(r) for r in rows]
+
+    async def requeue(self, key: str, kind: str, payload: dict[str, Any]) -> None:
+        now = time.time()
+        body = json.dumps(payload)
+        await self._engine.run(lambda db: db.execute(
+            "INSERT INTO outbox(key, kind, payload, state, next_at, created_at) "
+            "VALUES (?, ?, ?, 'queued', ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "payload = excluded.payload, next_at = min(outbox.next_at, excluded.next_at), "
+            "state = 'queued', attempts = 0, last_error = ''", (key, kind, body, now, now)))
+
+    async def finish(self, key: str, revision: int) -> bool:
+        def go(db: sqlite3.Connection) -> bool:
+            with transaction(db):
+                done = db.execute(
+                    "UPDATE outbox SET state = 'done', lease_until = 0 WHERE key = ? AND "
+                    "coalesce(json_extract(payload, '$.revision'), 0) <= ?",
+                    (key, revision)).rowcount == 1
+                if not done:
+                    db.execute("UPDATE outbox SET lease_until = 0 WHERE key = ?", (key,))
+            return done
+
+        return await self._engine.run(go)
+
+    def on_open(self, db: sqlite3.Connection) -> None:
+        # An embedded store serves one process: leases held by an earlier run are void.
+        db.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0")
+
+    def prune_rows(self, db: sqlite3.Connection, older_than: float) -> int:
+        return db.execute("DELETE FROM outbox WHERE state IN ('done', 'failed') "
+                          "AND created_at < ?", (older_than,)).rowcount

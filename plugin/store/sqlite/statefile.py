@@ -1,0 +1,63 @@
+"""Settings (the `kv` table) of a state file read or changed from another process, such as a
+command-line tool, while a running bot may hold the file open."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from ..records import StoreError
+from .store import SQLiteStore
+
+
+def read_setting(path: str, key: str) -> str | None:
+    """A setting's value; None when the file, or the setting, does not exist (yet)."""
+    if path == ":memory:" or not Path(path).exists():
+        return None
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+    except sqlite3.Error:  # a state file from before the kv table: nothing stored
+        return None
+    finally:
+        db.close()
+    return None if row is None else str(row[0])
+
+
+async def change_setting(path: str, key: str, change: Callable[[str | None], str]) -> None:
+    """Set a setting to `change(its current value)`, in one short transaction, which SQLite
+    serialises with a running bot's writes; raises `StoreError` when the file refuses.
+
+    `SQLiteStore.open` assumes it is the file's only user (it voids the leases of unfinished
+    work), so it is used only to create a state file that does not exist yet."""
+    try:
+        fresh = not Path(path).exists()
+        if not fresh:
+            probe = sqlite3.connect(path, timeout=10)
+            try:
+                fresh = probe.execute("PRAGMA user_version").fetchone()[0] == 0
+            finally:
+                probe.close()
+        if fresh:
+            store = SQLiteStore(path)
+            await store.open()
+            await store.close()
+        db = sqlite3.connect(path, timeout=10, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+                value = change(None if row is None else str(row[0]))
+                db.execute("INSERT INTO kv(key, value) VALUES (?, ?) "
+                           "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                           (key, value))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(str(exc)) from exc

@@ -1,0 +1,90 @@
+"""`TicketRepository` on SQLite: the `tickets` and `seen_comments` tables."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from ..records import TicketLink
+from .engine import SQLiteRepository
+
+_COLUMNS = ("tracker, ticket_id, channel_id, root_id, requester_id, requester, title, url, "
+            "status, status_changes, open")
+
+
+def _link(row: tuple[Any, ...]) -> TicketLink:
+    values = list(row)
+    values[-1] = bool(values[-1])
+    return TicketLink(*values)
+
+
+class SQLiteTickets(SQLiteRepository):
+    async def link(self, link: TicketLink) -> None:
+        now = time.time()
+        await self._engine.run(lambda db: db.execute(
+            f"INSERT OR IGNORE INTO tickets({_COLUMNS}, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (link.tracker, link.ticket_id, link.channel_id, link.root_id, link.requester_id,
+             link.requester, link.title, link.url, link.status, link.status_changes,
+             int(link.open), now)))
+
+    async def by_root(self, root_id: str) -> TicketLink | None:
+        row = await self._engine.run(lambda db: db.execute(
+            f"SELECT {_COLUMNS} FROM tickets WHERE root_id = ? "
+            "ORDER BY created_at DESC LIMIT 1", (root_id,)).fetchone())
+        return None if row is None else _link(row)
+
+    async def get(self, tracker: str, ticket_id: str) -> TicketLink | None:
+        row = await self._engine.run(lambda db: db.execute(
+            f"SELECT {_COLUMNS} FROM tickets WHERE tracker = ? AND ticket_id = ?",
+            (tracker, ticket_id)).fetchone())
+        return None if row is None else _link(row)
+
+    async def find(self, *, open_only: bool = True,
+                   requester_id: str | None = None) -> list[TicketLink]:
+        sql = f"SELECT {_COLUMNS} FROM tickets WHERE 1 = 1"
+        args: list[Any] = []
+        if open_only:
+            sql += " AND open = 1"
+        if requester_id is not None:
+            sql += " AND requester_id = ?"
+            args.append(requester_id)
+        rows = await self._engine.run(lambda db: db.execute(sql + " ORDER BY created_at",
+                                                            args).fetchall())
+        return [_link(r) for r in rows]
+
+    async def linked_roots(self) -> set[str]:
+        rows = await self._engine.run(
+            lambda db: db.execute("SELECT root_id FROM tickets").fetchall())
+        return {r[0] for r in rows}
+
+    async def set_status(self, tracker: str, ticket_id: str, status: str, is_open: bool) -> int:
+        def go(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "UPDATE tickets SET status = ?, open = ?, status_changes = status_changes + 1 "
+                "WHERE tracker = ? AND ticket_id = ? RETURNING status_changes",
+                (status, int(is_open), tracker, ticket_id)).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._engine.run(go)
+
+    async def mark_comments_seen(self, tracker: str, ticket_id: str,
+                                 comment_ids: list[str]) -> None:
+        if comment_ids:
+            await self._engine.run(lambda db: db.executemany(
+                "INSERT OR IGNORE INTO seen_comments(tracker, ticket_id, comment_id) "
+                "VALUES (?, ?, ?)", [(tracker, ticket_id, c) for c in comment_ids]))
+
+    async def seen_comments(self, tracker: str, ticket_id: str) -> set[str]:
+        rows = await self._engine.run(lambda db: db.execute(
+            "SELECT comment_id FROM seen_comments WHERE tracker = ? AND ticket_id = ?",
+            (tracker, ticket_id)).fetchall())
+        return {r[0] for r in rows}
+
+    def prune_rows(self, db: sqlite3.Connection, older_than: float) -> int:
+        # The watcher polls open tickets only: a closed one's seen follow-ups serve nobody.
+        return db.execute(
+            "DELETE FROM seen_comments WHERE EXISTS (SELECT 1 FROM tickets t WHERE "
+            "t.tracker = seen_comments.tracker AND t.ticket_id = seen_comments.ticket_id "
+            "AND t.open = 0 AND t.created_at < ?)", (older_than,)).rowcount
