@@ -7,10 +7,11 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test lint unit bench check clean i18n docs
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@echo "Installing Switchboard and its tools into $(VENV)/ (once; a minute or so)..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -qq --disable-pip-version-check --upgrade pip
+	@$(BIN)/pip install -qq --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
 
 ## run: the bot; with no MM_URL set, the built-in sandbox with a terminal chat
 run: $(STAMP)
@@ -19,6 +20,10 @@ run: $(STAMP)
 ## test: lint, type-check and the whole test suite
 test: $(STAMP) lint
 	$(BIN)/pytest -q
+
+## unit: lint, type-check and the fast tests: no real servers, no end-to-end runs
+unit: $(STAMP) lint
+	$(BIN)/pytest -q -m "not e2e and not servers"
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugin bridge tests bench

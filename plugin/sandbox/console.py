@@ -1,7 +1,9 @@
 """A terminal chat client for the sandbox: type as a user, see the bot's replies and buttons.
 
 It is an ordinary Mattermost client — REST to post and click, the websocket to watch — so what a
-person sees here is what the bot really did over the wire.
+person sees here is what the bot really did over the wire. Messages are shown as Mattermost would
+show them, in a terminal: bold and italics (ANSI styles when the output is a terminal, the text
+without its markers otherwise), links as their text and address, emoji shortcodes as emoji.
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
 import sys
 import threading
 from collections.abc import Callable
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import IO, Any, Literal
 
 import httpx
 from websockets.asyncio.client import connect
@@ -20,31 +25,245 @@ from websockets.exceptions import ConnectionClosed
 
 HELP = """\
 Type a message and press Enter to post it in the current channel.
-  /dm              talk to the bot in a direct message
+  /dm              talk to the bot in a direct message from now on
+  /dm TEXT         send TEXT to the bot in a direct message (and stay where you are)
   /channel NAME    switch channel (helpdesk, town-square, ops)
   /r TEXT          reply in the thread of the last message shown
-  N                press button number N
-  /help            this text        /quit  leave (also Ctrl-D)"""
+  N                press the button shown as [N] (any other number is an ordinary message)
+  //TEXT           post a message that starts with a slash, /TEXT
+  /help            this text        /quit  leave (also Ctrl-D)
+Other /commands are Mattermost slash commands."""
+
+#: What Mattermost answers when the integration behind a button refused the click (any status
+#: but 200: an expired or already-decided button) or did not answer at all.
+INTEGRATION_ERROR = "api.post.do_action.action_integration.app_error"
+
+# --- Markdown in a terminal ------------------------------------------------------------------
+
+#: The emoji of the shortcodes the bot writes, and of a few that people commonly use.
+EMOJI = {
+    "arrows_counterclockwise": "🔄",
+    "bell": "🔔",
+    "bug": "🐛",
+    "construction": "🚧",
+    "eyes": "👀",
+    "fire": "🔥",
+    "heavy_check_mark": "✔️",
+    "hourglass": "⌛",
+    "hourglass_flowing_sand": "⏳",
+    "inbox_tray": "📥",
+    "information_source": "ℹ️",
+    "leftwards_arrow_with_hook": "↩️",
+    "lock": "🔒",
+    "mag": "🔍",
+    "memo": "📝",
+    "no_entry": "⛔",
+    "ok_hand": "👌",
+    "pushpin": "📌",
+    "question": "❓",
+    "red_circle": "🔴",
+    "rotating_light": "🚨",
+    "smile": "😄",
+    "slightly_smiling_face": "🙂",
+    "speech_balloon": "💬",
+    "tada": "🎉",
+    "thumbsdown": "👎",
+    "-1": "👎",
+    "thumbsup": "👍",
+    "+1": "👍",
+    "ticket": "🎫",
+    "warning": "⚠️",
+    "wave": "👋",
+    "white_check_mark": "✅",
+    "wrench": "🔧",
+    "x": "❌",
+    "zzz": "💤",
+}
+
+#: Control characters a message could use to drive the terminal (tab and newline stay).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: What is shown as written: code, and addresses (whose `_`, `*` and `:` are not Markdown).
+_VERBATIM = re.compile(
+    r"(?P<code>```.*?(?:```|\Z)|`[^`\n]+`)"
+    r"|(?P<link>!?\[(?P<label>[^\]\n]*)\]\((?P<target><[^>\n]*>|[^\s)]+)(?:\s+\"[^\"\n]*\")?\))"
+    r"|<(?P<auto>[a-z][a-z0-9+.-]*:[^\s>]+)>"
+    r"|(?P<url>\b(?:https?|ftp|mailto):[^\s<>]*[^\s<>.,;:!?'\")\]])",
+    re.DOTALL | re.IGNORECASE)
+_PLACEHOLDER = re.compile("\x00([0-9]+)\x00")
+_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$", re.MULTILINE)
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|(?<!\w)__(?=\S)(.+?)(?<=\S)__(?!\w)")
+_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![*\w])"
+                     r"|(?<![_\w])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![_\w])")
+_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_SHORTCODE = re.compile(r":([a-z0-9_+-]+):")
+
+#: ANSI styles: (on, off). Each has its own "off", so styles nest.
+BOLD = ("\x1b[1m", "\x1b[22m")
+ITALIC = ("\x1b[3m", "\x1b[23m")
+UNDERLINE = ("\x1b[4m", "\x1b[24m")
+STRIKE = ("\x1b[9m", "\x1b[29m")
+
+
+def clean(text: str) -> str:
+    """The text without the control characters that would drive the terminal."""
+    return _CONTROL.sub("", text)
+
+
+def render_markdown(text: str, *, ansi: bool = False, emoji: bool = True) -> str:
+    """Mattermost Markdown as a terminal shows it.
+
+    Bold, italics and headings become ANSI styles when `ansi`, else the bare text; struck-out
+    text (a resolved alert) is struck out with ANSI and keeps its `~~` otherwise, as that is
+    its meaning. `[text](url)` becomes `text (url)`. Known `:shortcodes:` become emoji when
+    `emoji` (unknown ones stay as written). Code is shown as written, backticks included.
+    """
+    kept: list[str] = []
+
+    def keep(value: str) -> str:
+        kept.append(value)
+        return f"\x00{len(kept) - 1}\x00"
+
+    def verbatim(m: re.Match[str]) -> str:
+        if m["code"]:
+            return keep(m["code"])
+        if m["link"]:
+            target = m["target"].strip("<>")
+            label = render_markdown(m["label"], ansi=ansi, emoji=emoji).strip()
+            if not label or label == target:
+                return keep(target)
+            return keep(f"{_style(label, UNDERLINE, ansi)} ({target})")
+        return keep(m["auto"] or m["url"])
+
+    text = _VERBATIM.sub(verbatim, clean(text))
+    text = _HEADING.sub(lambda m: _style(m[1], BOLD, ansi), text)
+    text = _BOLD.sub(lambda m: _style(m[1] or m[2], BOLD, ansi), text)
+    text = _ITALIC.sub(lambda m: _style(m[1] or m[2], ITALIC, ansi), text)
+    if ansi:
+        text = _STRIKE.sub(lambda m: _style(m[1], STRIKE, ansi), text)
+    if emoji:
+        text = _SHORTCODE.sub(lambda m: EMOJI.get(m[1], m[0]), text)
+    return _PLACEHOLDER.sub(lambda m: kept[int(m[1])], text)
+
+
+def _style(text: str, style: tuple[str, str], ansi: bool) -> str:
+    return f"{style[0]}{text}{style[1]}" if ansi else text
+
+
+def wants_ansi(stream: IO[str]) -> bool:
+    """Styles for a terminal that takes them: not when piped, NO_COLOR is set or TERM=dumb."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def can_show_emoji(stream: IO[str]) -> bool:
+    """Whether the stream's encoding has the emoji (an ASCII or Latin-1 locale does not)."""
+    try:
+        "".join(EMOJI.values()).encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+# --- what a typed line means -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Typed:
+    """One typed line, understood.
+
+    `post`: `text` goes to the current channel, or the bot's DM when `to_dm`; `reply`: `text`
+    goes to the thread of the last message shown; `press`: button `number`; `switch_dm`;
+    `channel`: switch to `text`; `slash`: `text` is a Mattermost slash command; `usage`: `text`
+    says how a console command is used; `help`, `quit`, `nothing`.
+    """
+
+    kind: Literal["post", "reply", "press", "switch_dm", "channel", "slash", "usage", "help",
+                  "quit", "nothing"]
+    text: str = ""
+    number: int = 0
+    to_dm: bool = False
+
+
+_NUMBER = re.compile(r"[0-9]+")
+
+
+def parse(line: str, is_button: Callable[[int], bool]) -> Typed:
+    """What a typed line asks for; `is_button(n)` says whether a button [n] is on show."""
+    line = line.strip()
+    if not line:
+        return Typed("nothing")
+    if line.startswith("//"):
+        return Typed("post", line[1:])
+    if line.startswith("/"):
+        word, *more = line.split(None, 1)
+        word, rest = word.lower(), more[0].strip() if more else ""
+        if word in ("/quit", "/exit"):
+            return Typed("quit")
+        if word == "/help":
+            return Typed("help")
+        if word == "/dm":
+            return Typed("post", rest, to_dm=True) if rest else Typed("switch_dm")
+        if word == "/r":
+            return Typed("reply", rest) if rest else Typed(
+                "usage", "/r TEXT replies in the thread of the last message shown.")
+        if word == "/channel":
+            return Typed("channel", rest.lstrip("~")) if rest else Typed(
+                "usage", "/channel NAME switches channel (helpdesk, town-square, ops).")
+        return Typed("slash", line)
+    if _NUMBER.fullmatch(line) and is_button(int(line)):
+        return Typed("press", number=int(line))
+    return Typed("post", line)
+
+
+@dataclass(frozen=True)
+class Button:
+    """A button on show as `[number] name`."""
+
+    number: int
+    post_id: str
+    action_id: str
+    name: str
+
+
+def _error_text(r: httpx.Response) -> str:
+    """Mattermost's own words for a failed call, or its status."""
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    message = body.get("message") if isinstance(body, dict) else None
+    return f"{r.status_code}: {clean(str(message))}" if message else str(r.status_code)
 
 
 class Console:
     def __init__(self, url: str, token: str, *, channel: str = "helpdesk",
                  stdin: IO[str] | None = None, out: Callable[[str], None] | None = None,
-                 bot_username: str = "switchboard") -> None:
+                 bot_username: str = "switchboard", ansi: bool | None = None,
+                 emoji: bool | None = None, http: httpx.AsyncClient | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.channel_name = channel
         self.stdin = stdin or sys.stdin
         self.out = out or (lambda line: print(line, flush=True))
+        self.ansi = wants_ansi(sys.stdout) if ansi is None else ansi
+        self.emoji = can_show_emoji(sys.stdout) if emoji is None else emoji
         self.bot_username = bot_username
-        self.http = httpx.AsyncClient(base_url=self.url + "/api/v4", timeout=35,
-                                      headers={"Authorization": f"Bearer {token}"})
+        self.http = http or httpx.AsyncClient(base_url=self.url + "/api/v4", timeout=35,
+                                              headers={"Authorization": f"Bearer {token}"})
         self.me: dict[str, Any] = {}
+        self.bot_id = ""
         self.users: dict[str, str] = {}
         self.channels: dict[str, dict[str, Any]] = {}
         self.channel_id = ""
-        self.buttons: list[tuple[str, str, str]] = []
-        self.last_root = ""
+        self.dm_id = ""
+        #: The buttons on show, by number; a post's buttons by action id.
+        self.buttons: dict[int, Button] = {}
+        self.post_buttons: dict[str, dict[str, int]] = {}
+        #: Where `/r` goes: the channel and thread root of the last message shown.
+        self.last_thread: tuple[str, str] | None = None
 
     # --- REST -----------------------------------------------------------------------------------
     async def _get(self, path: str) -> Any:
@@ -58,8 +277,9 @@ class Console:
     async def _username(self, user_id: str) -> str:
         if user_id not in self.users:
             try:
-                self.users[user_id] = str((await self._get(f"/users/{user_id}"))["username"])
-            except (httpx.HTTPError, KeyError):
+                self.users[user_id] = clean(str((await self._get(f"/users/{user_id}"))
+                                                ["username"]))
+            except (httpx.HTTPError, KeyError, ValueError):
                 self.users[user_id] = user_id[:8]
         return self.users[user_id]
 
@@ -70,8 +290,9 @@ class Console:
             for ch in await self._get(f"/users/{self.me['id']}/teams/{team['id']}/channels"):
                 self.channels[ch["id"]] = ch
         bot = await self._get(f"/users/username/{self.bot_username}")
-        self.users[bot["id"]] = bot["username"]
-        r = await self._post("/channels/direct", [self.me["id"], bot["id"]])
+        self.bot_id = str(bot["id"])
+        self.users[self.bot_id] = bot["username"]
+        r = await self._post("/channels/direct", [self.me["id"], self.bot_id])
         r.raise_for_status()
         dm = r.json()
         dm["display_name"] = f"@{self.bot_username}"
@@ -81,7 +302,8 @@ class Console:
 
     def _switch(self, name: str) -> bool:
         for cid, ch in self.channels.items():
-            if ch.get("name") == name or ch.get("display_name") == name:
+            if ch.get("type") != "D" and (ch.get("name") == name
+                                          or ch.get("display_name") == name):
                 self.channel_id = cid
                 self.channel_name = str(ch.get("name"))
                 return True
@@ -93,55 +315,139 @@ class Console:
             return "?"
         if ch.get("type") == "D":
             return f"DM @{self.bot_username}"
-        return f"~{ch.get('name')}"
+        return f"~{clean(str(ch.get('name')))}"
 
     # --- rendering ------------------------------------------------------------------------------
-    async def render(self, post: dict[str, Any], verb: str = "") -> None:
-        who = await self._username(str(post.get("user_id", "")))
-        where = self._label(str(post.get("channel_id", "")))
+    def md(self, text: str) -> str:
+        return render_markdown(text, ansi=self.ansi, emoji=self.emoji)
+
+    async def render(self, post: dict[str, Any], *, edited: bool = False,
+                     ephemeral: bool = False) -> None:
+        user_id = str(post.get("user_id", ""))
+        channel_id = str(post.get("channel_id", ""))
+        if ephemeral and user_id in ("", self.me.get("id")):
+            # Mattermost files the answer to a click under the clicker; it is the bot's.
+            user_id = self.bot_id
+        who = await self._username(user_id)
+        direct = self.channels.get(channel_id, {}).get("type") == "D"
+        notes = []
+        if edited:
+            notes.append("(edited)")
+        if ephemeral or (direct and channel_id != self.channel_id
+                         and user_id != self.me.get("id")):
+            notes.append("(only you see this)")
         thread = " (thread)" if post.get("root_id") else ""
-        self.last_root = str(post.get("root_id") or post.get("id") or self.last_root)
-        text = str(post.get("message", ""))
-        head = f"[{where}{thread}] @{who}{' ' + verb if verb else ''}: "
-        lines = text.splitlines() or [""]
+        head = f"[{self._label(channel_id)}{thread}] @{who}{''.join(' ' + n for n in notes)}: "
+        post_id = str(post.get("id") or "")
+        root_id = str(post.get("root_id") or "")
+        # `/r` answers the newest message; an older one brought up to date does not count, nor
+        # does an ephemeral one outside a thread (it is not kept, so it has no thread).
+        target = root_id or ("" if ephemeral else post_id)
+        if target and not edited:
+            self.last_thread = (channel_id, target)
+        lines = self.md(str(post.get("message", ""))).splitlines() or [""]
         self.out(head + lines[0])
         for line in lines[1:]:
             self.out("    " + line)
-        for att in (post.get("props") or {}).get("attachments") or []:
-            for key in ("pretext", "title", "text"):
-                if att.get(key):
-                    for line in str(att[key]).splitlines():
-                        self.out(f"    | {line}")
-            for field in att.get("fields") or []:
-                self.out(f"    | {field.get('title')}: {field.get('value')}")
-            labels = []
-            for action in att.get("actions") or []:
-                self.buttons.append((str(post["id"]), str(action.get("id")),
-                                     str(action.get("name"))))
-                labels.append(f"[{len(self.buttons)}] {action.get('name')}")
-            if labels:
-                self.out("    " + "   ".join(labels))
+        attachments = [att for att in (post.get("props") or {}).get("attachments") or []
+                       if isinstance(att, dict)]
+        buttons = [(str(action.get("id")), clean(str(action.get("name"))))
+                   for att in attachments for action in att.get("actions") or []
+                   if isinstance(action, dict)]
+        numbers: dict[str, int] = {}
+        if not ephemeral and post_id:  # an ephemeral post is not kept, so cannot be pressed
+            numbers = self._number(post_id, buttons)
+        for att in attachments:
+            self._render_attachment(att)
+            shown = [self._button_label(action, numbers) for action in att.get("actions") or []
+                     if isinstance(action, dict)]
+            if shown:
+                self.out("    " + "   ".join(shown))
+
+    @staticmethod
+    def _button_label(action: dict[str, Any], numbers: dict[str, int]) -> str:
+        name = clean(str(action.get("name")))
+        number = numbers.get(str(action.get("id")))
+        return f"[{number}] {name}" if number is not None else f"[{name}]"
+
+    def _render_attachment(self, att: dict[str, Any]) -> None:
+        title = str(att.get("title") or "")
+        if title and att.get("title_link"):
+            title = f"{title} ({att['title_link']})"
+        for part in (att.get("pretext"), title, att.get("text")):
+            if part:
+                for line in self.md(str(part)).splitlines():
+                    self.out(f"    | {line}")
+        for field in att.get("fields") or []:
+            if isinstance(field, dict):
+                self.out(f"    | {self.md(str(field.get('title') or ''))}: "
+                         f"{self.md(str(field.get('value') or ''))}")
+
+    def _number(self, post_id: str, buttons: list[tuple[str, str]]) -> dict[str, int]:
+        """Numbers for the buttons a post shows now (action id, name), by action id.
+
+        A button that stays across an edit keeps its number; a new one takes the smallest
+        number not on show, before the post's vanished buttons give theirs up (so a number
+        typed twice never presses a button that replaced the first)."""
+        known = self.post_buttons.get(post_id, {})
+        numbers: dict[str, int] = {}
+        for action_id, name in buttons:
+            number = known.get(action_id)
+            if number is None:
+                number = 1
+                while number in self.buttons:
+                    number += 1
+            numbers[action_id] = number
+            self.buttons[number] = Button(number, post_id, action_id, name)
+        for action_id, number in known.items():
+            if action_id not in numbers:
+                self.buttons.pop(number, None)
+        if numbers:
+            self.post_buttons[post_id] = numbers
+        else:
+            self.post_buttons.pop(post_id, None)
+        return numbers
+
+    def _retire(self, post_id: str, action_id: str | None = None) -> list[int]:
+        """Take a post's buttons (or one of them) off show; their numbers."""
+        known = self.post_buttons.get(post_id, {})
+        gone = [a for a in known if action_id is None or a == action_id]
+        numbers = [known.pop(a) for a in gone]
+        for number in numbers:
+            self.buttons.pop(number, None)
+        if not known:
+            self.post_buttons.pop(post_id, None)
+        return numbers
 
     async def on_frame(self, frame: dict[str, Any]) -> None:
         event = frame.get("event")
         data = frame.get("data") or {}
-        if event in ("posted", "post_edited", "ephemeral_message"):
+        if event in ("posted", "post_edited", "ephemeral_message", "post_deleted"):
             try:
                 post = json.loads(data.get("post", "{}"))
             except ValueError:
                 return
+            if not isinstance(post, dict):
+                return
+            if event == "post_deleted":
+                numbers = self._retire(str(post.get("id") or ""))
+                if numbers:
+                    self.out(f"    (a message was deleted; its buttons "
+                             f"{' '.join(f'[{n}]' for n in numbers)} are gone)")
+                return
             if event == "posted" and post.get("user_id") == self.me.get("id"):
                 return
-            verb = {"post_edited": "(edited)", "ephemeral_message": "(only you see this)"}
-            await self.render(post, verb.get(str(event), ""))
+            await self.render(post, edited=event == "post_edited",
+                              ephemeral=event == "ephemeral_message")
         elif event == "reaction_added":
             try:
                 reaction = json.loads(data.get("reaction", "{}"))
             except ValueError:
                 return
-            if reaction.get("user_id") != self.me.get("id"):
+            if isinstance(reaction, dict) and reaction.get("user_id") != self.me.get("id"):
                 who = await self._username(str(reaction.get("user_id", "")))
-                self.out(f"    (@{who} reacted :{reaction.get('emoji_name')}:)")
+                emoji = self.md(f":{reaction.get('emoji_name')}:")
+                self.out(f"    (@{who} reacted {emoji})")
 
     # --- input ----------------------------------------------------------------------------------
     def _start_reader(self, queue: asyncio.Queue[str | None]) -> None:
@@ -157,43 +463,103 @@ class Console:
 
     async def handle(self, line: str) -> bool:
         """One typed line; False to leave."""
-        line = line.strip()
-        if not line:
-            return True
-        if line in ("/quit", "/exit"):
-            return False
-        if line == "/help":
-            self.out(HELP)
-        elif line == "/dm":
-            self.channel_id = self.dm_id
-            self.out(f"Now talking to @{self.bot_username} directly.")
-        elif line.startswith("/channel"):
-            name = line.partition(" ")[2].strip().lstrip("~")
-            self.out(f"Now in ~{name}." if self._switch(name) else f"No channel {name!r}.")
-        elif line.startswith("/r "):
-            await self.send(line[3:], self.last_root)
-        elif line.isdigit():
-            await self.press(int(line))
-        else:
-            await self.send(line, "")
+        typed = parse(line, lambda n: n in self.buttons)
+        match typed.kind:
+            case "quit":
+                return False
+            case "help":
+                self.out(HELP)
+            case "usage":
+                self.out(f"({typed.text})")
+            case "switch_dm":
+                self.channel_id = self.dm_id
+                self.out(f"Now talking to @{self.bot_username} directly "
+                         f"(/channel {self._home()} to go back).")
+            case "channel":
+                name = typed.text
+                if self._switch(name):
+                    self.out(f"Now in ~{self.channel_name}.")
+                else:
+                    self.out(f"(no channel {name!r}; there are {self._channel_names()})")
+            case "reply":
+                if self.last_thread is None:
+                    self.out("(nothing to reply to yet: /r answers the last message shown)")
+                else:
+                    channel_id, root_id = self.last_thread
+                    await self.send(typed.text, channel_id, root_id)
+            case "press":
+                await self.press(typed.number)
+            case "slash":
+                await self.slash(typed.text)
+            case "post":
+                await self.send(typed.text, self.dm_id if typed.to_dm else self.channel_id, "")
         return True
 
-    async def send(self, text: str, root_id: str) -> None:
-        body: dict[str, Any] = {"channel_id": self.channel_id, "message": text}
+    def _home(self) -> str:
+        names = [str(ch.get("name")) for ch in self.channels.values() if ch.get("type") != "D"]
+        return "helpdesk" if "helpdesk" in names else (names[0] if names else "NAME")
+
+    def _channel_names(self) -> str:
+        return ", ".join(sorted(str(ch.get("name")) for ch in self.channels.values()
+                                if ch.get("type") != "D"))
+
+    async def send(self, text: str, channel_id: str, root_id: str) -> None:
+        body: dict[str, Any] = {"channel_id": channel_id, "message": text}
         if root_id:
             body["root_id"] = root_id
         r = await self._post("/posts", body)
         if r.status_code != 201:
-            self.out(f"(could not post: {r.status_code} {r.text[:200]})")
+            self.out(f"(could not post: {_error_text(r)})")
+            return
+        post = r.json()
+        self.last_thread = (channel_id, str(post.get("root_id") or post.get("id") or root_id))
+
+    async def slash(self, command: str) -> None:
+        r = await self._post("/commands/execute",
+                             {"channel_id": self.channel_id, "command": command})
+        if r.status_code == 404:
+            word = command.split()[0]
+            self.out(f"(no command {word} here: /help lists the console's commands; to post a "
+                     f"message that starts with /, type //{command[1:]})")
+        elif r.status_code != 200:
+            self.out(f"({command.split()[0]} failed: {_error_text(r)})")
 
     async def press(self, number: int) -> None:
-        if not 1 <= number <= len(self.buttons):
-            self.out(f"(no button {number})")
+        button = self.buttons.get(number)
+        if button is None:
+            self.out(f"(no button [{number}] is on show)")
             return
-        post_id, action_id, name = self.buttons[number - 1]
-        r = await self._post(f"/posts/{post_id}/actions/{action_id}", {})
-        if r.status_code != 200:
-            self.out(f"(pressing {name!r} failed: {r.status_code})")
+        r = await self._post(f"/posts/{button.post_id}/actions/{button.action_id}", {})
+        if r.status_code == 200:
+            return
+        try:
+            error_id = r.json().get("id")
+        except (ValueError, AttributeError):
+            error_id = None
+        name = f"[{number}] {button.name}"
+        if r.status_code == 400 and error_id == INTEGRATION_ERROR:
+            self.out(f"(This button is out of date: the bot turned down {name} — it has expired "
+                     "or was already decided — or the bot did not answer. Nothing was done.)")
+        elif r.status_code == 403:
+            self._retire(button.post_id)
+            self.out(f"(This button is out of date: the message of {name} is gone. "
+                     "Nothing was done.)")
+        elif r.status_code == 404:
+            self.out(f"(This button is out of date: the message of {name} has changed. "
+                     "Nothing was done; here it is now:)")
+            # Shown again first, so that its new buttons do not take the stale one's number.
+            await self._refresh(button.post_id)
+            self._retire(button.post_id, button.action_id)
+        else:
+            self.out(f"(pressing {name} failed: {_error_text(r)})")
+
+    async def _refresh(self, post_id: str) -> None:
+        try:
+            post = await self._get(f"/posts/{post_id}")
+        except (httpx.HTTPError, ValueError):
+            return
+        if isinstance(post, dict):
+            await self.render(post)
 
     async def run(self) -> int:
         try:

@@ -1,7 +1,7 @@
 """A Mattermost 5.36 server simulator on 127.0.0.1, for the tests and the sandbox console.
 
 It speaks the REST API and the websocket event stream with the exact shapes recorded on a real
-5.36.1 server (`shared/fixtures/mattermost/`), over real sockets, in a fixed world:
+5.36.1 server (`tests/fixtures/mattermost/`), over real sockets, in a fixed world:
 
 * team `sandbox`; the bot `switchboard` (token given to the constructor) and the humans `alice`,
   `bob`, `carol` and `admin` (system admin), whose tokens are `<name>-token`;
@@ -331,11 +331,14 @@ class MattermostSimulator:
         self._faults.rate_limit_websocket = include_websocket
 
     def fail_next(self, method: str, path_regex: str, status: int, count: int = 1, *,
-                  error_id: str | None = None, message: str | None = None) -> None:
-        """The next `count` requests matching method (or `*`) and path get an AppError `status`."""
+                  error_id: str | None = None, message: str | None = None,
+                  handled: bool = False) -> None:
+        """The next `count` requests matching method (or `*`) and path get an AppError `status`;
+        with `handled`, after the request has taken effect (a post is stored, then 500)."""
         default_id, default_message = fault_error(status)
         self._faults.rules.append(FailRule(method.upper(), re.compile(path_regex), status, count,
-                                           error_id or default_id, message or default_message))
+                                           error_id or default_id, message or default_message,
+                                           handled))
 
     async def flood(self, channel: str, username: str, messages: list[str]) -> None:
         """Store and broadcast many posts as fast as possible (for benchmarks)."""

@@ -35,7 +35,12 @@ class RequestRecord(NamedTuple):
 
 @dataclass
 class FailRule:
-    """An injected failure: the next `count` matching requests get `status`."""
+    """An injected failure: the next `count` matching requests get `status`.
+
+    With `handled`, a request is carried out first (a created post is stored and broadcast) and
+    only its answer is replaced, as when a server fails after committing; an error the request
+    meets on its own is answered as it is.
+    """
 
     method: str
     pattern: re.Pattern[str]
@@ -43,6 +48,10 @@ class FailRule:
     count: int
     error_id: str
     message: str
+    handled: bool = False
+
+    def error(self) -> AppError:
+        return AppError(self.status, self.error_id, self.message)
 
 
 _FAULT_ERRORS = {
@@ -186,11 +195,13 @@ class RestApi(Handlers):
             return await websocket_endpoint(request, self.hub, self.auth_deadline_s)
         try:
             injected = self._injected(method, path)
-            if injected is not None:
-                raise injected
+            if injected is not None and not injected.handled:
+                raise injected.error()
             if route.auth and ctx.session_user is None:
                 raise session_error()
             answer = await route.handler(ctx)
+            if injected is not None:
+                raise injected.error()
         except AppError as err:
             answer = self._error(ctx, err, token)
         return self._log(request, answer, False, ctx)
@@ -206,13 +217,13 @@ class RestApi(Handlers):
                 return route, m.groupdict(), True
         return None, {}, path_matched
 
-    def _injected(self, method: str, path: str) -> AppError | None:
+    def _injected(self, method: str, path: str) -> FailRule | None:
         for rule in self.faults.rules:
             if rule.method in ("*", method) and rule.pattern.search(path):
                 rule.count -= 1
                 if rule.count <= 0:
                     self.faults.rules.remove(rule)
-                return AppError(rule.status, rule.error_id, rule.message)
+                return rule
         return None
 
     def _log(self, request: web.Request, resp: web.StreamResponse, is_ws: bool,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -301,7 +301,7 @@ async def test_no_error_message_carries_a_token(tracker: GLPITracker, sim: GLPIS
     messages: list[str] = []
     made = await tracker.create(new_ticket())
     session_tokens = list(sim._sessions)
-    attempts = [
+    attempts: list[Callable[[], Awaitable[Any]]] = [
         lambda: tracker.get("999"),
         lambda: tracker.comment("999", "x"),
         lambda: tracker.create(new_ticket(fields={"entities_id": 9})),

@@ -152,5 +152,36 @@ def replies_to(sim: MattermostSimulator, root_id: str) -> list[dict[str, Any]]:
             if p.get("root_id") == root_id and p.get("user_id") == sim.bot_id]
 
 
-__all__ = ["BOT_TOKEN", "SECRET", "BotProcess", "SimulatorThread", "free_port", "replies_to",
-           "wait_until", "write_config"]
+#: How long no further reply may come once every message has its one: longer than the bot's
+#: first retry backoff, so a reply posted twice shows up within it.
+QUIET_S = 1.5
+
+
+def one_reply_each(sim: MattermostSimulator, posts: list[dict[str, Any]],
+                   timeout: float = 20.0, quiet: float = QUIET_S) -> None:
+    """Every post gets exactly one reply from the bot, in its thread: once each has a reply, the
+    counts are watched for `quiet` seconds more, so a late second reply fails too."""
+    def counts() -> dict[str, int]:
+        return {p["id"]: len(replies_to(sim, p["id"])) for p in posts}
+
+    def doubled(now: dict[str, int]) -> str:
+        extra = {pid: n for pid, n in now.items() if n > 1}
+        return f"more than one reply to {extra} (all counts: {now})"
+
+    def all_answered() -> bool:
+        now = counts()
+        assert all(n <= 1 for n in now.values()), doubled(now)
+        return all(now.values())
+
+    wait_until(all_answered, timeout, f"a reply to each of {len(posts)} messages")
+    settled = time.monotonic() + quiet
+    while True:
+        now = counts()
+        assert all(n == 1 for n in now.values()), doubled(now)
+        if time.monotonic() >= settled:
+            return
+        time.sleep(0.05)
+
+
+__all__ = ["BOT_TOKEN", "QUIET_S", "SECRET", "BotProcess", "SimulatorThread", "free_port",
+           "one_reply_each", "replies_to", "wait_until", "write_config"]

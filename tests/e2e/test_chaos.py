@@ -39,8 +39,9 @@ def test_burst_survives_sigkill_twice_and_a_dropped_socket(tmp_path: Path) -> No
                                    channel=("helpdesk", "town-square")[i % 2]))
             if i in (60, 140):
                 sent = len(posts)
-                wait_until(lambda s=sent: len(world.tickets()) >= s // 3, 20,
-                           "some tickets before the kill")
+                def some_filed(s: int = sent) -> bool:
+                    return len(world.tickets()) >= s // 3
+                wait_until(some_filed, 20, "some tickets before the kill")
                 bot.kill()
                 bot = world.bot(**HELPDESK)
                 bots.append(bot)

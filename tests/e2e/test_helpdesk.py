@@ -15,7 +15,7 @@ from plugin import i18n
 from plugin.sandbox.glpi import GLPISimulator, GLPISimulatorThread
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
 
-from .harness import BotProcess, merge, replies_to, wait_until
+from .harness import BotProcess, merge, one_reply_each, replies_to, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -65,6 +65,14 @@ def bot(world: World) -> Iterator[BotProcess]:
         assert b.stop() == 0, b.log()
 
 
+def bot_reactions(world: World, post_id: str) -> list[dict[str, Any]]:
+    """The bot's reactions on a post, as the simulator stores them."""
+    post = next((x for x in world.mm.posts() if x["id"] == post_id), None)
+    assert post is not None, f"no post {post_id}"
+    return [x for x in post.get("metadata", {}).get("reactions", [])
+            if x["user_id"] == world.mm.bot_id]
+
+
 def ticket_number(reply: dict[str, Any]) -> int:
     m = re.search(r"#(\d+)", reply["message"])
     assert m, reply["message"]
@@ -85,7 +93,7 @@ def test_112_opens_one_ticket_and_answers_in_the_thread(world: World, bot: BotPr
     assert t["urgency"] == 3
     requesters = [u for u in world.glpi.ticket_users(n) if u["type"] == 1]
     assert [u["users_id"] for u in requesters] == [world.glpi.user_id("alice")]
-    assert len(replies_to(world.mm, p["id"])) == 1
+    one_reply_each(world.mm, [p])
 
 
 def test_urgent_keyword_and_empty_request(world: World, bot: BotProcess) -> None:
@@ -100,12 +108,14 @@ def test_urgent_keyword_and_empty_request(world: World, bot: BotProcess) -> None
 def test_thread_follows_the_ticket(world: World, bot: BotProcess) -> None:
     p = world.say("112 VPN drops every hour")
     n = ticket_number(world.reply(p, r"opened in GLPI"))
-    # A reply in the thread becomes a follow-up, confirmed with a reaction.
+    # A reply in the thread becomes a follow-up (linked back to that reply), confirmed with the
+    # bot's reaction on that reply.
     r = world.say("It happened again at 10:00", user="bob", root_id=p["id"])
-    wait_until(lambda: any("happened again" in f["content"]
-                           for f in world.glpi.followups(n)), 15, "the follow-up")
-    wait_until(lambda: any(x.method == "POST" and x.path == "/api/v4/reactions"
-                           for x in world.mm.request_log), 10, "the reaction")
+    followups = wait_until(lambda: [f for f in world.glpi.followups(n)
+                                    if "happened again" in f["content"]], 15, "the follow-up")
+    assert len(followups) == 1 and f"/pl/{r['id']}" in followups[0]["content"]
+    confirmed = wait_until(lambda: bot_reactions(world, r["id"]), 10, "the reaction on the reply")
+    assert [x["emoji_name"] for x in confirmed] == ["white_check_mark"]
     # A technician's public follow-up and a status change come back into the thread.
     world.glpi_thread.call(lambda: world.glpi.add_followup(n, "We replaced the router."))
     world.glpi_thread.call(lambda: world.glpi.add_followup(n, "internal note", private=True))
@@ -120,9 +130,9 @@ def test_thread_follows_the_ticket(world: World, bot: BotProcess) -> None:
     assert dm_post["channel_id"] == alice_dm["channel_id"]
     thread = [x["message"] for x in replies_to(world.mm, p["id"])]
     assert not any("internal note" in m for m in thread)
-    # The bot's own follow-up was not echoed back into the thread.
+    # The bot's own follow-up was not echoed back into the thread, nor filed twice.
     assert not any("happened again" in m for m in thread)
-    assert r["id"]
+    assert len([f for f in world.glpi.followups(n) if "happened again" in f["content"]]) == 1
 
 
 def test_status_and_my_tickets_only_for_the_requester_or_staff(world: World,
@@ -286,7 +296,7 @@ def test_a_refused_reply_is_posted_once_mattermost_allows_it(world: World,
     reply = world.reply(p, r"opened in GLPI", timeout=20)
     assert ticket_number(reply) == world.tickets()[0]["id"]
     assert len(world.tickets()) == 1
-    assert len(replies_to(world.mm, p["id"])) == 1
+    one_reply_each(world.mm, [p])
 
 
 async def _fail_posts(sim: MattermostSimulator, status: int, count: int) -> None:

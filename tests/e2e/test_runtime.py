@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
+from plugin.sandbox.mattermost import MattermostSimulator, RequestRecord, SimulatorThread
 
-from .harness import BOT_TOKEN, SECRET, BotProcess, replies_to, wait_until
+from .harness import BOT_TOKEN, SECRET, BotProcess, one_reply_each, replies_to, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -51,15 +51,6 @@ def dm(st: SimulatorThread, text: str, user: str = "alice") -> dict[str, Any]:
 def say(st: SimulatorThread, channel: str, text: str, user: str = "alice",
         root_id: str = "") -> dict[str, Any]:
     return st.call(st.simulator.post_as(user, channel, text, root_id=root_id))  # type: ignore
-
-
-def one_reply_each(sim: MattermostSimulator, posts: list[dict[str, Any]],
-                   timeout: float = 20.0) -> None:
-    """Every post gets exactly one reply from the bot, in its thread."""
-    wait_until(lambda: all(replies_to(sim, p["id"]) for p in posts), timeout,
-               f"a reply to each of {len(posts)} messages")
-    counts = {p["id"]: len(replies_to(sim, p["id"])) for p in posts}
-    assert all(n == 1 for n in counts.values()), counts
 
 
 def test_a_message_gets_a_threaded_reply(sim_thread: SimulatorThread, sim: MattermostSimulator,
@@ -99,7 +90,9 @@ def test_dropped_connection_loses_nothing(sim_thread: SimulatorThread,
         # Posted while the bot is disconnected: only backfill can find these.
         posts.append(dm(sim_thread, f"ping {round_}"))
         posts.append(say(sim_thread, "helpdesk", f"@switchboard ping {round_}"))
-        wait_until(lambda r=round_: sim.ws_connects >= before + r + 1, 15, "a reconnect")
+        def reconnected(r: int = round_) -> bool:
+            return sim.ws_connects >= before + r + 1
+        wait_until(reconnected, 15, "a reconnect")
         posts.append(dm(sim_thread, f"ping after {round_}"))
     one_reply_each(sim, posts, timeout=30)
     assert "backfill" in bot.log()
@@ -196,11 +189,30 @@ def test_rate_limit_is_retried_after_retry_after(sim_thread: SimulatorThread,
         assert again[0].time - r.time >= 0.95, again[0].time - r.time
 
 
-def test_server_errors_on_create_post_do_not_double_the_reply(
+def failed_creates(sim: MattermostSimulator) -> list[RequestRecord]:
+    """The bot's `POST /posts` requests the simulator answered with 500."""
+    return [r for r in sim.request_log
+            if (r.method, r.path, r.status, r.user) == ("POST", "/api/v4/posts", 500,
+                                                        "switchboard")]
+
+
+def test_server_errors_on_create_post_are_retried(
         sim_thread: SimulatorThread, sim: MattermostSimulator, bot: BotProcess) -> None:
+    # 500s before anything is stored: the reply comes through on a later attempt.
     sim.fail_next("POST", r"^/api/v4/posts$", 500, count=2)
     p = dm(sim_thread, "ping through errors")
     one_reply_each(sim, [p])
+    assert len(failed_creates(sim)) == 2
+
+
+def test_server_errors_on_create_post_do_not_double_the_reply(
+        sim_thread: SimulatorThread, sim: MattermostSimulator, bot: BotProcess) -> None:
+    # The server stores the reply, then answers 500: a blind retry would post it twice.
+    sim.fail_next("POST", r"^/api/v4/posts$", 500, handled=True)
+    p = dm(sim_thread, "ping through a late error")
+    one_reply_each(sim, [p])
+    assert len(failed_creates(sim)) == 1
+    assert replies_to(sim, p["id"])[0]["message"].startswith("pong")
 
 
 def test_listener_health_metrics_and_forged_clicks(sim_thread: SimulatorThread,

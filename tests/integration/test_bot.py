@@ -66,6 +66,12 @@ async def slowlink(ctx: Context, post: Any) -> None:
     linked.add(post.id)
 
 
+def running(st: SimulatorThread) -> MattermostSimulator:
+    """The running simulator of a started thread."""
+    assert st.simulator is not None, "the simulator has not started"
+    return st.simulator
+
+
 @pytest.fixture
 def st() -> Iterator[SimulatorThread]:
     thread = SimulatorThread(bot_token=BOT_TOKEN)
@@ -76,7 +82,7 @@ def st() -> Iterator[SimulatorThread]:
 
 @pytest.fixture
 async def bot(st: SimulatorThread, tmp_path: Path) -> AsyncIterator[Bot]:
-    env = {"MM_URL": st.simulator.url, "MM_BOT_TOKEN": BOT_TOKEN, "SWITCHBOARD_SECRET": SECRET,
+    env = {"MM_URL": running(st).url, "MM_BOT_TOKEN": BOT_TOKEN, "SWITCHBOARD_SECRET": SECRET,
            "SWITCHBOARD_LISTEN": f"127.0.0.1:{free_port()}",
            "SWITCHBOARD_DB": str(tmp_path / "state.db")}
     config = load(write_config(tmp_path, {"dispatch": {"concurrency": 4}}), env)
@@ -100,7 +106,7 @@ async def until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
 
 async def post(st: SimulatorThread, channel: str, text: str, user: str = "alice",
                root_id: str = "") -> dict[str, Any]:
-    return await asyncio.to_thread(st.call, st.simulator.post_as(user, channel, text,
+    return await asyncio.to_thread(st.call, running(st).post_as(user, channel, text,
                                                            root_id=root_id))
 
 
@@ -113,13 +119,13 @@ async def test_failing_handler_apologises_and_the_stream_goes_on(
         st: SimulatorThread, bot: Bot, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)
     p = await post(st, "helpdesk", "boom now")
-    await until(lambda: replies(st.simulator, p["id"]), 10, "the apology")
-    assert replies(st.simulator, p["id"]) == [bot.runtime.apology()]
-    assert "Traceback" not in replies(st.simulator, p["id"])[0]
+    await until(lambda: replies(running(st), p["id"]), 10, "the apology")
+    assert replies(running(st), p["id"]) == [bot.runtime.apology()]
+    assert "Traceback" not in replies(running(st), p["id"])[0]
     assert any(p["id"] in r.getMessage() and r.exc_info for r in caplog.records)
     q = await post(st, "helpdesk", "echo again")
-    await until(lambda: replies(st.simulator, q["id"]), 10, "the next reply")
-    assert replies(st.simulator, q["id"]) == ["echo: again"]
+    await until(lambda: replies(running(st), q["id"]), 10, "the next reply")
+    assert replies(running(st), q["id"]) == ["echo: again"]
 
 
 async def test_a_slow_handler_blocks_nobody(st: SimulatorThread, bot: Bot) -> None:
@@ -127,10 +133,10 @@ async def test_a_slow_handler_blocks_nobody(st: SimulatorThread, bot: Bot) -> No
     await asyncio.sleep(0.1)
     t0 = time.monotonic()
     quick = [await post(st, "helpdesk", f"echo w{i}") for i in range(5)]
-    await until(lambda: all(replies(st.simulator, q["id"]) for q in quick), 10, "quick replies")
+    await until(lambda: all(replies(running(st), q["id"]) for q in quick), 10, "quick replies")
     assert time.monotonic() - t0 < 2.5
-    assert replies(st.simulator, s["id"]) == []
-    await until(lambda: replies(st.simulator, s["id"]), 10, "the slow reply")
+    assert replies(running(st), s["id"]) == []
+    await until(lambda: replies(running(st), s["id"]), 10, "the slow reply")
 
 
 async def test_order_is_kept_within_a_thread(st: SimulatorThread, bot: Bot) -> None:
@@ -144,7 +150,7 @@ async def test_order_is_kept_within_a_thread(st: SimulatorThread, bot: Bot) -> N
 
 async def test_the_bot_ignores_itself_other_bots_and_edits(st: SimulatorThread,
                                                            bot: Bot) -> None:
-    sim = st.simulator
+    sim = running(st)
     own = await bot.api.create_post(sim.channel_id("helpdesk"), "echo mine")
     other_bot = await asyncio.to_thread(st.call, sim.post_as(
         "bob", "helpdesk", "echo botty", props={"from_bot": "true"}))
@@ -160,7 +166,7 @@ async def test_the_bot_ignores_itself_other_bots_and_edits(st: SimulatorThread,
 
 async def test_a_reply_while_its_thread_is_being_linked_is_not_lost(st: SimulatorThread,
                                                                     bot: Bot) -> None:
-    sim = st.simulator
+    sim = running(st)
     root = await post(st, "helpdesk", "slowlink printer")
     reply = await post(st, "helpdesk", "it is on floor 2", root_id=root["id"])
     await until(lambda: [r for r in replies(sim, root["id"]) if "noted" in r], 10,
@@ -173,7 +179,7 @@ async def test_a_backfill_does_not_take_an_edited_post_for_a_request(st: Simulat
                                                                     bot: Bot) -> None:
     # Seen live as "plain words", edited into a trigger, then read again by a backfill (which
     # sees posts as they are now): still not a request.
-    sim = st.simulator
+    sim = running(st)
     edited = await post(st, "helpdesk", "plain words again")
     marker = await post(st, "helpdesk", "echo marker")
     await until(lambda: replies(sim, marker["id"]), 10, "the marker's reply")
@@ -228,13 +234,13 @@ async def test_malformed_events_are_skipped(st: SimulatorThread, bot: Bot) -> No
                  {"post": "{"}, None, {"post": json.dumps({"id": 5})}):
         bot.pipeline.on_frame({"event": "posted", "data": data})
     p = await post(st, "helpdesk", "echo still")
-    await until(lambda: replies(st.simulator, p["id"]), 10, "the reply")
+    await until(lambda: replies(running(st), p["id"]), 10, "the reply")
 
 
 async def test_membership_by_user_channel_and_team(st: SimulatorThread, bot: Bot) -> None:
     from plugin.access import Membership
     from plugin.config import StaffSettings
-    sim = st.simulator
+    sim = running(st)
     assert sim is not None
     alice, bob = sim.user_id("alice"), sim.user_id("bob")
     by_channel = Membership(bot.api, StaffSettings(channels=["ops"]))

@@ -1,9 +1,10 @@
 """Replays the traffic recorded on a real Mattermost 5.36.1 against the simulator, shape by shape.
 
-Each fixture file in `shared/fixtures/mattermost/` is one test. Its steps are replayed in order
-against a fresh simulator: REST calls as the recorded actor, websocket frames on sockets opened as
-the recorded observer, and a local HTTP listener standing in for the integration the recording
-used (it answers with the recorded replies). Every answer is compared with the recorded one:
+Each fixture file in `tests/fixtures/mattermost/` (its README.md describes the format) is one
+test. Its steps are replayed in order against a fresh simulator: REST calls as the recorded
+actor, websocket frames on sockets opened as the recorded observer, and a local HTTP listener
+standing in for the integration the recording used (it answers with the recorded replies).
+Every answer is compared with the recorded one:
 
 * status codes, the recorded response headers (present; some values equal), error ids and texts;
 * JSON bodies and websocket frames: the same keys in the same order, recursively, with the same JSON
@@ -26,7 +27,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import re
 import time
 from collections import deque
@@ -44,9 +44,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from plugin.sandbox.mattermost import MattermostSimulator
 
-FIXTURES = Path(os.environ.get(
-    "SWITCHBOARD_MM_FIXTURES",
-    Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "mattermost"))
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mattermost"
+#: The parameter that stands for the whole corpus when it is missing (so that a missing corpus
+#: fails loudly instead of collapsing into an empty, skipped parametrization).
+NO_CORPUS = "corpus-missing"
 
 # -- what is not replayed, and why --------------------------------------------------------------
 
@@ -98,9 +99,15 @@ def fixture_files() -> list[str]:
     return sorted(p.name for p in FIXTURES.glob("*.json"))
 
 
+def missing_corpus() -> str:
+    return (f"no Mattermost conformance corpus in {FIXTURES}: the recorded *.json files and "
+            f"their README.md belong in tests/fixtures/mattermost/ of this repository")
+
+
 def test_corpus_is_present_and_fully_accounted_for() -> None:
     names = fixture_files()
-    assert names, f"no fixtures in {FIXTURES}: the conformance corpus must be present"
+    assert names, missing_corpus()
+    assert (FIXTURES / "README.md").is_file(), f"{FIXTURES / 'README.md'} is missing"
     stale = set(EXCLUDED_FILES) - set(names)
     assert not stale, f"exclusions for files that do not exist: {stale}"
     for (name, index), reason in EXCLUDED_STEPS.items():
@@ -355,8 +362,12 @@ class Socket:
         assert self.ws is not None
         await self.ws.send(json.dumps({"action": "ping", "seq": 999999}))
         left: list[dict[str, Any]] = []
-        frame = await self.next_frame(lambda f: f.get("seq_reply") == 999999,
-                                      lambda f: left.append(f) is None)
+
+        def keep(f: dict[str, Any]) -> bool:
+            left.append(f)
+            return True
+
+        frame = await self.next_frame(lambda f: f.get("seq_reply") == 999999, keep)
         assert frame["status"] == "OK"
         return [f for f in left if not incidental(f, user_id)]
 
@@ -646,9 +657,9 @@ class Replay:
 
         def matches(frame: dict[str, Any]) -> bool:
             if "event" in rec_frame:
-                return frame.get("event") == rec_frame["event"]
+                return bool(frame.get("event") == rec_frame["event"])
             if "seq_reply" in rec_frame:
-                return frame.get("seq_reply") == rec_frame["seq_reply"]
+                return bool(frame.get("seq_reply") == rec_frame["seq_reply"])
             return "event" not in frame and "seq_reply" not in frame
 
         def skip(frame: dict[str, Any]) -> bool:
@@ -776,11 +787,14 @@ BOT_OBSERVED = ("ev_", "int_", "dlg_", "cmd_", "hook_", "rest_02")
 
 
 def replayable() -> list[str]:
-    return [n for n in fixture_files() if n not in EXCLUDED_FILES]
+    """The files to replay; NO_CORPUS alone when there are none, so that test_fixture fails."""
+    return [n for n in fixture_files() if n not in EXCLUDED_FILES] or [NO_CORPUS]
 
 
 @pytest.mark.parametrize("name", replayable())
 async def test_fixture(name: str) -> None:
+    if name == NO_CORPUS:
+        pytest.fail(missing_corpus())
     data = json.loads((FIXTURES / name).read_text())
     steps: list[dict[str, Any]] = data["steps"]
     kinds = {s["kind"] for s in steps}
@@ -855,7 +869,7 @@ async def prepare_world(replay: Replay, private: bool) -> None:
 
 
 async def run_steps(replay: Replay) -> None:
-    handlers: dict[str, Callable[[int, dict[str, Any]], Awaitable[None]]] = {
+    handlers: dict[str, Callable[[int, dict[str, Any]], Awaitable[object]]] = {
         "rest": replay.rest, "ws_connect": replay.ws_connect, "ws_send": replay.ws_send,
         "ws_recv": replay.ws_recv, "ws_client_close": replay.ws_client_close,
         "ws_closed": replay.ws_closed, "listener_request": replay.listener_request}
@@ -900,7 +914,7 @@ async def replay_rate_limit(steps: list[dict[str, Any]]) -> None:
     errors: list[str] = []
     samples = {int(m.group(1)): (i, s) for i, s in enumerate(steps)
                if (m := re.search(r"request #(\d+)", s.get("label", "")))}
-    known = sorted((n, s["t_ms"]) for n, (_, s) in samples.items())
+    known: list[tuple[int, int]] = sorted((n, s["t_ms"]) for n, (_, s) in samples.items())
 
     def instant(n: int) -> float:
         # Unsampled requests of the burst are spread evenly between the sampled ones.

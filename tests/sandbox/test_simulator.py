@@ -377,6 +377,35 @@ async def test_fail_next_injects_app_errors(sim: MattermostSimulator,
         "POST", "/api/v4/posts", 201, "switchboard")
 
 
+async def test_fail_next_handled_stores_the_post_then_answers_the_error(
+        sim: MattermostSimulator, http: aiohttp.ClientSession) -> None:
+    stream = await open_stream(sim, "alice-token")
+    sim.fail_next("POST", r"^/api/v4/posts$", 500, handled=True)
+    body = {"channel_id": sim.channel_id("helpdesk"), "message": "stored, then 500"}
+    status, headers, answer = await api(http, sim, "POST", "/api/v4/posts", body=body)
+    assert status == 500
+    assert answer["id"] == "app.post.save.app_error"
+    assert answer["request_id"] == headers["X-Request-Id"]
+    # The post took effect all the same: stored, and broadcast to the channel's members.
+    stored = [p for p in sim.posts("helpdesk") if p["message"] == "stored, then 500"]
+    assert len(stored) == 1 and stored[0]["user_id"] == sim.bot_id
+    await stream.wait(lambda f: f.get("event") == "posted"
+                      and json.loads(f["data"]["post"])["id"] == stored[0]["id"])
+    assert sim.request_log[-1].status == 500
+    # One request only: the next one is answered normally.
+    status, _, created = await api(http, sim, "POST", "/api/v4/posts",
+                                   body={**body, "message": "plain"})
+    assert status == 201 and created["message"] == "plain"
+    # An error the request meets on its own is answered as it is, and nothing is stored.
+    sim.fail_next("POST", r"^/api/v4/posts$", 500, handled=True)
+    status, _, refused = await api(http, sim, "POST", "/api/v4/posts",
+                                   body={"channel_id": sim.channel_id("off-topic"),
+                                         "message": "not a member"})
+    assert status == 403, refused
+    assert not [p for p in sim.posts() if p["message"] == "not a member"]
+    await stream.close()
+
+
 async def test_slow_reader_is_dropped() -> None:
     server = MattermostSimulator(bot_token=BOT_TOKEN, send_queue_limit=8)
     await server.start()

@@ -1,7 +1,8 @@
 """What the real-server modules share: logs and their tails, commands run into a log, Debian
-package installs under one lock, private working folders, free ports, servers started in their
-own process group that die with the test process, waiting for them, stopping them, and the
-pytest factories that start servers for one test."""
+package installs under one lock (waiting for any other installer on the machine), private
+working folders, free ports, servers started in their own process group that die with the test
+process, waiting for them, stopping them, and the pytest factories that start servers for one
+test."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import ctypes
 import fcntl
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -29,6 +31,14 @@ _P = ParamSpec("_P")
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 #: The loopback address every server listens on.
 LOOPBACK = "127.0.0.1"
+#: How long apt-get and dpkg wait for the package system while another installer uses it.
+PACKAGE_LOCK_TIMEOUT_S = 600.0
+#: How often a lock apt does not wait for itself is tried again.
+PACKAGE_LOCK_POLL_S = 2.0
+#: The lock every dpkg frontend (apt, dpkg run by hand) holds while it works.
+DPKG_FRONTEND_LOCK = Path("/var/lib/dpkg/lock-frontend")
+#: How apt reports a lock it did not get (in C.UTF-8, which apt_env sets).
+_LOCK_BUSY = re.compile(r"^E: Could not get lock ", re.MULTILINE)
 
 
 class ServerSetupError(RuntimeError):
@@ -141,24 +151,98 @@ def apt_has_candidates(log: IO[str], names: Sequence[str], *,
         and proc.stdout.count("Candidate:") == len(names)
 
 
+def run_apt_get(args: Sequence[str], log: IO[str], *, env: Mapping[str, str],
+                cwd: Path | None = None, timeout: float = 900.0,
+                lock_timeout: float = PACKAGE_LOCK_TIMEOUT_S) -> int:
+    """Runs `apt-get args`, its output appended to `log`, waiting up to `lock_timeout` seconds
+    for the locks another installer holds; returns the exit status. apt itself waits for dpkg's
+    locks (`DPkg::Lock::Timeout`); the locks it gives up on at once (the package lists', the
+    download cache's) make it fail before it changes anything, and it is run again until the
+    wait is over. `timeout` bounds the work itself, on top of the wait."""
+    cmd = ["apt-get", "-o", f"DPkg::Lock::Timeout={max(1, round(lock_timeout))}", *args]
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        note(log, "$ " + " ".join(cmd))
+        try:
+            proc = subprocess.run(cmd, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=subprocess.PIPE, text=True,
+                                  timeout=timeout + lock_timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) \
+                else exc.stderr or ""
+            log.write(stderr)
+            note(log, f"timed out after {exc.timeout:.0f} s")
+            raise
+        log.write(proc.stderr)
+        note(log, f"exit status {proc.returncode}")
+        if proc.returncode == 0 or not _LOCK_BUSY.search(proc.stderr):
+            return proc.returncode
+        if time.monotonic() >= deadline:
+            note(log, f"gave up waiting {lock_timeout:.0f} s for the lock")
+            return proc.returncode
+        time.sleep(min(PACKAGE_LOCK_POLL_S, max(0.0, deadline - time.monotonic())))
+
+
+@contextlib.contextmanager
+def dpkg_frontend_locked(log: IO[str], *,
+                         lock_timeout: float = PACKAGE_LOCK_TIMEOUT_S) -> Iterator[dict[str, str]]:
+    """Holds dpkg's frontend lock, as apt does, waiting up to `lock_timeout` seconds while
+    another installer has it; yields the variables that tell a `dpkg` run meanwhile that its
+    frontend holds the lock. Nothing else changes the package system while it is held (the
+    debconf database included)."""
+    deadline = time.monotonic() + lock_timeout
+    fd = os.open(DPKG_FRONTEND_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        waited = False
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    message = (f"{DPKG_FRONTEND_LOCK} still held by another process after "
+                               f"{lock_timeout:.0f} s")
+                    note(log, message)
+                    raise TimeoutError(message) from None
+                if not waited:
+                    note(log, f"waiting for {DPKG_FRONTEND_LOCK}")
+                    waited = True
+                time.sleep(min(PACKAGE_LOCK_POLL_S, max(0.0, deadline - time.monotonic())))
+        try:
+            yield {"DPKG_FRONTEND_LOCKED": "1"}
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def run_dpkg(args: Sequence[str], log: IO[str], *, env: Mapping[str, str],
+             timeout: float = 900.0, lock_timeout: float = PACKAGE_LOCK_TIMEOUT_S) -> int:
+    """Runs `dpkg args` (its output appended to `log`) under dpkg's frontend lock, waiting up to
+    `lock_timeout` seconds for it; returns the exit status."""
+    with dpkg_frontend_locked(log, lock_timeout=lock_timeout) as locked_env:
+        return run_logged(["dpkg", *args], log, env={**env, **locked_env}, timeout=timeout)
+
+
 def apt_install(names: Sequence[str], log: IO[str], *, env: Mapping[str, str],
                 timeout: float = 900.0) -> int:
-    """`apt-get install` of `names` without recommends, keeping existing configuration files;
-    the exit status."""
-    return run_logged(["apt-get", "install", "-y", "--no-install-recommends",
-                       "-o", "Dpkg::Options::=--force-confdef",
-                       "-o", "Dpkg::Options::=--force-confold", *names], log, env=env,
-                      timeout=timeout)
+    """`apt-get install` of `names` without recommends, keeping existing configuration files,
+    once the package system is free (see run_apt_get); the exit status."""
+    return run_apt_get(["install", "-y", "--no-install-recommends",
+                        "-o", "Dpkg::Options::=--force-confdef",
+                        "-o", "Dpkg::Options::=--force-confold", *names], log, env=env,
+                       timeout=timeout)
 
 
 def update_apt_lists_if_needed(names: Sequence[str], log: IO[str], log_path: Path,
                                error: type[ServerSetupError], *,
                                env: Mapping[str, str] | None = None,
                                timeout: float = 900.0) -> None:
-    """Runs `apt-get update` unless apt already has candidates for all of `names`."""
+    """Runs `apt-get update` (waiting for the lists' lock, see run_apt_get) unless apt already
+    has candidates for all of `names`."""
     env = env if env is not None else apt_env()
-    if not apt_has_candidates(log, names, env=env) and run_logged(
-            ["apt-get", "update"], log, env=env, timeout=timeout) != 0:
+    if not apt_has_candidates(log, names, env=env) and run_apt_get(
+            ["update"], log, env=env, timeout=timeout) != 0:
         raise error.with_log("apt-get update failed", log_path)
 
 

@@ -36,12 +36,14 @@ from tests.servers.common import (
     apt_env,
     apt_install,
     chown_tree,
+    dpkg_frontend_locked,
     free_port,
     install_once,
     locked,
     note,
     package_version,
     packages_installed,
+    run_dpkg,
     run_logged,
     spawn,
     update_apt_lists_if_needed,
@@ -211,7 +213,10 @@ def _install_locked(log: IO[str], log_path: Path) -> None:
     env = _root_env()
     if not _packages_installed():
         update_apt_lists_if_needed(PACKAGES, log, log_path, RedmineSetupError, env=env)
-        if run_logged(["debconf-set-selections"], log, env=env, input_text=DEBCONF) != 0:
+        # debconf's database is locked while any installer configures packages.
+        with dpkg_frontend_locked(log):
+            answers = run_logged(["debconf-set-selections"], log, env=env, input_text=DEBCONF)
+        if answers != 0:
             raise _fail("debconf-set-selections failed", log_path)
         status = apt_install(PACKAGES, log, env=env)
         if status != 0:
@@ -219,7 +224,7 @@ def _install_locked(log: IO[str], log_path: Path) -> None:
             # missing from Debian's old layout: create them and finish the configuration.
             note(log, "apt-get failed: applying the gem-directory cure")
             run_logged(["ruby", "-e", GEM_DIR_CURE], log, env=env)
-            if run_logged(["dpkg", "--configure", "-a"], log, env=env) != 0:
+            if run_dpkg(["--configure", "-a"], log, env=env) != 0:
                 raise _fail("configuring the Redmine packages failed", log_path)
         if not _packages_installed():
             raise _fail("the Redmine packages are not installed after apt-get", log_path)

@@ -61,6 +61,7 @@ from tests.servers.common import (
     note,
     poll_until,
     port_open,
+    run_apt_get,
     run_logged,
     spawn,
     stop_group,
@@ -217,7 +218,7 @@ def _install_locked(log: IO[str], log_path: Path) -> None:
         # The agent package is unpacked, never installed: installing it would start an agent.
         work = Path(tempfile.mkdtemp(prefix="agent-", dir=STATE_DIR))
         try:
-            if run_logged(["apt-get", "download", AGENT_PACKAGE], log, env=env, cwd=work) != 0:
+            if run_apt_get(["download", AGENT_PACKAGE], log, env=env, cwd=work) != 0:
                 raise _fail("apt-get download zabbix-agent failed", log_path)
             debs = sorted(work.glob("zabbix-agent_*.deb"))
             if not debs:

@@ -68,7 +68,7 @@ def test_a_filter_without_declared_captures_provides_no_names() -> None:
 
 def _ctx() -> Context:
     services = SimpleNamespace(api=None)
-    return Context(services, key="k", user_id="u", channel_id="c")  # type: ignore[arg-type]
+    return Context(services, key="k", user_id="u", channel_id="c")
 
 
 def test_each_builder_gives_exactly_its_row_of_the_table() -> None:
@@ -142,7 +142,7 @@ def test_run_refuses_a_misspelt_handler_argument_at_start(
     before anything connects, naming the handler, the name and the known names."""
     from pathlib import Path
 
-    from plugin import cli
+    from plugin import cli, logs
 
     def features(config: Any, trackers: Any) -> list[Router]:
         r = Router("feature")
@@ -157,6 +157,7 @@ def test_run_refuses_a_misspelt_handler_argument_at_start(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(cli, "default_features", features)
+    monkeypatch.setattr(logs, "setup", lambda *args, **kwargs: None)  # leave logging be
     shipped = Path(__file__).resolve().parents[2] / "plugin.yaml"
     assert cli.main(["run", "-c", str(shipped)]) == 2
     err = capsys.readouterr().err

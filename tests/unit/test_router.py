@@ -107,7 +107,7 @@ def test_declaration_errors() -> None:
     with pytest.raises(ValueError):
         r.action("bad_name")
     with pytest.raises(TypeError):
-        r.command("x")(lambda: None)  # type: ignore[arg-type]
+        r.command("x")(lambda: None)  # type: ignore[arg-type, return-value]
     r.action("dup")(_noop)
     r2 = Router()
     r2.action("dup")(_noop)

@@ -46,6 +46,7 @@ def test_other_key_and_expiry_and_garbage() -> None:
         Signer("z" * 32).unpack(ctx)
     with pytest.raises(BadSignature, match="expired"):
         Signer(KEY).unpack(ctx, now=time.time() + 120)
+    junk: object
     for junk in (None, "x", [], {"action": 1}, {}):
         with pytest.raises(BadSignature):
             Signer(KEY).unpack(junk)
