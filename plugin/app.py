@@ -162,7 +162,7 @@ class Bot:
 
     async def start(self) -> None:
         await self.store.open()
-        self.backfill.fresh = await self.store.get("initialized") is None
+        self.backfill.fresh = await self.store.kv.get("initialized") is None
         await self.ways_in.read_slash_tokens()
         try:
             me = await self.api.login()
@@ -229,8 +229,8 @@ class Bot:
                 if not self.settings.stream.enabled:
                     # Without a stream, cursors move only with webhook posts: this marks how
                     # long the bot was up, so a restart reads only what came while it was down.
-                    await self.store.put("alive_at", str(int(time.time() * 1000)))
-                self._outbox_counts = await self.store.outbox_counts()
+                    await self.store.kv.put("alive_at", str(int(time.time() * 1000)))
+                self._outbox_counts = await self.store.outbox.counts()
                 if time.time() - last_prune > 3600:
                     last_prune = time.time()
                     await self.store.prune(time.time() - self.settings.state.retention)
@@ -240,8 +240,8 @@ class Bot:
     async def _flush_cursors(self) -> None:
         dirty = self.cursors.take_dirty()
         if dirty:
-            await self.store.save_cursors(dirty)
-            await self.store.put("last_seen", str(self.cursors.newest))
+            await self.store.cursors.save(dirty)
+            await self.store.kv.put("last_seen", str(self.cursors.newest))
 
     # --- the stream's supervision ---------------------------------------------------------------
     def _on_stream_state(self, up: bool) -> None:

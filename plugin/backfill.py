@@ -79,20 +79,20 @@ class Backfill:
             self.cursors.gap({c["id"] for c in channels})
         if channels and not self.probe_channel:
             self.probe_channel = str(channels[0]["id"])
-        cursors = await self.store.cursors()
+        cursors = await self.store.cursors.load()
         now_ms = int(time.time() * 1000)
         floor = now_ms - int(self.settings.backfill.max_age * 1000)
         overlap = self.settings.backfill.overlap_ms
         if self.fresh:
             # A new installation answers nothing from before it started.
             start = {c["id"]: self.started_ms for c in channels if c["id"] not in cursors}
-            await self.store.save_cursors(start)
+            await self.store.cursors.save(start)
             cursors.update(start)
-            await self.store.put("initialized", str(now_ms))
+            await self.store.kv.put("initialized", str(now_ms))
             self.fresh = False
-        last_seen_raw = await self.store.get("last_seen")
+        last_seen_raw = await self.store.kv.get("last_seen")
         last_seen = int(last_seen_raw) if last_seen_raw else floor
-        alive_raw = await self.store.get("alive_at") if webhook_only else None
+        alive_raw = await self.store.kv.get("alive_at") if webhook_only else None
         if alive_raw:
             floor = max(floor, int(alive_raw) - overlap)
         limit = asyncio.Semaphore(self.settings.backfill.concurrency)

@@ -131,7 +131,7 @@ class Pipeline:
         # and the tasks its handler spawns inherit it.
         logs.set_subject(post=post.id, alert="")
         try:
-            claimed = True if msg.attempt > 1 else await self.store.claim(post.id,
+            claimed = True if msg.attempt > 1 else await self.store.claims.claim(post.id,
                                                                           post.channel_id)
         finally:
             self.cursors.release(post.channel_id, post.id)
@@ -157,7 +157,7 @@ class Pipeline:
                 log.error("could not send the apology for post %s: %s", post.id, exc)
         finally:
             self.metrics.latency.labels("message").observe(time.monotonic() - received)
-        await self.store.complete(post.id)
+        await self.store.claims.complete(post.id)
 
     # --- posts read over REST -------------------------------------------------------------------
     async def rest_message(self, post: Post, channel: dict[str, Any], source: str,
@@ -174,25 +174,25 @@ class Pipeline:
 
     async def recover(self) -> None:
         """Re-run handlers that a previous run claimed but never finished."""
-        for claim in await self.store.pending():
+        for claim in await self.store.claims.pending():
             try:
                 raw = await self.api.get_post(claim.post_id)
                 post = Post.from_dict(raw)
                 channel = await self.api.channel(post.channel_id)
             except (MattermostError, BadPayload) as exc:
                 log.warning("cannot recover post %s (%s); dropping it", claim.post_id, exc)
-                await self.store.complete(claim.post_id)
+                await self.store.claims.complete(claim.post_id)
                 continue
             if post.create_at < self._oldest_ms():
-                await self.store.complete(claim.post_id)
+                await self.store.claims.complete(claim.post_id)
                 continue
-            attempt = await self.store.reclaim(claim.post_id)
+            attempt = await self.store.claims.reclaim(claim.post_id)
             if not attempt:
                 continue
             msg = await self.rest_message(post, channel, "recovery", attempt)
             match = self.routes.match_message(msg, self.mention)
             if match is None:
-                await self.store.complete(claim.post_id)
+                await self.store.claims.complete(claim.post_id)
                 continue
             log.info("resuming the handler for post %s (attempt %d)", post.id, attempt)
             self.metrics.in_flight.inc()

@@ -204,7 +204,8 @@ class Router:
         """Serves `POST /<prefix>/<name>`: the handler gets the name, the body (JSON, or a form as
         a dict) and the headers, and answers with a JSON object or raises `HTTPError`."""
         if not re.fullmatch(r"[a-z][a-z0-9-]*", prefix):
-            raise DeclarationError(f"intake prefix {prefix!r} must be lowercase letters, digits or -")
+            raise DeclarationError(
+                f"intake prefix {prefix!r} must be lowercase letters, digits or -")
 
         def register(fn: Intake) -> Intake:
             self._declared.intakes.append(IntakeDecl(prefix, fn))
@@ -287,7 +288,8 @@ class Router:
 
     def webhook(self, name: str, *, description: str = "") -> Callable[[Handler], Handler]:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
-            raise DeclarationError(f"webhook name {name!r} must be lowercase letters, digits, - or _")
+            raise DeclarationError(
+                f"webhook name {name!r} must be lowercase letters, digits, - or _")
         return self._add("webhook", name, (), description, "", {})
 
 

@@ -162,10 +162,10 @@ class Helpdesk:
 
     async def start(self, rt: Runtime) -> None:
         self._rt = rt
-        self.linked = await rt.store.linked_roots()
+        self.linked = await rt.store.tickets.linked_roots()
         # Threads of tickets still queued take replies too (they are filed later).
         self.linked |= {e.payload.get("root_id", "") for e in
-                        await rt.store.outbox_open("ticket")} - {""}
+                        await rt.store.outbox.open("ticket")} - {""}
 
     async def stop(self) -> None:
         for tracker in self.trackers.values():
@@ -269,14 +269,14 @@ class Helpdesk:
             result = {"id": ticket.id, "title": ticket.title, "url": ticket.url,
                       "status": ticket.status.value}
             person = await self._person(p["user_id"])
-            await self.rt.store.link_ticket(TicketLink(
+            await self.rt.store.tickets.link(TicketLink(
                 p["tracker"], ticket.id, p["channel_id"], p["root_id"], p["user_id"],
                 person.username, ticket.title, ticket.url, ticket.status.value, 0,
                 ticket.status.is_open))
             self.linked.add(p["root_id"])
             await self._attach(tracker, ticket.id, p.get("file_ids") or [])
             # From here on a retry only owes the reply: no second look-up, no second upload.
-            await self.rt.store.outbox_update(key, state="filed", result=result)
+            await self.rt.store.outbox.update(key, state="filed", result=result)
             log.info("filed as %s #%s", tracker.name, ticket.id)
         else:
             result = entry.result
@@ -305,10 +305,10 @@ class Helpdesk:
                 channel_id = await self.rt.api.direct_channel(p["user_id"])
                 await self.rt.api.create_post(channel_id, message, key=f"{key}:filed-dm",
                                                check_first=True)
-            await self.rt.store.outbox_update(key, state="failed", result=result,
+            await self.rt.store.outbox.update(key, state="failed", result=result,
                                                error=f"reply refused: {exc}")
             return
-        await self.rt.store.outbox_update(key, state="done", result=result)
+        await self.rt.store.outbox.update(key, state="done", result=result)
 
     async def _post_number(self, entry: OutboxEntry, message: str, resumed: bool) -> None:
         """The ticket's number in its thread; a public channel the bot was not in (an outgoing
@@ -371,7 +371,7 @@ class Helpdesk:
                   "Please contact the support team another way.").format(
                     tracker=label(tracker.name), error=exc),
                 root_id=p["root_id"], key=f"{entry.key}:refused", check_first=True)
-            await self.rt.store.outbox_update(entry.key, state="failed", error=str(exc))
+            await self.rt.store.outbox.update(entry.key, state="failed", error=str(exc))
             return None
 
     async def _attach(self, tracker: Tracker, ticket_id: str, file_ids: list[str]) -> None:
@@ -383,7 +383,7 @@ class Helpdesk:
                             tracker.name, ticket_id, exc)
 
     async def _queued_notice(self, entry: OutboxEntry, reason: str) -> None:
-        current = await self.rt.store.outbox_get(entry.key)
+        current = await self.rt.store.outbox.get(entry.key)
         if entry.notified or current is None or current.state != "queued" or current.notified:
             return  # told before, or the ticket exists and only the reply is being retried
         p = entry.payload
@@ -394,7 +394,7 @@ class Helpdesk:
               "be filed automatically when it is back; the ticket number will follow here."
               ).format(tracker=label(p["tracker"])),
             root_id=p["root_id"], key=f"{entry.key}:queued", check_first=True)
-        await self.rt.store.outbox_update(entry.key, notified=True)
+        await self.rt.store.outbox.update(entry.key, notified=True)
 
     # --- the thread follows the ticket ----------------------------------------------------------
     async def thread_reply(self, ctx: Context, post: Post) -> None:
@@ -408,18 +408,18 @@ class Helpdesk:
 
     async def _file_comment(self, entry: OutboxEntry) -> None:
         p = dict(entry.payload)
-        link = await self.rt.store.ticket_by_root(p["root_id"])
+        link = await self.rt.store.tickets.by_root(p["root_id"])
         if link is None:
             if any(e.payload.get("root_id") == p["root_id"]
-                   for e in await self.rt.store.outbox_open("ticket")):
+                   for e in await self.rt.store.outbox.open("ticket")):
                 raise Retry("the thread's ticket is not filed yet")
-            await self.rt.store.outbox_update(entry.key, state="failed",
+            await self.rt.store.outbox.update(entry.key, state="failed",
                                                error="the thread has no ticket")
             return
         p["tracker"], p["ticket_id"] = link.tracker, link.ticket_id
         tracker = self.trackers.get(link.tracker)
         if tracker is None:
-            await self.rt.store.outbox_update(entry.key, state="failed", error="no tracker")
+            await self.rt.store.outbox.update(entry.key, state="failed", error="no tracker")
             return
         person = await self._person(p["user_id"])
         # The link back to the chat message also marks the follow-up as this message's.
@@ -439,32 +439,32 @@ class Helpdesk:
                 if not comment_id:
                     comment_id = await tracker.comment(p["ticket_id"], text, person)
                 if comment_id:
-                    await self.rt.store.mark_comments_seen(p["tracker"], p["ticket_id"],
+                    await self.rt.store.tickets.mark_comments_seen(p["tracker"], p["ticket_id"],
                                                             [comment_id])
             await self._attach(tracker, p["ticket_id"], p.get("file_ids") or [])
         except TrackerUnavailable as exc:
             raise Retry(str(exc)) from None
         except TrackerError as exc:
             log.warning("%s refused a comment on #%s: %s", tracker.name, p["ticket_id"], exc)
-            await self.rt.store.outbox_update(entry.key, state="failed", error=str(exc))
+            await self.rt.store.outbox.update(entry.key, state="failed", error=str(exc))
             return
         try:
             await self.rt.api.add_reaction(p["post_id"], "white_check_mark")
         except MattermostError as exc:
             log.warning("could not confirm comment %s: %s", p["post_id"], exc)
-        await self.rt.store.outbox_update(entry.key, state="done")
+        await self.rt.store.outbox.update(entry.key, state="done")
         log.info("follow-up added to %s #%s", p["tracker"], p["ticket_id"])
 
     # --- watching linked tickets ----------------------------------------------------------------
     async def watch(self) -> None:
         """One look at linked tickets, by whichever process holds the watch's lease."""
-        if await self.rt.store.take_lease("helpdesk-watch", f"watch-{id(self)}",
+        if await self.rt.store.leases.take("helpdesk-watch", f"watch-{id(self)}",
                                           self.settings.poll_interval * 3):
             await self.poll_once()
 
     async def poll_once(self) -> None:
         """Post status changes and technicians' public follow-ups into linked threads."""
-        links = await self.rt.store.tickets(open_only=True)
+        links = await self.rt.store.tickets.find(open_only=True)
         limit = asyncio.Semaphore(self.settings.poll_concurrency)
 
         async def one(link: TicketLink) -> None:
@@ -482,7 +482,7 @@ class Helpdesk:
                 except TicketNotFound:
                     log.warning("%s #%s is gone; no longer watched", tracker.name,
                                 link.ticket_id)
-                    await self.rt.store.set_ticket_status(link.tracker, link.ticket_id,
+                    await self.rt.store.tickets.set_status(link.tracker, link.ticket_id,
                                                            link.status, False)
                 except (TrackerError, MattermostError) as exc:
                     log.warning("watching %s #%s: %s", tracker.name, link.ticket_id, exc)
@@ -495,7 +495,7 @@ class Helpdesk:
         await self.rt.speak_to(link.requester_id)
         async with self._lock(link.tracker, link.ticket_id):
             comments = await tracker.comments(link.ticket_id)
-            seen = await self.rt.store.seen_comments(link.tracker, link.ticket_id)
+            seen = await self.rt.store.tickets.seen_comments(link.tracker, link.ticket_id)
             for c in comments:
                 if c.id in seen:
                     continue
@@ -505,7 +505,7 @@ class Helpdesk:
                                                 number=link.ticket_id, text=c.text),
                     root_id=link.root_id,
                     key=f"followup:{link.tracker}:{link.ticket_id}:{c.id}", check_first=True)
-                await self.rt.store.mark_comments_seen(link.tracker, link.ticket_id, [c.id])
+                await self.rt.store.tickets.mark_comments_seen(link.tracker, link.ticket_id, [c.id])
         ticket = await tracker.get(link.ticket_id)
         if ticket.status.value == link.status:
             return
@@ -527,7 +527,7 @@ class Helpdesk:
                                                          title=link.title, status=label,
                                                          url=link.url),
                 key=f"statusdm:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
-        await self.rt.store.set_ticket_status(link.tracker, link.ticket_id,
+        await self.rt.store.tickets.set_status(link.tracker, link.ticket_id,
                                                ticket.status.value, ticket.status.is_open)
 
     # --- DM commands ----------------------------------------------------------------------------
@@ -574,7 +574,7 @@ class Helpdesk:
             assignee=ticket.assignee or _("nobody yet"), updated=updated, url=ticket.url)
 
     async def _may_see(self, user_id: str, tracker: str, ticket: Ticket) -> bool:
-        link = await self.rt.store.ticket(tracker, ticket.id)
+        link = await self.rt.store.tickets.get(tracker, ticket.id)
         if link is not None and link.requester_id == user_id:
             return True
         person = await self._person(user_id)
@@ -592,7 +592,7 @@ class Helpdesk:
         t = self.trackers[name]
         person = await self._person(user_id)
         found: dict[str, tuple[str, str, str]] = {}
-        for link in await self.rt.store.tickets(open_only=True, requester_id=user_id):
+        for link in await self.rt.store.tickets.find(open_only=True, requester_id=user_id):
             if link.tracker == name:
                 found[link.ticket_id] = (link.title, status_name(link.status), link.url)
         try:

@@ -7,7 +7,6 @@ prune. `sqlite` implements it on an embedded file; no SQL lives outside this pac
 
 from __future__ import annotations
 
-from .compat import FlatStoreMethods
 from .protocols import (
     AlertRepository,
     ClaimRepository,
@@ -23,7 +22,7 @@ from .sqlite import MIGRATIONS, SQLiteStore, change_setting, read_setting
 
 __all__ = [
     "MIGRATIONS", "AlertRecord", "AlertRepository", "ClaimRepository", "CursorRepository",
-    "FlatStoreMethods", "KeyValue", "LeaseRepository", "OutboxEntry", "OutboxRepository",
+    "KeyValue", "LeaseRepository", "OutboxEntry", "OutboxRepository",
     "PendingClaim", "SQLiteStore", "Store", "StoreError", "TicketLink", "TicketRepository",
     "change_setting", "read_setting",
 ]

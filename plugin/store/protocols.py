@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .compat import FlatStoreMethods
+from .alert_state import AlertState, DigestState
 from .records import AlertRecord, OutboxEntry, PendingClaim, TicketLink
 
 
@@ -151,9 +151,11 @@ class AlertRepository(Protocol):
 
     async def get(self, source: str, key: str) -> AlertRecord | None: ...
 
-    async def save(self, source: str, key: str, channel_id: str, state: dict[str, Any],
+    async def save(self, source: str, key: str, channel_id: str,
+                   state: AlertState | DigestState,
                    notes: list[str] | None = None) -> AlertRecord:
-        """Store an incident's new state (revision + 1) and its new thread notes, at once."""
+        """Store an incident's new state (revision + 1) and its new thread notes, at once; a
+        storm digest's state goes under the digest source."""
         ...
 
     async def set_post(self, source: str, key: str, post_id: str) -> None: ...
@@ -180,18 +182,15 @@ class AlertRepository(Protocol):
         ...
 
 
-class Store(FlatStoreMethods, Protocol):
-    """What the runtime needs from durable state: the repositories, and what concerns them all.
-
-    The flat methods it inherits from `FlatStoreMethods` are delegations kept for the callers
-    that have not moved to the repositories yet."""
+class Store(Protocol):
+    """What the runtime needs from durable state: the repositories, and what concerns them all."""
 
     claims: ClaimRepository
-    channel_cursors: CursorRepository
+    cursors: CursorRepository
     kv: KeyValue
     leases: LeaseRepository
     outbox: OutboxRepository
-    ticket_links: TicketRepository
+    tickets: TicketRepository
     alerts: AlertRepository
 
     async def open(self) -> None:

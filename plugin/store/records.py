@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .alert_state import AlertState, DigestState
+
 
 @dataclass(frozen=True)
 class PendingClaim:
@@ -55,9 +57,24 @@ class AlertRecord:
     key: str
     channel_id: str
     post_id: str
-    state: dict[str, Any]
+    #: A storm digest's state under the digest source, an incident's under every other.
+    state: AlertState | DigestState
     revision: int
     created_at: float
+
+    @property
+    def incident(self) -> AlertState:
+        """The state of an incident (every record but a storm digest's)."""
+        if not isinstance(self.state, AlertState):
+            raise TypeError(f"{self.source}:{self.key} is a storm digest, not an incident")
+        return self.state
+
+    @property
+    def digest(self) -> DigestState:
+        """The state of a storm digest."""
+        if not isinstance(self.state, DigestState):
+            raise TypeError(f"{self.source}:{self.key} is an incident, not a storm digest")
+        return self.state
 
 
 class StoreError(Exception):

@@ -44,12 +44,21 @@ class FakeAPI:
         return DM_CHANNEL
 
 
-class FakeStore:
+class FakeOutbox:
     def __init__(self) -> None:
         self.updates: list[dict[str, Any]] = []
 
-    async def outbox_update(self, key: str, **kw: Any) -> None:
+    async def update(self, key: str, **kw: Any) -> None:
         self.updates.append(kw)
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.outbox = FakeOutbox()
+
+    @property
+    def updates(self) -> list[dict[str, Any]]:
+        return self.outbox.updates
 
 
 def helpdesk(api: FakeAPI, store: FakeStore) -> Helpdesk:
@@ -72,7 +81,7 @@ def entry(age_hours: float) -> OutboxEntry:
 
 
 async def file(h: Helpdesk, e: OutboxEntry) -> None:
-    h.trackers = {"glpi": SimpleNamespace(name="glpi")}  # type: ignore[dict-item]
+    h.trackers = {"glpi": SimpleNamespace(name="glpi")}
     await h._file_ticket(e)
 
 

@@ -102,16 +102,16 @@ async def test_ticket_links_and_comments(tmp_path: Path) -> None:
     await store.open()
     link = TicketLink("glpi", "7", "c", "root", "u1", "alice", "Printer", "http://x/7", "new",
                       0, True)
-    await store.ticket_links.link(link)
-    await store.ticket_links.link(link)
-    assert await store.ticket_links.by_root("root") == link
-    assert await store.ticket_links.linked_roots() == {"root"}
-    assert await store.ticket_links.set_status("glpi", "7", "solved", False) == 1
-    assert await store.ticket_links.find(open_only=True) == []
-    assert (await store.ticket_links.find(open_only=False, requester_id="u1"))[0].status == "solved"
-    await store.ticket_links.mark_comments_seen("glpi", "7", ["1", "2"])
-    await store.ticket_links.mark_comments_seen("glpi", "7", ["2"])
-    assert await store.ticket_links.seen_comments("glpi", "7") == {"1", "2"}
+    await store.tickets.link(link)
+    await store.tickets.link(link)
+    assert await store.tickets.by_root("root") == link
+    assert await store.tickets.linked_roots() == {"root"}
+    assert await store.tickets.set_status("glpi", "7", "solved", False) == 1
+    assert await store.tickets.find(open_only=True) == []
+    assert (await store.tickets.find(open_only=False, requester_id="u1"))[0].status == "solved"
+    await store.tickets.mark_comments_seen("glpi", "7", ["1", "2"])
+    await store.tickets.mark_comments_seen("glpi", "7", ["2"])
+    assert await store.tickets.seen_comments("glpi", "7") == {"1", "2"}
     assert await store.leases.take("w", "me", 60)
     assert not await store.leases.take("w", "other", 60)
     assert await store.leases.take("w", "me", 60)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bridge.alerts import Alert, AlertStatus, Severity
 from plugin.store import (
     MIGRATIONS,
     AlertRepository,
@@ -22,13 +23,13 @@ from plugin.store import (
     LeaseRepository,
     OutboxRepository,
     SQLiteStore,
-    Store,
     StoreError,
     TicketLink,
     TicketRepository,
     change_setting,
     read_setting,
 )
+from plugin.store.alert_state import AlertState, DigestState
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +40,11 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await s.open()
     yield s
     await s.close()
+
+
+def incident(status: str = "firing", pending: str | None = None) -> AlertState:
+    alert = Alert("am", "k", AlertStatus(status), Severity.WARNING, "Disk full")
+    return AlertState(alert, first_seen=1.0, pending=pending)
 
 
 def link(ticket_id: str, *, root: str = "", is_open: bool = True,
@@ -92,7 +98,7 @@ async def test_claims_prune_only_finished_claims(store: SQLiteStore) -> None:
 
 # --- cursors, settings, leases ------------------------------------------------------------------
 async def test_cursors_never_move_backwards(store: SQLiteStore) -> None:
-    cursors: CursorRepository = store.channel_cursors
+    cursors: CursorRepository = store.cursors
     assert await cursors.load() == {}
     await cursors.save({"c1": 100, "c2": 50})
     await cursors.save({"c1": 90, "c2": 60})
@@ -182,7 +188,7 @@ async def test_outbox_prune_keeps_unfinished_entries(store: SQLiteStore) -> None
 
 # --- tickets ------------------------------------------------------------------------------------
 async def test_ticket_links_statuses_and_seen_comments(store: SQLiteStore) -> None:
-    tickets: TicketRepository = store.ticket_links
+    tickets: TicketRepository = store.tickets
     first = link("7", root="root")
     await tickets.link(first)
     await tickets.link(link("7", root="elsewhere"))  # a linked ticket keeps its thread
@@ -214,10 +220,10 @@ async def test_ticket_links_statuses_and_seen_comments(store: SQLiteStore) -> No
 async def test_alerts_keep_state_revisions_and_notes(store: SQLiteStore) -> None:
     alerts: AlertRepository = store.alerts
     assert await alerts.get("am", "k") is None
-    first = await alerts.save("am", "k", "c", {"alert": {"status": "firing"}}, ["one", "two"])
-    assert (first.revision, first.post_id, first.state) == (1, "", {"alert": {"status": "firing"}})
+    first = await alerts.save("am", "k", "c", incident("firing"), ["one", "two"])
+    assert (first.revision, first.post_id, first.state) == (1, "", incident("firing"))
     await alerts.set_post("am", "k", "post1")
-    second = await alerts.save("am", "k", "c", {"alert": {"status": "resolved"}}, ["three"])
+    second = await alerts.save("am", "k", "c", incident("resolved"), ["three"])
     assert (second.revision, second.post_id, second.created_at) == (2, "post1",
                                                                      first.created_at)
     assert await alerts.get("am", "k") == second
@@ -227,7 +233,7 @@ async def test_alerts_keep_state_revisions_and_notes(store: SQLiteStore) -> None
     assert [t for _, t in await alerts.notes("am", "k")] == ["two", "three"]
     await alerts.mark_notes_posted("am", "k")
     assert await alerts.notes("am", "k") == []
-    await alerts.save("am", "other", "c2", {})
+    await alerts.save("am", "other", "c2", incident())
     assert await alerts.created_since("c", 0) == 1
     assert await alerts.created_since("c", second.created_at + 3600) == 0
 
@@ -235,9 +241,6 @@ async def test_alerts_keep_state_revisions_and_notes(store: SQLiteStore) -> None
 # --- the store as a whole -----------------------------------------------------------------------
 async def test_prune_forgets_resolved_incidents_and_closed_tickets_follow_ups(
         store: SQLiteStore) -> None:
-    def incident(status: str, pending: str | None = None) -> dict[str, object]:
-        return {"alert": {"status": status}, "pending": pending}
-
     alerts: AlertRepository = store.alerts
     await alerts.save("am", "gone", "c", incident("resolved"), ["resolved note"])
     await alerts.save("am", "firing", "c", incident("firing"), ["note"])
@@ -246,11 +249,11 @@ async def test_prune_forgets_resolved_incidents_and_closed_tickets_follow_ups(
     await alerts.save("am", "unrendered", "c", incident("resolved"))
     await store.outbox.requeue("alert-render:am:unrendered", "alert-render",
                                {"source": "am", "key": "unrendered", "revision": 1})
-    await alerts.save("digest", "all-resolved", "c", {"count": 3, "resolved": 3})
-    await alerts.save("digest", "some-firing", "c", {"count": 3, "resolved": 1})
+    await alerts.save("digest", "all-resolved", "c", DigestState("am", count=3, resolved=3))
+    await alerts.save("digest", "some-firing", "c", DigestState("am", count=3, resolved=1))
     for tid, is_open in (("1", False), ("2", True)):
-        await store.ticket_links.link(link(tid, is_open=is_open))
-        await store.ticket_links.mark_comments_seen("glpi", tid, ["a", "b"])
+        await store.tickets.link(link(tid, is_open=is_open))
+        await store.tickets.mark_comments_seen("glpi", tid, ["a", "b"])
     # Nothing is old enough yet.
     assert await store.prune(older_than=0) == 0
     assert await alerts.get("am", "gone") is not None
@@ -263,13 +266,13 @@ async def test_prune_forgets_resolved_incidents_and_closed_tickets_follow_ups(
                  ("digest", "some-firing")):
         assert await alerts.get(*kept) is not None, kept
     assert [t for _, t in await alerts.notes("am", "firing")] == ["note"]
-    assert await store.ticket_links.seen_comments("glpi", "1") == set()
-    assert await store.ticket_links.seen_comments("glpi", "2") == {"a", "b"}
+    assert await store.tickets.seen_comments("glpi", "1") == set()
+    assert await store.tickets.seen_comments("glpi", "2") == {"a", "b"}
 
 
 async def test_prune_drops_posted_notes_of_incidents_not_updated_since(
         store: SQLiteStore) -> None:
-    await store.alerts.save("am", "firing", "c", {"alert": {"status": "firing"}},
+    await store.alerts.save("am", "firing", "c", incident("firing"),
                             ["shown", "waiting"])
     shown, _ = await store.alerts.notes("am", "firing")
     await store.alerts.note_posted(shown[0])
@@ -291,40 +294,17 @@ async def test_each_call_is_one_round_trip(store: SQLiteStore,
     monkeypatch.setattr(store.engine, "run", counting)
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: store.claims.claim("p", "c"), lambda: store.claims.reclaim("p"),
-        lambda: store.claims.pending(), lambda: store.channel_cursors.save({"c": 1}),
+        lambda: store.claims.pending(), lambda: store.cursors.save({"c": 1}),
         lambda: store.kv.put("k", "v"), lambda: store.leases.take("l", "me", 1),
         lambda: store.outbox.put("o", "job", {}), lambda: store.outbox.due(10**12, 1, 5),
         lambda: store.outbox.finish("o", 1),
-        lambda: store.ticket_links.mark_comments_seen("glpi", "1", ["a", "b"]),
-        lambda: store.alerts.save("am", "k", "c", {}, ["n1", "n2"]),
+        lambda: store.tickets.mark_comments_seen("glpi", "1", ["a", "b"]),
+        lambda: store.alerts.save("am", "k", "c", incident(), ["n1", "n2"]),
         lambda: store.prune(10**12)]
     for call in calls:
         before = requests
         await call()
         assert requests == before + 1, call
-
-
-async def test_the_flat_methods_reach_the_repositories(store: SQLiteStore) -> None:
-    flat: Store = store
-    assert await flat.claim("p", "c")
-    assert await store.claims.is_handled("p")
-    await flat.save_cursors({"c": 5})
-    assert await store.channel_cursors.load() == {"c": 5} == await flat.cursors()
-    await store.kv.put("k", "v")
-    assert await flat.get("k") == "v"
-    await flat.outbox_update("missing", state="done")  # no such entry: nothing happens
-    assert await flat.outbox_put("o", "job", {"n": 1})
-    await flat.outbox_update("o", state="filed", notified=True)
-    entry = await store.outbox.get("o")
-    assert entry is not None and (entry.state, entry.notified) == ("filed", True)
-    await flat.link_ticket(link("1"))
-    assert await flat.tickets() == await store.ticket_links.find() == [link("1")]
-    assert await flat.ticket("glpi", "1") == link("1")
-    record = await flat.save_alert("am", "k", "c", {"s": 1}, ["n"])
-    assert await store.alerts.get("am", "k") == record
-    assert [t for _, t in await flat.alert_notes("am", "k")] == ["n"]
-    assert await flat.take_lease("l", "me", 60)
-    assert not await store.leases.take("l", "other", 60)
 
 
 async def test_a_burst_is_committed_together_and_a_failure_fails_alone(
@@ -389,7 +369,7 @@ async def test_an_older_file_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> N
     await s.open()
     try:
         assert await s.kv.get("initialized") == "1"
-        assert await s.channel_cursors.load() == {"c": 42}
+        assert await s.cursors.load() == {"c": 42}
         assert [p.post_id for p in await s.claims.pending()] == ["p"]
         assert await s.outbox.put("o", "job", {})  # the later tables exist
         assert await s.alerts.created_since("c", 0) == 0

@@ -7,6 +7,7 @@ import sqlite3
 import time
 from typing import Any
 
+from ..alert_state import AlertState, DigestState, state_from_json
 from ..records import AlertRecord
 from .engine import SQLiteRepository, transaction
 
@@ -15,7 +16,8 @@ _COLUMNS = "source, key, channel_id, post_id, state, revision, created_at"
 
 def _alert(row: tuple[Any, ...]) -> AlertRecord:
     source, key, channel_id, post_id, state, revision, created_at = row
-    return AlertRecord(source, key, channel_id, post_id, json.loads(state), int(revision),
+    return AlertRecord(source, key, channel_id, post_id,
+                       state_from_json(source, json.loads(state)), int(revision),
                        float(created_at))
 
 
@@ -26,10 +28,11 @@ class SQLiteAlerts(SQLiteRepository):
             (source, key)).fetchone())
         return None if row is None else _alert(row)
 
-    async def save(self, source: str, key: str, channel_id: str, state: dict[str, Any],
+    async def save(self, source: str, key: str, channel_id: str,
+                   state: AlertState | DigestState,
                    notes: list[str] | None = None) -> AlertRecord:
         now = time.time()
-        body = json.dumps(state)
+        body = json.dumps(state.to_json())
 
         def go(db: sqlite3.Connection) -> AlertRecord:
             with transaction(db):

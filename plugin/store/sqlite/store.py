@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ..compat import FlatStoreMethods
 from ..protocols import (
     AlertRepository,
     ClaimRepository,
@@ -24,7 +23,7 @@ from .settings import SQLiteCursors, SQLiteKeyValue, SQLiteLeases
 from .tickets import SQLiteTickets
 
 
-class SQLiteStore(FlatStoreMethods):
+class SQLiteStore:
     """`Store` on an embedded SQLite file, which it assumes to be its own: opening it voids the
     leases of an earlier run."""
 
@@ -38,11 +37,11 @@ class SQLiteStore(FlatStoreMethods):
         tickets = SQLiteTickets(self.engine)
         alerts = SQLiteAlerts(self.engine)
         self.claims: ClaimRepository = claims
-        self.channel_cursors: CursorRepository = cursors
+        self.cursors: CursorRepository = cursors
         self.kv: KeyValue = kv
         self.leases: LeaseRepository = leases
         self.outbox: OutboxRepository = outbox
-        self.ticket_links: TicketRepository = tickets
+        self.tickets: TicketRepository = tickets
         self.alerts: AlertRepository = alerts
         self._repositories: tuple[SQLiteRepository, ...] = (
             claims, cursors, kv, leases, outbox, tickets, alerts)
