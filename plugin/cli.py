@@ -11,8 +11,9 @@ import sys
 from . import __version__, logs
 from .app import Bot, BotError
 from .arguments import DeclarationError
-from .config import Config, ConfigError, check_runnable, load, warnings
+from .config import Config, ConfigError, load
 from .handlers import default_features
+from .review import check_runnable, warnings
 from .trackers import build_trackers
 
 

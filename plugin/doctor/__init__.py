@@ -21,8 +21,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ..config import DEFAULT_CONFIG, Config, review
+from ..config import DEFAULT_CONFIG, Config
 from ..mattermost import MattermostAPI
+from ..review import review
 from .listener import check_listener
 from .mattermost import check_bot, check_server, check_websocket
 from .report import Report, SettingNames, guarded, secret_values

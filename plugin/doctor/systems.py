@@ -52,7 +52,7 @@ async def _probe(report: Report, names: SettingNames, label: str, base: str, url
 
 async def check_trackers(report: Report, s: Settings, names: SettingNames) -> None:
     """Each tracker whose settings are complete; incomplete ones are named by the
-    configuration's check (`config.review`)."""
+    configuration's check (`review.py`)."""
     for name, settings in s.trackers.items():
         if not settings.configured:
             continue
@@ -67,7 +67,7 @@ async def check_trackers(report: Report, s: Settings, names: SettingNames) -> No
 
 async def check_sources(report: Report, s: Settings, names: SettingNames) -> None:
     """Each configured monitoring source's API, with the credentials the buttons will use;
-    a source given in part is named by the configuration's check (`config.review`)."""
+    a source given in part is named by the configuration's check (`review.py`)."""
     for name, source in s.alerts.sources.items():
         base = f"settings.alerts.sources.{name}"
         label = f"alert source {name}"

@@ -2,8 +2,8 @@
 
 It is an ordinary Mattermost client — REST to post and click, the websocket to watch — so what a
 person sees here is what the bot really did over the wire. Messages are shown as Mattermost would
-show them, in a terminal: bold and italics (ANSI styles when the output is a terminal, the text
-without its markers otherwise), links as their text and address, emoji shortcodes as emoji.
+show them, in a terminal (`terminal.py`), and each button on show has a number to type
+(`buttons.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import sys
 import threading
@@ -22,6 +21,9 @@ from typing import IO, Any, Literal
 import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+from .buttons import Button, ButtonNumbers, label
+from .terminal import can_show_emoji, clean, render_markdown, wants_ansi
 
 HELP = """\
 Type a message and press Enter to post it in the current channel.
@@ -37,136 +39,6 @@ Other /commands are Mattermost slash commands."""
 #: What Mattermost answers when the integration behind a button refused the click (any status
 #: but 200: an expired or already-decided button) or did not answer at all.
 INTEGRATION_ERROR = "api.post.do_action.action_integration.app_error"
-
-# --- Markdown in a terminal ------------------------------------------------------------------
-
-#: The emoji of the shortcodes the bot writes, and of a few that people commonly use.
-EMOJI = {
-    "arrows_counterclockwise": "🔄",
-    "bell": "🔔",
-    "bug": "🐛",
-    "construction": "🚧",
-    "eyes": "👀",
-    "fire": "🔥",
-    "heavy_check_mark": "✔️",
-    "hourglass": "⌛",
-    "hourglass_flowing_sand": "⏳",
-    "inbox_tray": "📥",
-    "information_source": "ℹ️",
-    "leftwards_arrow_with_hook": "↩️",
-    "lock": "🔒",
-    "mag": "🔍",
-    "memo": "📝",
-    "no_entry": "⛔",
-    "ok_hand": "👌",
-    "pushpin": "📌",
-    "question": "❓",
-    "red_circle": "🔴",
-    "rotating_light": "🚨",
-    "smile": "😄",
-    "slightly_smiling_face": "🙂",
-    "speech_balloon": "💬",
-    "tada": "🎉",
-    "thumbsdown": "👎",
-    "-1": "👎",
-    "thumbsup": "👍",
-    "+1": "👍",
-    "ticket": "🎫",
-    "warning": "⚠️",
-    "wave": "👋",
-    "white_check_mark": "✅",
-    "wrench": "🔧",
-    "x": "❌",
-    "zzz": "💤",
-}
-
-#: Control characters a message could use to drive the terminal (tab and newline stay).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-#: What is shown as written: code, and addresses (whose `_`, `*` and `:` are not Markdown).
-_VERBATIM = re.compile(
-    r"(?P<code>```.*?(?:```|\Z)|`[^`\n]+`)"
-    r"|(?P<link>!?\[(?P<label>[^\]\n]*)\]\((?P<target><[^>\n]*>|[^\s)]+)(?:\s+\"[^\"\n]*\")?\))"
-    r"|<(?P<auto>[a-z][a-z0-9+.-]*:[^\s>]+)>"
-    r"|(?P<url>\b(?:https?|ftp|mailto):[^\s<>]*[^\s<>.,;:!?'\")\]])",
-    re.DOTALL | re.IGNORECASE)
-_PLACEHOLDER = re.compile("\x00([0-9]+)\x00")
-_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$", re.MULTILINE)
-_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|(?<!\w)__(?=\S)(.+?)(?<=\S)__(?!\w)")
-_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![*\w])"
-                     r"|(?<![_\w])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![_\w])")
-_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
-_SHORTCODE = re.compile(r":([a-z0-9_+-]+):")
-
-#: ANSI styles: (on, off). Each has its own "off", so styles nest.
-BOLD = ("\x1b[1m", "\x1b[22m")
-ITALIC = ("\x1b[3m", "\x1b[23m")
-UNDERLINE = ("\x1b[4m", "\x1b[24m")
-STRIKE = ("\x1b[9m", "\x1b[29m")
-
-
-def clean(text: str) -> str:
-    """The text without the control characters that would drive the terminal."""
-    return _CONTROL.sub("", text)
-
-
-def render_markdown(text: str, *, ansi: bool = False, emoji: bool = True) -> str:
-    """Mattermost Markdown as a terminal shows it.
-
-    Bold, italics and headings become ANSI styles when `ansi`, else the bare text; struck-out
-    text (a resolved alert) is struck out with ANSI and keeps its `~~` otherwise, as that is
-    its meaning. `[text](url)` becomes `text (url)`. Known `:shortcodes:` become emoji when
-    `emoji` (unknown ones stay as written). Code is shown as written, backticks included.
-    """
-    kept: list[str] = []
-
-    def keep(value: str) -> str:
-        kept.append(value)
-        return f"\x00{len(kept) - 1}\x00"
-
-    def verbatim(m: re.Match[str]) -> str:
-        if m["code"]:
-            return keep(m["code"])
-        if m["link"]:
-            target = m["target"].strip("<>")
-            label = render_markdown(m["label"], ansi=ansi, emoji=emoji).strip()
-            if not label or label == target:
-                return keep(target)
-            return keep(f"{_style(label, UNDERLINE, ansi)} ({target})")
-        return keep(m["auto"] or m["url"])
-
-    text = _VERBATIM.sub(verbatim, clean(text))
-    text = _HEADING.sub(lambda m: _style(m[1], BOLD, ansi), text)
-    text = _BOLD.sub(lambda m: _style(m[1] or m[2], BOLD, ansi), text)
-    text = _ITALIC.sub(lambda m: _style(m[1] or m[2], ITALIC, ansi), text)
-    if ansi:
-        text = _STRIKE.sub(lambda m: _style(m[1], STRIKE, ansi), text)
-    if emoji:
-        text = _SHORTCODE.sub(lambda m: EMOJI.get(m[1], m[0]), text)
-    return _PLACEHOLDER.sub(lambda m: kept[int(m[1])], text)
-
-
-def _style(text: str, style: tuple[str, str], ansi: bool) -> str:
-    return f"{style[0]}{text}{style[1]}" if ansi else text
-
-
-def wants_ansi(stream: IO[str]) -> bool:
-    """Styles for a terminal that takes them: not when piped, NO_COLOR is set or TERM=dumb."""
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def can_show_emoji(stream: IO[str]) -> bool:
-    """Whether the stream's encoding has the emoji (an ASCII or Latin-1 locale does not)."""
-    try:
-        "".join(EMOJI.values()).encode(getattr(stream, "encoding", None) or "ascii")
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
-
 
 # --- what a typed line means -----------------------------------------------------------------
 
@@ -218,16 +90,6 @@ def parse(line: str, is_button: Callable[[int], bool]) -> Typed:
     return Typed("post", line)
 
 
-@dataclass(frozen=True)
-class Button:
-    """A button on show as `[number] name`."""
-
-    number: int
-    post_id: str
-    action_id: str
-    name: str
-
-
 def _error_text(r: httpx.Response) -> str:
     """Mattermost's own words for a failed call, or its status."""
     try:
@@ -259,11 +121,14 @@ class Console:
         self.channels: dict[str, dict[str, Any]] = {}
         self.channel_id = ""
         self.dm_id = ""
-        #: The buttons on show, by number; a post's buttons by action id.
-        self.buttons: dict[int, Button] = {}
-        self.post_buttons: dict[str, dict[str, int]] = {}
+        self.button_numbers = ButtonNumbers()
         #: Where `/r` goes: the channel and thread root of the last message shown.
         self.last_thread: tuple[str, str] | None = None
+
+    @property
+    def buttons(self) -> dict[int, Button]:
+        """The buttons on show, by number."""
+        return self.button_numbers.shown
 
     # --- REST -----------------------------------------------------------------------------------
     async def _get(self, path: str) -> Any:
@@ -356,19 +221,13 @@ class Console:
                    if isinstance(action, dict)]
         numbers: dict[str, int] = {}
         if not ephemeral and post_id:  # an ephemeral post is not kept, so cannot be pressed
-            numbers = self._number(post_id, buttons)
+            numbers = self.button_numbers.number(post_id, buttons)
         for att in attachments:
             self._render_attachment(att)
-            shown = [self._button_label(action, numbers) for action in att.get("actions") or []
+            shown = [label(action, numbers) for action in att.get("actions") or []
                      if isinstance(action, dict)]
             if shown:
                 self.out("    " + "   ".join(shown))
-
-    @staticmethod
-    def _button_label(action: dict[str, Any], numbers: dict[str, int]) -> str:
-        name = clean(str(action.get("name")))
-        number = numbers.get(str(action.get("id")))
-        return f"[{number}] {name}" if number is not None else f"[{name}]"
 
     def _render_attachment(self, att: dict[str, Any]) -> None:
         title = str(att.get("title") or "")
@@ -383,42 +242,6 @@ class Console:
                 self.out(f"    | {self.md(str(field.get('title') or ''))}: "
                          f"{self.md(str(field.get('value') or ''))}")
 
-    def _number(self, post_id: str, buttons: list[tuple[str, str]]) -> dict[str, int]:
-        """Numbers for the buttons a post shows now (action id, name), by action id.
-
-        A button that stays across an edit keeps its number; a new one takes the smallest
-        number not on show, before the post's vanished buttons give theirs up (so a number
-        typed twice never presses a button that replaced the first)."""
-        known = self.post_buttons.get(post_id, {})
-        numbers: dict[str, int] = {}
-        for action_id, name in buttons:
-            number = known.get(action_id)
-            if number is None:
-                number = 1
-                while number in self.buttons:
-                    number += 1
-            numbers[action_id] = number
-            self.buttons[number] = Button(number, post_id, action_id, name)
-        for action_id, number in known.items():
-            if action_id not in numbers:
-                self.buttons.pop(number, None)
-        if numbers:
-            self.post_buttons[post_id] = numbers
-        else:
-            self.post_buttons.pop(post_id, None)
-        return numbers
-
-    def _retire(self, post_id: str, action_id: str | None = None) -> list[int]:
-        """Take a post's buttons (or one of them) off show; their numbers."""
-        known = self.post_buttons.get(post_id, {})
-        gone = [a for a in known if action_id is None or a == action_id]
-        numbers = [known.pop(a) for a in gone]
-        for number in numbers:
-            self.buttons.pop(number, None)
-        if not known:
-            self.post_buttons.pop(post_id, None)
-        return numbers
-
     async def on_frame(self, frame: dict[str, Any]) -> None:
         event = frame.get("event")
         data = frame.get("data") or {}
@@ -430,7 +253,7 @@ class Console:
             if not isinstance(post, dict):
                 return
             if event == "post_deleted":
-                numbers = self._retire(str(post.get("id") or ""))
+                numbers = self.button_numbers.retire(str(post.get("id") or ""))
                 if numbers:
                     self.out(f"    (a message was deleted; its buttons "
                              f"{' '.join(f'[{n}]' for n in numbers)} are gone)")
@@ -541,7 +364,7 @@ class Console:
             self.out(f"(This button is out of date: the bot turned down {name} — it has expired "
                      "or was already decided — or the bot did not answer. Nothing was done.)")
         elif r.status_code == 403:
-            self._retire(button.post_id)
+            self.button_numbers.retire(button.post_id)
             self.out(f"(This button is out of date: the message of {name} is gone. "
                      "Nothing was done.)")
         elif r.status_code == 404:
@@ -549,7 +372,7 @@ class Console:
                      "Nothing was done; here it is now:)")
             # Shown again first, so that its new buttons do not take the stale one's number.
             await self._refresh(button.post_id)
-            self._retire(button.post_id, button.action_id)
+            self.button_numbers.retire(button.post_id, button.action_id)
         else:
             self.out(f"(pressing {name} failed: {_error_text(r)})")
 

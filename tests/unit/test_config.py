@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin import config
+from plugin import config, review
 from plugin.cli import main
 
 SHIPPED = Path(__file__).resolve().parents[2] / "plugin.yaml"
@@ -25,7 +25,7 @@ def test_shipped_file_is_valid_and_reads_the_environment() -> None:
     assert s.listener.public_url == "https://bot.example.org"
     assert s.state.path == "/var/x.db"
     assert not s.sandbox
-    assert config.check_runnable(c) == []
+    assert review.check_runnable(c) == []
     assert c.manifest.min_server_version == "5.36.0"
     assert {e.key for e in c.manifest.settings_schema.settings} >= {
         "MM_URL", "MM_BOT_TOKEN", "SWITCHBOARD_LISTEN", "SWITCHBOARD_PUBLIC_URL",
@@ -113,7 +113,7 @@ def test_urls_with_an_impossible_port_are_refused(tmp_path: Path) -> None:
 def test_a_missing_ca_bundle_stops_the_start(tmp_path: Path) -> None:
     path = tmp_path / "plugin.yaml"
     path.write_text(MANIFEST + "settings:\n  mattermost:\n    ca_bundle: /nonexistent/ca.pem\n")
-    problems = config.check_runnable(config.load(path))
+    problems = review.check_runnable(config.load(path))
     assert "settings.mattermost.ca_bundle: no such file: /nonexistent/ca.pem" in problems
 
 
@@ -286,7 +286,7 @@ def test_settings_no_variable_sets_are_named_by_their_key_path(tmp_path: Path) -
       nagios: {password: p-value}
 """)
     c = config.load(path, {})
-    assert config.check_runnable(c) == [
+    assert review.check_runnable(c) == [
         "settings.alerts.sources.alertmanager: url and api_username are set but alerts.channel "
         "is empty and no route takes its alerts, so alerts sent to /alerts/alertmanager are "
         "refused (set settings.alerts.channel)",
@@ -298,7 +298,7 @@ def test_settings_no_variable_sets_are_named_by_their_key_path(tmp_path: Path) -
         "settings.alerts.sources.nagios: password is set but alerts.channel is empty and no "
         "route takes its alerts, so alerts sent to /alerts/nagios are refused (set "
         "settings.alerts.channel)"]
-    assert config.warnings(c) == [
+    assert review.warnings(c) == [
         "settings.alerts.sources.alertmanager: url and api_username are set but api_password "
         "is empty (set settings.alerts.sources.alertmanager.api_password)",
         "settings.alerts.sources.nagios: password is set but username is empty, so senders "

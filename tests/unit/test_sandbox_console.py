@@ -12,14 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from plugin.sandbox.console import (
-    EMOJI,
-    INTEGRATION_ERROR,
-    Console,
-    Typed,
-    parse,
-    render_markdown,
-)
+from plugin.sandbox.console import INTEGRATION_ERROR, Console, Typed, parse
+from plugin.sandbox.terminal import EMOJI, render_markdown
 
 ALICE, BOT = "alice-id", "bot-id"
 HELPDESK, TOWN, DM = "helpdesk-id", "town-id", "dm-id"

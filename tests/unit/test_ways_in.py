@@ -19,11 +19,12 @@ from plugin import commands
 from plugin import filters as F
 from plugin.app import Bot
 from plugin.commands import TOKENS_KEY, CommandSpec, register, replace_teams, stored_tokens
-from plugin.config import parse, warnings
+from plugin.config import parse
 from plugin.context import Context
 from plugin.events import BadPayload, Message, OutgoingWebhook, SlashCommand
 from plugin.listener import HTTPError, build, token_matches
 from plugin.mattermost import MattermostAuthError, MattermostError
+from plugin.review import warnings
 from plugin.router import Router
 from plugin.store import SQLiteStore
 

@@ -1,0 +1,88 @@
+"""The helpdesk as the bot sees it: one `Helpdesk`, and what it declares on its `Router`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from bridge.tickets import Tracker
+
+from ... import filters as F
+from ...config import HelpdeskSettings, Trigger
+from ...context import Context
+from ...events import Message
+from ...i18n import N_
+from ...router import Router
+from .core import label, log
+from .followups import FollowUps
+from .opening import Opening
+from .slash import Slash
+from .status import Lookups
+from .watch import Watch
+
+if TYPE_CHECKING:
+    from ...runtime import Runtime
+
+
+class Helpdesk(Slash, Opening, FollowUps, Watch, Lookups):
+    """The helpdesk feature: its router, outbox executors and ticket watcher."""
+
+    def __init__(self, settings: HelpdeskSettings, trackers: dict[str, Tracker]) -> None:
+        super().__init__(settings, trackers)
+        self.router = Router("helpdesk")
+        self._declare()
+
+    def _declare(self) -> None:
+        r = self.router
+        r.on_start(self.start)
+        r.on_stop(self.stop)
+        r.executor("ticket", on_retry=self._queued_notice)(self._file_ticket)
+        r.executor("comment")(self._file_comment)
+        r.every(self.settings.poll_interval, name="helpdesk-watch")(self.watch)
+        # Replies in a linked thread go to the ticket first, whatever they say.
+        r.message(self._in_linked_thread)(self.thread_reply)
+        for trigger in self.settings.triggers:
+            if trigger.tracker not in self.trackers:
+                continue
+            words = [trigger.keyword, *trigger.urgent_keywords]
+            handler = self._opener(trigger)
+            description = N_("open a ticket in {tracker}")
+            if trigger.urgent_keywords:
+                description = N_("open a ticket in {tracker} (`{urgent}` for an urgent one)")
+            words += trigger.aliases
+            r.message(F.Keyword(*words), channels=trigger.channels or None,
+                      usage=f"{trigger.keyword} <problem>", description=description,
+                      describe={"tracker": label(trigger.tracker),
+                                "urgent": (trigger.urgent_keywords or [""])[0]})(handler)
+        if self.trackers and self.default_tracker and self.settings.slash_command:
+            r.slash(self.settings.slash_command,
+                    description=N_("open a ticket, or `status N`, or `mine`"))(self.slash)
+        if self.trackers and self.default_tracker:
+            r.command("status", args=r"(?:(?P<tracker>[A-Za-z][\w-]*)\s+)?#?(?P<number>\d+)",
+                      usage="status <number>",
+                      description=N_("a ticket's status, assignee and link"))(self.status)
+            r.message(F.Regex(r"^\s*#(?P<number>\d+)\s*$"), direct=True)(self.status_of)
+            r.command("my tickets", description=N_("your open tickets"))(self.my_tickets)
+
+    def _in_linked_thread(self, msg: Message) -> bool:
+        return bool(msg.post.root_id) and msg.post.root_id in self.linked
+
+    def _opener(self, trigger: Trigger) -> Callable[..., Awaitable[None]]:
+        async def open_ticket(ctx: Context, event: Message, text: str, keyword: str) -> None:
+            await self.open_ticket(ctx, event, text, keyword, trigger)
+        open_ticket.__name__ = f"open_ticket_{trigger.keyword}"
+        return open_ticket
+
+    async def start(self, rt: Runtime) -> None:
+        self._rt = rt
+        self.linked = await rt.store.tickets.linked_roots()
+        # Threads of tickets still queued take replies too (they are filed later).
+        self.linked |= {e.payload.get("root_id", "") for e in
+                        await rt.store.outbox.open("ticket")} - {""}
+
+    async def stop(self) -> None:
+        for tracker in self.trackers.values():
+            try:
+                await tracker.aclose()
+            except Exception as exc:
+                log.warning("closing %s: %s", tracker.name, exc)

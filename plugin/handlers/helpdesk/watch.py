@@ -1,0 +1,93 @@
+"""The watch: every `poll_interval`, the process holding the watch's lease looks at the open linked
+tickets and posts into their threads what changed in the tracker: technicians' public follow-ups
+and status changes; a solved or closed ticket is also told to its requester directly."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.tickets import Status, TicketNotFound, Tracker, TrackerError, TrackerUnavailable
+
+from ... import logs
+from ...i18n import _
+from ...mattermost import MattermostError
+from ...store import TicketLink
+from .core import HelpdeskCore, log, shown_status, status_name
+
+
+class Watch(HelpdeskCore):
+    """The periodic look at linked tickets."""
+
+    async def watch(self) -> None:
+        """One look at linked tickets, by whichever process holds the watch's lease."""
+        if await self.rt.store.leases.take("helpdesk-watch", f"watch-{id(self)}",
+                                          self.settings.poll_interval * 3):
+            await self.poll_once()
+
+    async def poll_once(self) -> None:
+        """Post status changes and technicians' public follow-ups into linked threads."""
+        links = await self.rt.store.tickets.find(open_only=True)
+        limit = asyncio.Semaphore(self.settings.poll_concurrency)
+
+        async def one(link: TicketLink) -> None:
+            # gather() runs each in a task of its own: lines about a ticket name its request.
+            logs.set_subject(post=link.root_id)
+            tracker = self.trackers.get(link.tracker)
+            if tracker is None:
+                return
+            async with limit:
+                try:
+                    await self._poll_ticket(tracker, link)
+                except TrackerUnavailable as exc:
+                    log.info("%s unavailable while watching #%s: %s", tracker.name,
+                             link.ticket_id, exc)
+                except TicketNotFound:
+                    log.warning("%s #%s is gone; no longer watched", tracker.name,
+                                link.ticket_id)
+                    await self.rt.store.tickets.set_status(link.tracker, link.ticket_id,
+                                                           link.status, False)
+                except (TrackerError, MattermostError) as exc:
+                    log.warning("watching %s #%s: %s", tracker.name, link.ticket_id, exc)
+
+        await asyncio.gather(*(one(link) for link in links))
+
+    async def _poll_ticket(self, tracker: Tracker, link: TicketLink) -> None:
+        api = self.rt.api
+        # The thread and the DM are the requester's: their language.
+        await self.rt.speak_to(link.requester_id)
+        async with self._lock(link.tracker, link.ticket_id):
+            comments = await tracker.comments(link.ticket_id)
+            seen = await self.rt.store.tickets.seen_comments(link.tracker, link.ticket_id)
+            for c in comments:
+                if c.id in seen:
+                    continue
+                await api.create_post(
+                    link.channel_id, _(":speech_balloon: **{author}** on #{number}:\n{text}"
+                                       ).format(author=c.author or _("Support"),
+                                                number=link.ticket_id, text=c.text),
+                    root_id=link.root_id,
+                    key=f"followup:{link.tracker}:{link.ticket_id}:{c.id}", check_first=True)
+                await self.rt.store.tickets.mark_comments_seen(link.tracker, link.ticket_id, [c.id])
+        ticket = await tracker.get(link.ticket_id)
+        if ticket.status.value == link.status:
+            return
+        # Announce first, record after: a failed post is tried again at the next poll, and the
+        # keys (one per change) keep a repeated announcement from being posted twice.
+        n = link.status_changes + 1
+        label = shown_status(ticket)
+        await api.create_post(
+            link.channel_id, _(":arrows_counterclockwise: Ticket **#{number}** is now "
+                               "**{status}** (was {old}).").format(
+                number=link.ticket_id, status=label, old=status_name(link.status)),
+            root_id=link.root_id,
+            key=f"status:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
+        if ticket.status in (Status.SOLVED, Status.CLOSED):
+            channel_id = await api.direct_channel(link.requester_id)
+            await api.create_post(
+                channel_id, _(":white_check_mark: Your ticket **#{number}** ({title}) is "
+                              "{status}.\n{url}").format(number=link.ticket_id,
+                                                         title=link.title, status=label,
+                                                         url=link.url),
+                key=f"statusdm:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
+        await self.rt.store.tickets.set_status(link.tracker, link.ticket_id,
+                                               ticket.status.value, ticket.status.is_open)
