@@ -26,6 +26,8 @@ import requests
 from mattermostdriver import Driver
 from mattermostdriver.client import Client
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader
+from urllib3.util.retry import Retry
 
 log = logging.getLogger("switchboard.mattermost")
 
@@ -120,13 +122,21 @@ class PooledClient(Client):  # type: ignore[misc]
             raise _error(response, endpoint)
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
-        delay = 0.25 * (2 ** (attempt - 1)) * (0.5 + random.random())
-        if retry_after:
-            try:
-                delay = max(float(retry_after), 0.0)
-            except ValueError:
-                pass
+        delay = retry_after_seconds(retry_after)
+        if delay is None:
+            delay = 0.25 * (2 ** (attempt - 1)) * (0.5 + random.random())
         time.sleep(min(delay, self.policy.max_retry_after))
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A `Retry-After` header's wait in seconds, in either form HTTP allows (seconds, or a date);
+    None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return float(Retry().parse_retry_after(value))
+    except InvalidHeader:
+        return None
 
 
 def _error(response: requests.Response, path: str) -> MattermostError:

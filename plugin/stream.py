@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .config import StreamSettings
+from .mattermost import retry_after_seconds
 
 log = logging.getLogger("switchboard.stream")
 
@@ -107,11 +108,8 @@ class EventStream:
                         "check MM_BOT_TOKEN") from None
                 reason = f"upgrade answered {status}"
                 if status == 429:
-                    retry_after = exc.response.headers.get("Retry-After", "1")
-                    try:
-                        await self._sleep(float(retry_after))
-                    except ValueError:
-                        pass
+                    wait = retry_after_seconds(exc.response.headers.get("Retry-After"))
+                    await self._sleep(1.0 if wait is None else wait)
             except ConnectionClosed as exc:
                 reason = f"connection closed ({exc.rcvd.code if exc.rcvd else 1006})"
             except (OSError, TimeoutError, websockets.InvalidHandshake,
