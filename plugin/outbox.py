@@ -134,7 +134,7 @@ class Outbox:
 
     async def _release(self, key: str) -> None:
         try:
-            await self.store.outbox.update(key)  # lease_until = 0: due again at once
+            await self.store.outbox.update(key, release=True)  # due again at once
         except Exception:
             log.exception("cannot release outbox entry %s", key)
         self._kick.set()

@@ -82,8 +82,10 @@ class OutboxRepository(Protocol):
 
     async def update(self, key: str, *, state: str | None = None,
                      result: dict[str, Any] | None = None, retry_at: float | None = None,
-                     error: str | None = None, notified: bool | None = None) -> None:
-        """Change an entry and release its lease; `retry_at` also counts an attempt."""
+                     error: str | None = None, notified: bool | None = None,
+                     release: bool = False) -> None:
+        """Change an entry. Its lease is kept (the run that holds it goes on) unless `release`
+        is set or a retry is scheduled: `retry_at` releases it and counts an attempt."""
         ...
 
     async def counts(self) -> dict[str, int]:

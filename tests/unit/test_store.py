@@ -160,6 +160,20 @@ async def test_outbox_entries_are_queued_once_leased_and_updated(store: SQLiteSt
     assert await outbox.counts() == {"done": 1, "queued": 1}
 
 
+async def test_progress_keeps_the_lease_and_release_frees_it(store: SQLiteStore) -> None:
+    """Recording a step (filed, notified) while the entry's run goes on keeps the run's lease,
+    so the worker does not lease the entry again behind its back; a release makes it due."""
+    outbox: OutboxRepository = store.outbox
+    await outbox.put("t", "ticket", {})
+    assert [e.key for e in await outbox.due(10**12, 600, 5)] == ["t"]
+    await outbox.update("t", state="filed", result={"id": 7})
+    await outbox.update("t", notified=True)
+    assert await outbox.due(10**12, 600, 5) == []
+    await outbox.update("t", release=True)
+    (entry,) = await outbox.due(10**12, 600, 5)
+    assert (entry.key, entry.state, entry.result, entry.attempts) == ("t", "filed", {"id": 7}, 0)
+
+
 async def test_outbox_requeue_and_finish_follow_the_latest_revision(store: SQLiteStore) -> None:
     outbox: OutboxRepository = store.outbox
     await outbox.requeue("render", "alert-render", {"revision": 1})

@@ -47,8 +47,9 @@ class SQLiteOutbox(SQLiteRepository):
 
     async def update(self, key: str, *, state: str | None = None,
                      result: dict[str, Any] | None = None, retry_at: float | None = None,
-                     error: str | None = None, notified: bool | None = None) -> None:
-        sets: list[str] = ["lease_until = 0"]
+                     error: str | None = None, notified: bool | None = None,
+                     release: bool = False) -> None:
+        sets: list[str] = ["lease_until = 0"] if release or retry_at is not None else []
         args: list[Any] = []
         if state is not None:
             sets.append("state = ?")
@@ -66,6 +67,8 @@ class SQLiteOutbox(SQLiteRepository):
         if notified is not None:
             sets.append("notified = ?")
             args.append(int(notified))
+        if not sets:
+            return
         args.append(key)
         sql = f"UPDATE outbox SET {', '.join(sets)} WHERE key = ?"
         await self._engine.run(lambda db: db.execute(sql, args))
