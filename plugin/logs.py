@@ -3,8 +3,8 @@
 Every line about a post or an alert names it: the code that starts work on one declares it with
 `with logs.about(post=...)` (or `logs.set_subject(...)` at the top of a task of its own), and a
 filter on the handler copies it onto each record. The subject lives in a context variable, so it
-follows the work into the tasks it creates (asyncio copies the context at task creation) and into
-REST threads (`plugin.mattermost` runs driver calls in a copy of the caller's context).
+follows the work into the tasks it creates (asyncio copies the context at task creation); REST
+calls (`plugin.mattermost`) run in the caller's task.
 
 Text:  `2026-11-23 01:02:03,456 INFO switchboard.helpdesk [post=abc123] ticket #7 filed in glpi`
 JSON:  `{"time": ..., "level": "INFO", "logger": ..., "post_id": "abc123", "message": ...}`

@@ -1,9 +1,9 @@
 """Mattermost's REST API through mattermostdriver, made fit for a long-running bot.
 
-The driver is kept for its endpoint catalogue, but its HTTP layer is replaced (`PooledClient`):
-one pooled `requests.Session`, a timeout on every call, retries on 429 (honouring Retry-After) and
-on 5xx and connection failures with backoff, and errors mapped to `MattermostError` with
-Mattermost's error id. Every call runs on a bounded thread pool, never on the event loop.
+The driver is kept for its endpoint catalogue; its HTTP layer is `mm_http.AsyncClient`, on the
+event loop: pooled connections (at most `connections` calls in flight), a timeout on every call,
+retries on 429 (honouring Retry-After) and on 5xx and connection failures with backoff, and errors
+mapped to `MattermostError` with Mattermost's error id. No call takes a thread.
 
 Creating a post is not idempotent, so it is never blindly retried: a post carries an idempotency key
 in its props, and after a failure the thread is searched for that key before posting again (a 5.36
@@ -13,21 +13,26 @@ server can answer 500 to two simultaneous first replies in one thread).
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import inspect
 import logging
 import random
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import requests
 from mattermostdriver import Driver
-from mattermostdriver.client import Client
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import InvalidHeader
-from urllib3.util.retry import Retry
+
+from .mm_http import (
+    AsyncClient,
+    MattermostAuthError,
+    MattermostError,
+    RetryPolicy,
+    retry_after_seconds,
+)
+
+__all__ = ["KEY_PROP", "MattermostAPI", "MattermostAuthError", "MattermostError",
+           "retry_after_seconds"]
 
 log = logging.getLogger("switchboard.mattermost")
 
@@ -37,134 +42,22 @@ T = TypeVar("T")
 KEY_PROP = "switchboard_key"
 
 
-class MattermostError(Exception):
-    """A failed REST call: HTTP status, Mattermost's error id and message (never a token)."""
-
-    def __init__(self, status: int, error_id: str, message: str, path: str = "") -> None:
-        self.status = status
-        self.error_id = error_id
-        self.path = path
-        super().__init__(f"Mattermost answered {status} {error_id or ''} on {path}: {message}"
-                         if status else f"Mattermost unreachable on {path}: {message}")
-
-
-    @property
-    def retryable(self) -> bool:
-        """Unreachable, rate limited or a server error: the same call may work later."""
-        return self.status == 0 or self.status == 429 or self.status >= 500
-
-
-class MattermostAuthError(MattermostError):
-    """401: the bot's token is wrong, expired or revoked."""
-
-
-class _RetryPolicy:
-    def __init__(self, retries: int, max_retry_after: float) -> None:
-        self.retries = retries
-        self.max_retry_after = max_retry_after
-
-
-class PooledClient(Client):  # type: ignore[misc]
-    """The driver's client with connection pooling, timeouts, retries and clean errors."""
-
-    policy = _RetryPolicy(4, 30.0)
-    pool_size = 8
-
-    def __init__(self, options: dict[str, Any]) -> None:
-        super().__init__(options)
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["User-Agent"] = "Switchboard"
-        self.session.headers["X-Requested-With"] = "XMLHttpRequest"
-        # requests reads proxy variables and ~/.netrc on every call; read the proxies once.
-        self.session.proxies = requests.utils.get_environ_proxies(self.url)
-        self.session.trust_env = False
-
-    def make_request(self, method: str, endpoint: str, options: Any = None,
-                     params: Any = None, data: Any = None, files: Any = None,
-                     basepath: str | None = None) -> requests.Response:
-        method = method.upper()
-        url = self.url + endpoint
-        kwargs: dict[str, Any] = {
-            "headers": self.auth_header() or {},
-            "verify": self._verify,
-            "params": params or None,
-            "data": data or None,
-            "files": files or None,
-            "timeout": self.request_timeout,
-        }
-        # The driver passes `{}` as a JSON body even on GET; send a body only when there is one.
-        if options is not None and (options != {} or method in ("POST", "PUT")):
-            kwargs["json"] = options
-        # Creating a post is retried by the caller, which first checks it did not land.
-        safe_to_retry = not (method == "POST" and endpoint == "/posts")
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self.session.request(method, url, **kwargs)
-            except requests.RequestException as exc:
-                if not safe_to_retry or attempt > self.policy.retries:
-                    raise MattermostError(0, "", type(exc).__name__, endpoint) from None
-                self._sleep(attempt, None)
-                continue
-            status = response.status_code
-            if status < 400:
-                return response
-            retryable = status == 429 or (status >= 500 and safe_to_retry)
-            if retryable and attempt <= self.policy.retries:
-                log.warning("Mattermost answered %s on %s %s; retrying (attempt %d)",
-                            status, method, endpoint, attempt)
-                self._sleep(attempt, response.headers.get("Retry-After") if status == 429 else None)
-                continue
-            raise _error(response, endpoint)
-
-    def _sleep(self, attempt: int, retry_after: str | None) -> None:
-        delay = retry_after_seconds(retry_after)
-        if delay is None:
-            delay = 0.25 * (2 ** (attempt - 1)) * (0.5 + random.random())
-        time.sleep(min(delay, self.policy.max_retry_after))
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """A `Retry-After` header's wait in seconds, in either form HTTP allows (seconds, or a date);
-    None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return float(Retry().parse_retry_after(value))
-    except InvalidHeader:
-        return None
-
-
-def _error(response: requests.Response, path: str) -> MattermostError:
-    error_id, message = "", response.reason or "error"
-    try:
-        body = response.json()
-        if isinstance(body, dict):
-            error_id = str(body.get("id", ""))
-            message = str(body.get("message", message))
-    except ValueError:
-        text = response.text.strip()
-        if text:
-            message = text[:200]
-    cls = MattermostAuthError if response.status_code == 401 else MattermostError
-    return cls(response.status_code, error_id, message, path)
-
-
 class MattermostAPI:
-    """Async facade over the driver: each call runs on a bounded thread pool."""
+    """Async facade over the driver, whose calls run on the caller's event loop.
+
+    `connections` bounds the calls in flight (the pooled connections); `threads` is its former
+    name, still accepted."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 10.0, retries: int = 4,
-                 max_retry_after: float = 30.0, threads: int = 8, verify: bool | str = True,
+                 max_retry_after: float = 30.0, connections: int = 8,
+                 threads: int | None = None, verify: bool | str = True,
                  lookback: float = 24 * 3600) -> None:
         parts = urlsplit(url)
         scheme = parts.scheme or "http"
         port = parts.port or (443 if scheme == "https" else 80)
-        client_cls = type("SwitchboardClient", (PooledClient,), {
-            "policy": _RetryPolicy(retries, max_retry_after), "pool_size": threads})
+        client_cls = type("SwitchboardClient", (AsyncClient,), {
+            "policy": RetryPolicy(retries, max_retry_after),
+            "limit": threads if threads is not None else connections})
         self.driver = Driver({
             "url": parts.hostname or "localhost",
             "port": port,
@@ -181,22 +74,27 @@ class MattermostAPI:
         self.lookback = lookback
         self.ws_url = ("wss" if scheme == "https" else "ws") + self.base_url[len(scheme):] \
             + "/api/v4/websocket"
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mm-rest")
         self._users: dict[str, dict[str, Any]] = {}
         self._channels: dict[str, dict[str, Any]] = {}
         self._teams: dict[str, dict[str, Any]] = {}
         self.me: dict[str, Any] = {}
 
-    async def call(self, fn: Callable[[Driver], T]) -> T:
-        """Run one driver call off the event loop."""
-        # In a copy of the caller's context, so that the thread's log lines name the same
-        # post or alert (copying is cheap: the context is an immutable mapping).
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, contextvars.copy_context().run, fn, self.driver)
+    async def call(self, fn: Callable[[Driver], Awaitable[T] | T]) -> T:
+        """One driver call, e.g. `call(lambda d: d.teams.get_team_by_name(name))`: the endpoint
+        method's coroutine is awaited here, in the caller's task (and so its log context)."""
+        result = fn(self.driver)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (a later call opens new ones)."""
+        await self.driver.client.aclose()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self.driver.client.session.close()
+        """Close the pooled connections without waiting: on a running loop, in a task that
+        the loop must still get to run (`aclose` waits for it)."""
+        self.driver.client.close()
 
     # --- identity -----------------------------------------------------------------------------
     async def login(self) -> dict[str, Any]:
@@ -345,7 +243,7 @@ class MattermostAPI:
             body["root_id"] = root_id
         if props:
             body["props"] = props
-        policy: _RetryPolicy = self.driver.client.policy
+        policy: RetryPolicy = self.driver.client.policy
         attempt = 0
         while True:
             if key and (check_first or attempt > 0):
