@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from .alerts import Alert, AlertParseError, AlertStatus, Severity, SourceError, SourceUnavailable
+from .limiter import Limiter
 from .tickets import parse_time
 
 __all__ = [
@@ -247,9 +248,11 @@ class AlertmanagerClient:
     def __init__(self, *, url: str, username: str = "", password: str = "", bearer: str = "",
                  timeout: float = 10.0, verify: bool | ssl.SSLContext = True,
                  transport: httpx.AsyncBaseTransport | None = None, name: str = SOURCE,
-                 ack_duration: float = DEFAULT_ACK_SECONDS) -> None:
+                 ack_duration: float = DEFAULT_ACK_SECONDS, max_in_flight: int = 32) -> None:
         if ack_duration <= 0:
             raise ValueError("ack_duration must be positive")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self.name = name
         self.ack_duration = float(ack_duration)
         headers = {"Accept": "application/json", "User-Agent": "switchboard"}
@@ -260,7 +263,12 @@ class AlertmanagerClient:
         self._client = httpx.AsyncClient(
             base_url=url.rstrip("/"), headers=headers, auth=auth,
             timeout=httpx.Timeout(timeout), verify=verify, transport=transport,
-            follow_redirects=False)
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=max_in_flight,
+                                max_keepalive_connections=max_in_flight))
+        #: Bounds the requests on the wire at once, never more than `max_in_flight`
+        #: (`bridge.limiter`).
+        self.limiter = Limiter(max_in_flight)
         self._locks: dict[tuple[frozenset[tuple[str, str, bool, bool]], str], asyncio.Lock] = {}
 
     async def __aenter__(self) -> AlertmanagerClient:
@@ -292,7 +300,7 @@ class AlertmanagerClient:
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         where = f"{method} {path.split('?')[0]}"
         try:
-            response = await self._client.request(method, path, **kwargs)
+            response = await self.limiter.call(self._client.request, method, path, **kwargs)
         except httpx.TimeoutException as exc:
             raise SourceUnavailable(f"Alertmanager timed out on {where}") from exc
         except httpx.HTTPError as exc:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from .alerts import Alert, AlertParseError, AlertStatus, Severity, SourceError, SourceUnavailable
+from .limiter import Limiter
 
 _FIRING = {"firing", "problem", "alert", "critical", "down", "1", "true"}
 _RESOLVED = {"resolved", "ok", "recovery", "up", "0", "false", "cleared"}
@@ -93,17 +94,25 @@ class GenericCallback:
     can_silence = False
     can_resolve = True
 
-    def __init__(self, *, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None
-                 ) -> None:
-        self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
+    def __init__(self, *, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None,
+                 max_in_flight: int = 32) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._client = httpx.AsyncClient(
+            timeout=timeout, transport=transport,
+            limits=httpx.Limits(max_connections=max_in_flight,
+                                max_keepalive_connections=max_in_flight))
+        #: Bounds the callbacks on the wire at once, whatever their hosts, never more than
+        #: `max_in_flight` (`bridge.limiter`).
+        self.limiter = Limiter(max_in_flight)
 
     async def _send(self, alert: Alert, action: str, who: str, comment: str = "") -> None:
         url = alert.ref.get("callback_url")
         if not url:
             return  # nothing to tell: the decision lives in chat only
         try:
-            r = await self._client.post(url, json={"action": action, "key": alert.key,
-                                                   "by": who, "comment": comment})
+            r = await self.limiter.call(self._client.post, url, json={
+                "action": action, "key": alert.key, "by": who, "comment": comment})
         except httpx.InvalidURL:
             raise SourceError("the alert's callback URL is not valid") from None
         except httpx.HTTPError as exc:

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .limiter import Limiter
 from .tickets import (
     Attachment,
     Comment,
@@ -174,7 +175,9 @@ class GLPITracker:
     `url` is the API base (`https://glpi.example.org/apirest.php`); `web_url` (default: `url`
     without `/apirest.php`) is where people open tickets. `ticket_type` is 1 (incident) or 2
     (request); `requesttypes_id`, `itilcategories_id` and `entities_id` go on every ticket unless
-    a ticket's `fields` say otherwise. At most `max_in_flight` requests are on the wire at once.
+    a ticket's `fields` say otherwise. The requests on the wire at once are bounded by
+    `limiter`: as many as GLPI serves without making them wait, never more than `max_in_flight`
+    (`bridge.limiter`).
     """
 
     title_limit = 255
@@ -182,7 +185,7 @@ class GLPITracker:
     def __init__(self, *, url: str, user_token: str, app_token: str = "", web_url: str = "",
                  ticket_type: int = 1, requesttypes_id: int | None = None,
                  itilcategories_id: int | None = None, entities_id: int | None = None,
-                 tls: TLSOptions = _DEFAULT_TLS, timeout: float = 15.0, max_in_flight: int = 8,
+                 tls: TLSOptions = _DEFAULT_TLS, timeout: float = 15.0, max_in_flight: int = 32,
                  transport: httpx.AsyncBaseTransport | None = None, name: str = "glpi") -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -204,7 +207,7 @@ class GLPITracker:
             transport=transport, follow_redirects=False,
             limits=httpx.Limits(max_connections=max_in_flight,
                                 max_keepalive_connections=max_in_flight))
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self.limiter = Limiter(max_in_flight)
         self._login_lock = asyncio.Lock()
         self._session: str | None = None
         self._closed = False
@@ -619,18 +622,17 @@ class GLPITracker:
         where = f"{method} {self._api_path}{path}"
         if self._closed and path != "/killSession":
             raise TrackerUnavailable(f"GLPI: the tracker is closed ({where})")
-        async with self._slots:
-            try:
-                query = httpx.QueryParams(tuple(params)) if params else None
-                return await self._client.request(method, path.lstrip("/"), params=query,
-                                                  json=json_body, data=data, files=files,
-                                                  headers=headers)
-            except httpx.TimeoutException as exc:
-                raise TrackerUnavailable(
-                    f"GLPI did not answer within {self._timeout:g} s ({where})") from exc
-            except httpx.HTTPError as exc:
-                raise TrackerUnavailable(
-                    f"GLPI unreachable ({type(exc).__name__}) on {where}") from exc
+        try:
+            query = httpx.QueryParams(tuple(params)) if params else None
+            return await self.limiter.call(self._client.request, method, path.lstrip("/"),
+                                           params=query, json=json_body, data=data,
+                                           files=files, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise TrackerUnavailable(
+                f"GLPI did not answer within {self._timeout:g} s ({where})") from exc
+        except httpx.HTTPError as exc:
+            raise TrackerUnavailable(
+                f"GLPI unreachable ({type(exc).__name__}) on {where}") from exc
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:

@@ -52,6 +52,7 @@ from .alerts import (
     SourceError,
     SourceUnavailable,
 )
+from .limiter import Limiter
 
 __all__ = [
     "SOURCE",
@@ -276,14 +277,21 @@ class IcingaClient:
     def __init__(self, *, url: str, username: str, password: str, timeout: float = 10.0,
                  verify: bool | ssl.SSLContext = True,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 name: str = "icinga") -> None:
+                 name: str = "icinga", max_in_flight: int = 32) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self.name = name
         self.url = url.rstrip("/")
         self._client = httpx.AsyncClient(
             base_url=self.url, auth=httpx.BasicAuth(username, password),
             headers={"Accept": "application/json", "User-Agent": "switchboard"},
             timeout=httpx.Timeout(timeout), verify=verify, transport=transport,
-            follow_redirects=False)
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=max_in_flight,
+                                max_keepalive_connections=max_in_flight))
+        #: Bounds the requests on the wire at once, never more than `max_in_flight`
+        #: (`bridge.limiter`).
+        self.limiter = Limiter(max_in_flight)
 
     async def __aenter__(self) -> IcingaClient:
         return self
@@ -305,7 +313,7 @@ class IcingaClient:
         raised as they are."""
         path = "/v1/status/IcingaApplication"
         try:
-            response = await self._client.get(path)
+            response = await self.limiter.call(self._client.get, path)
         except httpx.TimeoutException as exc:
             raise SourceUnavailable("Icinga timed out on GET /v1/status") from exc
         except httpx.HTTPError as exc:
@@ -365,7 +373,8 @@ class IcingaClient:
     async def _post(self, action: str, body: dict[str, Any]) -> httpx.Response:
         path = f"/v1/actions/{action}"
         try:
-            return await self._client.post(path, content=json.dumps(body).encode(),
+            return await self.limiter.call(self._client.post, path,
+                                           content=json.dumps(body).encode(),
                                            headers={"Content-Type": "application/json"})
         except httpx.TimeoutException as exc:
             raise SourceUnavailable(f"Icinga timed out on {action}") from exc

@@ -16,7 +16,6 @@ user may not work in the project.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 
+from bridge.limiter import Limiter
 from bridge.tickets import (
     Attachment,
     Comment,
@@ -155,7 +155,7 @@ class RedmineTracker:
     def __init__(self, *, url: str, api_key: str, project: str, tracker_id: int | None = None,
                  priority_ids: dict[int, int] | None = None, switch_user: bool = False,
                  web_url: str = "", tls: TLSOptions = _DEFAULT_TLS, timeout: float = 15.0,
-                 max_in_flight: int = 8, transport: httpx.AsyncBaseTransport | None = None,
+                 max_in_flight: int = 32, transport: httpx.AsyncBaseTransport | None = None,
                  name: str = "redmine") -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -165,7 +165,9 @@ class RedmineTracker:
         self.priority_ids = dict(priority_ids or {})
         self.switch_user = switch_user
         self.web_url = (web_url or url).rstrip("/")
-        self._slots = asyncio.Semaphore(max_in_flight)
+        #: Bounds the requests on the wire at once: as many as Redmine serves without making
+        #: them wait, never more than `max_in_flight` (`bridge.limiter`).
+        self.limiter = Limiter(max_in_flight)
         self._client = httpx.AsyncClient(
             base_url=url.rstrip("/"),
             headers={"X-Redmine-API-Key": api_key, "Accept": "application/json",
@@ -194,9 +196,8 @@ class RedmineTracker:
                     json: Any = None, content: bytes | None = None,
                     headers: dict[str, str] | None = None) -> httpx.Response:
         try:
-            async with self._slots:
-                return await self._client.request(method, path, params=params, json=json,
-                                                  content=content, headers=headers)
+            return await self.limiter.call(self._client.request, method, path, params=params,
+                                           json=json, content=content, headers=headers)
         except httpx.TimeoutException as exc:
             raise TrackerUnavailable(f"Redmine timed out on {method} {path}") from exc
         except httpx.HTTPError as exc:

@@ -54,6 +54,7 @@ from bridge.alerts import (
     SourceError,
     SourceUnavailable,
 )
+from bridge.limiter import Limiter
 
 SOURCE = "zabbix"
 
@@ -278,7 +279,9 @@ class ZabbixClient:
     def __init__(self, *, url: str, api_token: str, timeout: float = 10.0,
                  verify: bool | str = True,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 name: str = "zabbix") -> None:
+                 name: str = "zabbix", max_in_flight: int = 32) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self.name = name
         self.url = url.rstrip("/")
         self._token = api_token
@@ -294,7 +297,12 @@ class ZabbixClient:
             timeout=httpx.Timeout(timeout), verify=verify, transport=transport,
             follow_redirects=False,
             headers={"Content-Type": "application/json-rpc", "Accept": "application/json",
-                     "User-Agent": "switchboard"})
+                     "User-Agent": "switchboard"},
+            limits=httpx.Limits(max_connections=max_in_flight,
+                                max_keepalive_connections=max_in_flight))
+        #: Bounds the requests on the wire at once, never more than `max_in_flight`
+        #: (`bridge.limiter`).
+        self.limiter = Limiter(max_in_flight)
 
     async def __aenter__(self) -> ZabbixClient:
         return self
@@ -384,8 +392,8 @@ class ZabbixClient:
         elif token:
             body["auth"] = self._token
         try:
-            response = await self._client.post(self.url + "/api_jsonrpc.php", json=body,
-                                               headers=headers)
+            response = await self.limiter.call(self._client.post, self.url + "/api_jsonrpc.php",
+                                               json=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise SourceUnavailable(f"Zabbix timed out on {method}") from exc
         except httpx.HTTPError as exc:

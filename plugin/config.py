@@ -117,8 +117,10 @@ class MattermostSettings(_Model):
     max_retry_after: float = Field(30.0, gt=0, description="Longest wait between two tries, in "
                                                            "seconds, whatever `Retry-After` "
                                                            "asks for.")
-    rest_threads: int = Field(8, ge=1, le=64, description="Threads, and pooled connections, "
-                                                          "that make REST calls.")
+    rest_threads: int = Field(8, ge=1, le=64, description="REST calls in flight at once (the "
+                                                          "pooled connections; no threads "
+                                                          "despite the name); more wait for "
+                                                          "a free connection.")
     verify_tls: bool = Field(True, description="Verify Mattermost's certificate.")
     ca_bundle: str = Field("", description="CA bundle file for a Mattermost certificate signed "
                                            "by a private CA (used instead of `verify_tls`).")
@@ -291,8 +293,13 @@ class _TrackerBase(_Model):
 
     timeout: float = Field(15.0, gt=0, le=300,
                            description="Seconds to wait for one call to the tracker.")
-    max_in_flight: int = Field(8, ge=1, le=256,
-                               description="Requests to the tracker on the wire at once.")
+    max_in_flight: int = Field(32, ge=1, le=256,
+                               description="The most requests to the tracker on the wire at "
+                                           "once. Below it the bot finds how many the tracker "
+                                           "serves without making them wait: it starts at 4, "
+                                           "adds one while the latency stays flat, and backs "
+                                           "off when the latency rises or the tracker answers "
+                                           "429 or 503. 1: strictly one at a time.")
     tls: TLSSettings = Field(default_factory=lambda: TLSSettings(),
                              description="Certificate checks for the tracker.")
     web_url: str = Field("", description="Base of links to tickets in the tracker's web UI "

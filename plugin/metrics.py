@@ -2,7 +2,56 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from bridge.limiter import Limiter
+
+#: The name of the gauge holding each outside system's limit of requests in flight.
+UPSTREAM_LIMIT = "switchboard_upstream_limit"
+
+#: The limiters of the trackers and monitoring sources built in this process, by (kind, name),
+#: kind "tracker" or "source". Held weakly: a client closed and dropped leaves the metrics.
+_upstreams: weakref.WeakValueDictionary[tuple[str, str], Limiter] = (
+    weakref.WeakValueDictionary())
+
+
+def watch_upstream(kind: str, name: str, limiter: Limiter) -> None:
+    """Show `limiter`'s state on /metrics as the system `name` (a tracker or a source)."""
+    _upstreams[(kind, name)] = limiter
+
+
+class _Upstreams:
+    """Each watched limiter's limit, ceiling and requests in flight, read when scraped."""
+
+    _GAUGES = ((UPSTREAM_LIMIT, "Requests an outside system may have in flight now, as "
+                                "learnt from its latency and refusals"),
+               ("switchboard_upstream_limit_max", "The most requests in flight an outside "
+                                                  "system may ever have (max_in_flight)"),
+               ("switchboard_upstream_in_flight", "Requests to an outside system on the wire"),
+               ("switchboard_upstream_waiting", "Requests waiting for a slot to an outside "
+                                                "system"))
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(name, text, labels=["system", "kind"])
+                for name, text in self._GAUGES]
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        limit, ceiling, in_flight, waiting = families = self._families()
+        for (kind, name), limiter in sorted(_upstreams.items()):
+            labels = [name, kind]
+            limit.add_metric(labels, limiter.limit)
+            ceiling.add_metric(labels, limiter.ceiling)
+            in_flight.add_metric(labels, limiter.in_flight)
+            waiting.add_metric(labels, limiter.waiting)
+        return families
 
 
 class Metrics:
@@ -36,3 +85,4 @@ class Metrics:
         self.listener_requests = Counter(
             "switchboard_listener_requests", "Requests to the HTTP listener", ["route", "status"],
             registry=r)
+        r.register(_Upstreams())

@@ -10,9 +10,14 @@ from bridge.alerts import Alert, AlertSource
 from bridge.generic import GenericCallback, parse_generic
 
 from .config import AlertSettings, AlertSourceSettings
+from .metrics import watch_upstream
 from .trackers import tls_transport
 
 Parser = Callable[[Any], list[Alert]]
+
+#: The most requests a source's client keeps on the wire at once; below it, each client's
+#: limiter finds how many its system serves without making them wait (`bridge.limiter`).
+SOURCE_MAX_IN_FLIGHT = 32
 
 
 def build_parsers() -> dict[str, Parser]:
@@ -27,26 +32,36 @@ def build_sources(settings: AlertSettings) -> dict[str, AlertSource]:
     """A client per source whose API is configured; generic alerts use their callback URL
     (with `sources.generic`'s `tls` and `timeout`, when given)."""
     conf = settings.sources
+    most = SOURCE_MAX_IN_FLIGHT
     generic = conf.get("generic") or AlertSourceSettings()
-    out: dict[str, AlertSource] = {"generic": GenericCallback(
-        timeout=generic.timeout, transport=tls_transport(generic.tls))}
+    callback = GenericCallback(timeout=generic.timeout, max_in_flight=most,
+                               transport=tls_transport(generic.tls, most))
+    watch_upstream("source", "generic", callback.limiter)
+    out: dict[str, AlertSource] = {"generic": callback}
     am = conf.get("alertmanager")
     if am is not None and am.url:
         from bridge.alertmanager import AlertmanagerClient
-        out["alertmanager"] = AlertmanagerClient(
+        alertmanager = AlertmanagerClient(
             url=am.url, username=am.api_username, password=am.api_password.get_secret_value(),
-            bearer=am.api_token.get_secret_value(), timeout=am.timeout,
-            transport=tls_transport(am.tls), ack_duration=settings.ack_duration)
+            bearer=am.api_token.get_secret_value(), timeout=am.timeout, max_in_flight=most,
+            transport=tls_transport(am.tls, most), ack_duration=settings.ack_duration)
+        watch_upstream("source", "alertmanager", alertmanager.limiter)
+        out["alertmanager"] = alertmanager
     zb = conf.get("zabbix")
     if zb is not None and zb.url and zb.api_token.get_secret_value():
         from bridge.zabbix import ZabbixClient
-        out["zabbix"] = ZabbixClient(url=zb.url, api_token=zb.api_token.get_secret_value(),
-                                     timeout=zb.timeout, transport=tls_transport(zb.tls))
+        zabbix = ZabbixClient(url=zb.url, api_token=zb.api_token.get_secret_value(),
+                              timeout=zb.timeout, max_in_flight=most,
+                              transport=tls_transport(zb.tls, most))
+        watch_upstream("source", "zabbix", zabbix.limiter)
+        out["zabbix"] = zabbix
     ic = conf.get("nagios")
     if ic is not None and ic.url and ic.api_username:
         from bridge.icinga import IcingaClient
-        out["nagios"] = IcingaClient(url=ic.url, username=ic.api_username,
-                                     password=ic.api_password.get_secret_value(),
-                                     timeout=ic.timeout, transport=tls_transport(ic.tls),
-                                     name="nagios")
+        icinga = IcingaClient(url=ic.url, username=ic.api_username,
+                              password=ic.api_password.get_secret_value(),
+                              timeout=ic.timeout, max_in_flight=most,
+                              transport=tls_transport(ic.tls, most), name="nagios")
+        watch_upstream("source", "nagios", icinga.limiter)
+        out["nagios"] = icinga
     return out

@@ -6,6 +6,7 @@ from bridge.tickets import TLSOptions, Tracker
 from bridge.transport import AiohttpTransport
 
 from .config import GLPISettings, RedmineSettings, Settings, TLSSettings
+from .metrics import watch_upstream
 
 
 def _tls(t: TLSSettings) -> TLSOptions:
@@ -15,7 +16,8 @@ def _tls(t: TLSSettings) -> TLSOptions:
 
 def tls_transport(t: TLSSettings, limit: int = 8) -> AiohttpTransport:
     """The HTTPS transport for an outside system's `tls` settings (trackers and monitoring
-    sources alike): the one place certificate checks, CA bundle and server name are applied."""
+    sources alike): the one place certificate checks, CA bundle and server name are applied.
+    Its pool holds `limit` connections: give it the client's ceiling of requests in flight."""
     return _tls(t).transport(limit)
 
 
@@ -27,19 +29,23 @@ def build_trackers(settings: Settings) -> dict[str, Tracker]:
             continue
         if isinstance(t, GLPISettings):
             from bridge.glpi import GLPITracker
-            out[name] = GLPITracker(
+            glpi = GLPITracker(
                 url=t.url, user_token=t.user_token.get_secret_value(),
                 app_token=t.app_token.get_secret_value(), web_url=t.web_url,
                 ticket_type=t.ticket_type, requesttypes_id=t.requesttypes_id,
                 itilcategories_id=t.itilcategories_id, entities_id=t.entities_id,
                 tls=_tls(t.tls), timeout=t.timeout, max_in_flight=t.max_in_flight, name=name,
                 transport=tls_transport(t.tls, t.max_in_flight))
+            watch_upstream("tracker", name, glpi.limiter)
+            out[name] = glpi
         elif isinstance(t, RedmineSettings):
             from bridge.redmine import RedmineTracker
-            out[name] = RedmineTracker(
+            redmine = RedmineTracker(
                 url=t.url, api_key=t.api_key.get_secret_value(), project=t.project,
                 tracker_id=t.tracker_id, priority_ids=dict(t.priority_ids) or None,
                 switch_user=t.switch_user, web_url=t.web_url, tls=_tls(t.tls),
                 timeout=t.timeout, max_in_flight=t.max_in_flight, name=name,
                 transport=tls_transport(t.tls, t.max_in_flight))
+            watch_upstream("tracker", name, redmine.limiter)
+            out[name] = redmine
     return out

@@ -7,7 +7,8 @@ ends the report; the exit status is 1 when any check failed. The checks, one mod
 1. the configuration can run (here);
 2.-4. Mattermost answers and takes the token, the bot account and its teams and channels, the
    websocket event stream (`mattermost.py`);
-5. the listener's public URL leads to the listener, and Mattermost may call it (`listener.py`);
+5. the listener's public URL leads to the listener, and Mattermost may call it; when the bot is
+   running, the requests at once it settled on for each tracker and source (`listener.py`);
 6.-7. each tracker and monitoring source, with its credentials (`systems.py`).
 
 A check that needs Mattermost is skipped, and says so, when Mattermost cannot be signed in to;

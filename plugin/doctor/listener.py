@@ -3,7 +3,9 @@ it (`ServiceSettings.AllowedUntrustedInternalConnections`, `EnableInsecureOutgoi
 
 When the bot is not running, the doctor listens on `listener.listen` itself for a moment, with a
 `/healthz` that answers a one-time value, so that reaching it through the public URL proves the
-URL leads to this listener and not merely to some server.
+URL leads to this listener and not merely to some server. When the bot is running, its
+`/metrics` there also tell how many requests at once it has settled on for each tracker and
+monitoring source: one `[info]` line each.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from urllib.parse import urlsplit
 
 import httpx
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..config import Settings
 from ..mattermost import MattermostAPI, MattermostError
+from ..metrics import UPSTREAM_LIMIT
 from .mattermost import get_json
 from .report import TLS, TLS_NAME, Report, SettingNames, reach_error
 
@@ -183,8 +187,43 @@ async def check_listener(report: Report, s: Settings, names: SettingNames,
     finally:
         if runner is not None:
             await runner.cleanup()
+    if runner is None and verified is not None:
+        await _upstream_limits(report, _local_url(s))
     if api is not None:
         await _server_side(report, s, api, verified is not False, bot)
+
+
+def _local_url(s: Settings) -> str:
+    """The listener's address as this host reaches it (a wildcard address: loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
+        s.listener.host, s.listener.host)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{s.listener.port}"
+
+
+async def _upstream_limits(report: Report, base: str) -> None:
+    """One `[info]` line per tracker and monitoring source of the running bot: the requests at
+    once it has settled on, out of its ceiling. Nothing when its /metrics cannot be read."""
+    try:
+        response = await _get(base + "/metrics", verify=False)
+        text = response.text if response.status_code == 200 else ""
+        values: dict[tuple[str, str], dict[str, float]] = {}
+        for family in text_string_to_metric_families(text):
+            if not family.name.startswith("switchboard_upstream_"):
+                continue
+            for sample in family.samples:
+                key = (sample.labels.get("kind", ""), sample.labels.get("system", ""))
+                values.setdefault(key, {})[sample.name] = sample.value
+    except (httpx.HTTPError, ValueError):
+        return
+    for (kind, system), found in sorted(values.items(), key=lambda i: (i[0][0] != 'tracker', i[0])):
+        limit = found.get(UPSTREAM_LIMIT)
+        if limit is None:
+            continue
+        what = {"tracker": "tracker", "source": "alert source"}.get(kind, kind or "system")
+        ceiling = found.get(UPSTREAM_LIMIT + "_max")
+        most = f" (at most {ceiling:g})" if ceiling is not None else ""
+        report.info(f"{what} {system}: the running bot keeps up to {limit:g} requests at once "
+                    f"on the wire to it{most}, as its answers allow")
 
 
 async def _get(url: str, verify: bool) -> httpx.Response:
@@ -199,11 +238,8 @@ async def _reach(report: Report, s: Settings, names: SettingNames, serving: bool
     public, listen = s.listener.public_url, s.listener.listen
     public_name = names("settings.listener.public_url")
     if not serving:
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
-            s.listener.host, s.listener.host)
         try:
-            local = await _get(f"http://{'[' + host + ']' if ':' in host else host}:"
-                               f"{s.listener.port}/healthz", verify=False)
+            local = await _get(_local_url(s) + "/healthz", verify=False)
         except httpx.HTTPError:
             local = None
         if local is None or _bot_health(local) is None:

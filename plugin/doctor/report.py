@@ -27,7 +27,8 @@ FIX = " — fix: "
 
 
 class Report:
-    """Prints `[  ok] ...`, `[warn] ...` and `[FAIL] ... — fix: ...` lines, then a verdict.
+    """Prints `[  ok] ...`, `[warn] ...` and `[FAIL] ... — fix: ...` lines, then a verdict;
+    `[info] ...` lines tell what was found without judging it (the verdict does not count them).
 
     Every line goes through the secret mask first: a library's error text may quote a URL or
     a header, and the doctor never prints a token, a password or a key."""
@@ -44,6 +45,9 @@ class Report:
 
     def ok(self, text: str) -> None:
         self._line("ok", text)
+
+    def info(self, text: str) -> None:
+        self._line("info", text)
 
     def warn(self, text: str, fix: str = "") -> None:
         self._line("warn", text + (FIX + fix if fix else ""))

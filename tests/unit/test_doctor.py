@@ -17,11 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from prometheus_client import generate_latest
 
 from bridge.alertmanager import AlertmanagerClient
 from bridge.alerts import SourceError
 from bridge.glpi import GLPITracker
 from bridge.icinga import IcingaClient
+from bridge.limiter import Limiter
 from bridge.redmine import RedmineTracker
 from bridge.tickets import TrackerError, TrackerRejected, TrackerUnavailable
 from bridge.zabbix import ZabbixClient
@@ -41,6 +43,7 @@ from plugin.doctor.report import (
     reach_error,
 )
 from plugin.doctor.systems import _probe
+from plugin.metrics import Metrics, watch_upstream
 from plugin.sandbox.glpi import GLPISimulator
 from plugin.sandbox.mattermost import MattermostSimulator
 
@@ -727,3 +730,54 @@ def test_a_token_list_is_named_by_its_variable() -> None:
     assert names("settings.listener.outgoing_tokens") == \
         "OUTGOING_TOKEN (settings.listener.outgoing_tokens)"
     assert names("settings.listener.slash_tokens") == "settings.listener.slash_tokens"
+
+
+# --- the running bot's limits ------------------------------------------------------------------
+
+
+async def test_the_doctor_tells_the_limits_the_running_bot_settled_on(
+        mattermost: MattermostSimulator, tmp_path: Path) -> None:
+    listen = free_port()
+    glpi, zabbix = Limiter(32), Limiter(32)
+    glpi.limit = 17
+    watch_upstream("tracker", "helpdesk-glpi", glpi)
+    watch_upstream("source", "zabbix", zabbix)
+    metrics = Metrics()
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "websocket": "connected"})
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", listen).start()
+    path = tmp_path / "plugin.yaml"
+    path.write_text(f"""
+manifest: {{id: io.test.bot, name: T, version: 1.0.0, min_server_version: 5.36.0}}
+settings:
+  mattermost: {{url: "{mattermost.url}", token: "${{MM_BOT_TOKEN}}"}}
+  security: {{secret: signing-secret-0123456789}}
+  listener: {{listen: "127.0.0.1:{listen}", public_url: "http://127.0.0.1:{listen}"}}
+  stream: {{hello_timeout: 3}}
+""")
+    config = load(path, env={"MM_BOT_TOKEN": "doctor-bot-token-0123"})
+    try:
+        lines: list[str] = []
+        assert await doctor(config, lines.append, config_path=str(path)) == 0, lines
+    finally:
+        await runner.cleanup()
+    assert any("leads to the running bot" in line for line in lines), lines
+    # (Clients other tests built may linger in this process until collected: not these.)
+    info = [line for line in lines if line.startswith(("[info] tracker helpdesk-glpi:",
+                                                      "[info] alert source zabbix:"))]
+    assert info == [
+        "[info] tracker helpdesk-glpi: the running bot keeps up to 17 requests at once on the "
+        "wire to it (at most 32), as its answers allow",
+        "[info] alert source zabbix: the running bot keeps up to 4 requests at once on the "
+        "wire to it (at most 32), as its answers allow"], lines
+    assert lines[-1].startswith("verdict: ready")
