@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -152,6 +153,27 @@ def replies_to(sim: MattermostSimulator, root_id: str) -> list[dict[str, Any]]:
             if p.get("root_id") == root_id and p.get("user_id") == sim.bot_id]
 
 
+#: What may carry an address without Mattermost fetching it for a preview: a markdown link (not
+#: an image) and code.
+_LINKED = re.compile(r"(?<!!)\[(?:\\.|[^\\\[\]])*\]\((?:\\.|[^\\()\s])*\)"
+                     r"|(`+)(?:(?!\n[ \t]*\n).)+?\1", re.DOTALL)
+_BARE_URL = re.compile(r"(?:https?://|www\.)[^\s<>]*", re.IGNORECASE)
+
+
+def bare_urls(message: str) -> list[str]:
+    """The addresses in a message outside markdown links and code: what Mattermost would fetch
+    for a link preview."""
+    return _BARE_URL.findall(_LINKED.sub(" ", message))
+
+
+def posts_with_bare_urls(sim: MattermostSimulator, users: tuple[str, ...] = ()) -> list[str]:
+    """The bot's messages that carry a bare address: its posts in every channel, threads and
+    direct messages included, and the ephemeral posts these users got."""
+    messages = [p["message"] for p in sim.posts() if p.get("user_id") == sim.bot_id]
+    messages += [p["message"] for user in users for p in sim.ephemerals(user)]
+    return [m for m in messages if bare_urls(m)]
+
+
 #: How long no further reply may come once every message has its one: longer than the bot's
 #: first retry backoff, so a reply posted twice shows up within it.
 QUIET_S = 1.5
@@ -183,5 +205,6 @@ def one_reply_each(sim: MattermostSimulator, posts: list[dict[str, Any]],
         time.sleep(0.05)
 
 
-__all__ = ["BOT_TOKEN", "QUIET_S", "SECRET", "BotProcess", "SimulatorThread", "free_port",
-           "one_reply_each", "replies_to", "wait_until", "write_config"]
+__all__ = ["BOT_TOKEN", "QUIET_S", "SECRET", "BotProcess", "SimulatorThread", "bare_urls",
+           "free_port", "one_reply_each", "posts_with_bare_urls", "replies_to", "wait_until",
+           "write_config"]

@@ -14,7 +14,7 @@ import pytest
 from plugin.sandbox.glpi import GLPISimulatorThread
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
 
-from .harness import BOT_TOKEN, BotProcess, wait_until
+from .harness import BOT_TOKEN, BotProcess, posts_with_bare_urls, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -181,6 +181,38 @@ def test_open_ticket_from_an_alert(env: Env) -> None:
     assert len(tickets) == 1 and tickets[0]["name"] == "Disk full on db1"
     assert f"#{tickets[0]['id']}" in field(post, "Ticket")
     assert "Open ticket" not in env.buttons(post)
+
+
+def test_alert_posts_and_their_notes_carry_no_bare_address(env: Env) -> None:
+    # Mattermost fetches the first bare address of a post for a preview before it answers; a
+    # markdown link is not fetched. The alert's links, even hostile ones, stay whole links.
+    grafana = "https://grafana.example.com/d/disk?var-host=db1&from=now-1h"
+    env.send(dict(DISK, text="/var at 97%, see https://wiki.example.com/disk", links=[
+        {"label": "Grafana [db1] (disk)", "url": grafana},
+        {"label": "Runbook](javascript:alert(1))", "url": "https://wiki.example.com/run book (1)"},
+    ]))
+    post = env.post("Disk full on db1")
+    assert field(post, "Links") == (
+        f"[Grafana \\[db1\\] \\(disk\\)]({grafana}) · "
+        "[Runbook\\]\\(javascript:alert\\(1\\)\\)](https://wiki.example.com/run%20book%20%281%29)")
+    assert env.click("alice", post, "Acknowledge")[0] == 200
+    wait_until(lambda: any("Acknowledged by @alice" in m for m in env.thread(post)), 10, "ack")
+    assert env.click("alice", env.post("Disk full on db1"), "Open ticket")[0] == 200
+    opened = wait_until(lambda: env.mm.dialogs("alice"), 10, "the dialog")[0]
+    status, body = env.mm_thread.call(env.mm.submit_dialog(
+        "alice", opened, {"title": "Disk full on db1", "details": "see the runbook"},
+        channel="town-square"))
+    assert status == 200 and body == {}, body
+    post = wait_until(lambda: (p := env.post("Disk full on db1")) and field(p, "Ticket") and p,
+                      15, "the ticket on the post")
+    n = env.glpi_thread.call(env.glpi.tickets)[0]["id"]
+    number = f"[#{n}]({env.glpi.url}/front/ticket.form.php?id={n})"
+    assert field(post, "Ticket") == number
+    wait_until(lambda: f":ticket: Ticket **{number}** opened by @alice" in env.thread(post), 15,
+               "the ticket's note")
+    env.send(dict(DISK, status="resolved"))
+    wait_until(lambda: any("Resolved at" in m for m in env.thread(post)), 10, "resolved note")
+    assert posts_with_bare_urls(env.mm, users=("alice",)) == []
 
 
 def test_only_responders_may_act(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from plugin.sandbox.glpi import GLPISimulatorThread
 from plugin.sandbox.mattermost import SimulatorThread
 
 from .harness import BOT_TOKEN, BotProcess, replies_to, wait_until
-from .test_helpdesk import GLPI_TOKEN, HELPDESK, World
+from .test_helpdesk import GLPI_TOKEN, HELPDESK, World, linked
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ def test_burst_survives_sigkill_twice_and_a_dropped_socket(tmp_path: Path) -> No
         assert sorted(names) == sorted(f"burst problem {i}" for i in range(BURST))
         for p in posts:
             opened = [r for r in replies_to(world.mm, p["id"])
-                      if re.search(r"Ticket \*\*#\d+\*\* opened", r["message"])]
+                      if re.search(rf"Ticket \*\*{linked(world)}\*\* opened", r["message"])]
             assert len(opened) == 1, (p["message"], [r["message"] for r in opened])
         assert bot.stop() == 0
     finally:

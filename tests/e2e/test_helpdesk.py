@@ -15,7 +15,14 @@ from plugin import i18n
 from plugin.sandbox.glpi import GLPISimulator, GLPISimulatorThread
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
 
-from .harness import BotProcess, merge, one_reply_each, replies_to, wait_until
+from .harness import (
+    BotProcess,
+    merge,
+    one_reply_each,
+    posts_with_bare_urls,
+    replies_to,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -73,6 +80,12 @@ def bot_reactions(world: World, post_id: str) -> list[dict[str, Any]]:
             if x["user_id"] == world.mm.bot_id]
 
 
+def linked(world: World, n: int | str = r"\d+") -> str:
+    """The pattern of a ticket's number as the bot writes it: a link to the ticket in GLPI."""
+    page = re.escape(f"{world.glpi.url}/front/ticket.form.php?id=")
+    return rf"\[#{n}\]\({page}{n}\)"
+
+
 def ticket_number(reply: dict[str, Any]) -> int:
     m = re.search(r"#(\d+)", reply["message"])
     assert m, reply["message"]
@@ -81,7 +94,7 @@ def ticket_number(reply: dict[str, Any]) -> int:
 
 def test_112_opens_one_ticket_and_answers_in_the_thread(world: World, bot: BotProcess) -> None:
     p = world.say("112 printer broken\nThe one on floor 2 shows *E42* <jammed> & blinks")
-    reply = world.reply(p, r"Ticket \*\*#\d+\*\* opened in GLPI")
+    reply = world.reply(p, rf"Ticket \*\*{linked(world)}\*\* opened in GLPI")
     n = ticket_number(reply)
     assert f"front/ticket.form.php?id={n}" in reply["message"]
     tickets = world.tickets()
@@ -140,21 +153,49 @@ def test_status_and_my_tickets_only_for_the_requester_or_staff(world: World,
     p = world.say("112 monitor flickers")
     n = ticket_number(world.reply(p, r"opened in GLPI"))
     mine = world.dm(f"status {n}")
-    world.reply(mine, rf"\*\*#{n}\*\* monitor flickers\nStatus: \*\*")
+    world.reply(mine, rf"\*\*{linked(world, n)}\*\* monitor flickers\nStatus: \*\*")
     hash_form = world.dm(f"#{n}")
-    world.reply(hash_form, rf"\*\*#{n}\*\*")
+    world.reply(hash_form, rf"\*\*{linked(world, n)}\*\*")
     other = world.dm(f"status {n}", user="bob")
     world.reply(other, r"not found, or it is not yours")
     staff = world.dm(f"status {n}", user="carol")
-    world.reply(staff, rf"\*\*#{n}\*\* monitor flickers")
+    world.reply(staff, rf"\*\*{linked(world, n)}\*\* monitor flickers")
     missing = world.dm("status 999")
     world.reply(missing, r"#999 was not found")
     bad = world.dm("status abc")
     world.reply(bad, r"Usage: `status <number>`")
     lst = world.dm("my tickets")
-    world.reply(lst, rf"Your open tickets \(1\):\n- \*\*#{n}\*\* monitor flickers")
+    world.reply(lst, rf"Your open tickets \(1\):\n- \*\*{linked(world, n)}\*\* monitor flickers")
     none = world.dm("my tickets", user="bob")
     world.reply(none, r"You have no open tickets")
+
+
+def test_the_bots_posts_carry_no_bare_address(world: World, bot: BotProcess) -> None:
+    # Mattermost fetches the first bare address of a post for a preview before it answers; a
+    # markdown link is not fetched. Every address the bot writes, its own or passed on, is one.
+    kb = "https://kb.example.com/printers?floor=2"
+    p = world.say(f"112 printer page {kb} is out of date")
+    reply = world.reply(p, r"opened in GLPI")
+    n = ticket_number(reply)
+    page = f"{world.glpi.url}/front/ticket.form.php?id={n}"
+    assert reply["message"] == (
+        f":ticket: Ticket **[#{n}]({page})** opened in GLPI: printer page [{kb}]({kb}) is out "
+        "of date\nReplies in this thread are added to the ticket.")
+    world.reply(world.dm(f"status {n}"), rf"\*\*{linked(world, n)}\*\* printer page ")
+    world.reply(world.dm(f"#{n}"), rf"\*\*{linked(world, n)}\*\*")
+    world.reply(world.dm("my tickets"), rf"- \*\*{linked(world, n)}\*\* printer page ")
+    # A technician's answer with an address, then the ticket solved: told in the thread and
+    # to the requester directly.
+    world.glpi_thread.call(lambda: world.glpi.add_followup(
+        n, "Fixed, see https://kb.example.com/article/42."))
+    world.reply(p, re.escape("Fixed, see [https://kb.example.com/article/42]"
+                             "(https://kb.example.com/article/42)."))
+    world.glpi_thread.call(lambda: world.glpi.set_ticket_status(n, 5))
+    wait_until(lambda: any(c["message"].startswith(f":white_check_mark: Your ticket **[#{n}]("
+                                                   f"{page})** (printer page [{kb}]({kb}) is")
+                           for c in world.mm.posts()), 15, "the DM")
+    assert world.mm.posts()
+    assert posts_with_bare_urls(world.mm) == []
 
 
 def test_tracker_down_queues_and_files_later(world: World, bot: BotProcess) -> None:
@@ -217,8 +258,10 @@ def test_the_slash_command_files_and_answers(world: World) -> None:
         n = ticket_number(world.reply(root, r"opened in GLPI"))
         assert world.tickets()[0]["name"] == "scanner jams on every page"
         status = run(f"status {n}")
-        assert f"**#{n}** scanner jams on every page" in status.json()["text"]
-        assert f"**#{n}**" in run("mine").json()["text"]
+        assert re.match(rf"\*\*{linked(world, n)}\*\* scanner jams on every page\n",
+                        status.json()["text"]), status.json()["text"]
+        assert re.search(rf"\n- \*\*{linked(world, n)}\*\* scanner jams on every page — ",
+                         run("mine").json()["text"])
         # A command with a wrong token is refused before anything happens.
         forged = httpx.post(f"{b.url}/slash", data={
             "command": "/ticket", "text": "x", "user_id": sim.user_id("bob"),
@@ -254,7 +297,7 @@ def test_a_russian_user_is_answered_in_russian(world: World, bot: BotProcess) ->
     world.reply(p, rf"#{n}\*\*: .*\(был: новая\)")
     # A localized command word, answered in Russian.
     status = world.dm(f"статус {n}")
-    answer = world.reply(status, rf"\*\*#{n}\*\* принтер не печатает")
+    answer = world.reply(status, rf"\*\*{linked(world, n)}\*\* принтер не печатает")
     assert "Status:" not in answer["message"]
     assert re.search(r"[А-Яа-я]{4}", answer["message"].split("\n")[1])
     # Someone else, with an English locale, still gets English.

@@ -54,11 +54,13 @@ def test_a_ticket_in_redmine_from_chat_to_solved(mm: SimulatorThread, bot: BotPr
     sim = mm.simulator
     assert sim is not None
     p = mm.call(sim.post_as("alice", "helpdesk", "112 keyboard is missing keys\nF5 and F6"))
-    opened = reply(sim, p, r"Ticket \*\*#\d+\*\* opened in Redmine")
+    page = re.escape(f"{redmine_server.url}/issues/")
+    opened = reply(sim, p, rf"Ticket \*\*\[#\d+\]\({page}\d+\)\*\* opened in Redmine")
     m = re.search(r"#(\d+)", opened["message"])
     assert m is not None
     n = int(m.group(1))
-    assert f"{redmine_server.url}/issues/{n}" in opened["message"]
+    number = f"[#{n}]({redmine_server.url}/issues/{n})"
+    assert f"Ticket **{number}** opened in Redmine" in opened["message"]
     created = issue(redmine_server, n)
     assert created["subject"] == "keyboard is missing keys"
     assert "F5 and F6" in created["description"]
@@ -77,13 +79,14 @@ def test_a_ticket_in_redmine_from_chat_to_solved(mm: SimulatorThread, bot: BotPr
     reply(sim, p, r"New keyboard on its way")
     redmine_server.set_status(n, redmine_server.resolved_status_id)
     reply(sim, p, rf"Ticket \*\*#{n}\*\* is now \*\*Resolved\*\*")
-    wait_until(lambda: any(f"Your ticket **#{n}**" in x["message"] for x in sim.posts()), 15,
-               "the requester's DM")
+    wait_until(lambda: any(f"Your ticket **{number}**" in x["message"] for x in sim.posts()),
+               15, "the requester's DM")
     assert not any("since Monday" in r["message"] for r in replies_to(sim, p["id"]))
 
     # Status in a DM, for the requester only.
     mine = mm.call(sim.dm_as("alice", f"status {n}"))
-    reply(sim, mine, rf"\*\*#{n}\*\* keyboard is missing keys\nStatus: \*\*Resolved\*\*")
+    reply(sim, mine, rf"\*\*{re.escape(number)}\*\* keyboard is missing keys\n"
+                     r"Status: \*\*Resolved\*\*")
     other = mm.call(sim.dm_as("bob", f"status {n}"))
     reply(sim, other, r"not found, or it is not yours")
 

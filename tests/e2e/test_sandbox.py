@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -15,6 +16,10 @@ import pytest
 from .harness import ROOT, free_port
 
 pytestmark = pytest.mark.e2e
+
+
+#: A ticket's page in the sandbox's GLPI, as the terminal shows a link: its text, then its address.
+GLPI_PAGE = r"\(http://[^\s()]+/front/ticket\.form\.php\?id="
 
 
 def sandbox_env() -> dict[str, str]:
@@ -74,8 +79,8 @@ def test_the_sandbox_chat_answers_a_person(tmp_path: Path) -> None:
         chat.type("112 printer broken on floor 2")
         line = chat.expect("opened in GLPI: printer broken on floor 2")
         # Markdown and shortcodes as a terminal shows them (the output is not a terminal here).
-        assert line.endswith("@switchboard: 🎫 Ticket #1 opened in GLPI: printer broken on "
-                             "floor 2"), line
+        assert re.search(rf"@switchboard: 🎫 Ticket #1 {GLPI_PAGE}1\) opened in GLPI: printer "
+                         r"broken on floor 2$", line), line
         chat.type("/r it is making noises too")
         chat.expect("(@switchboard reacted ✅)")
         # A bare number with no such button is a message: here, an incomplete `112`.
@@ -132,9 +137,11 @@ def test_each_run_starts_afresh_with_its_simulated_servers(tmp_path: Path) -> No
     try:
         first.expect("You are @alice in ~helpdesk.")
         first.type("112 first run's printer")
-        first.expect("Ticket #1 opened in GLPI: first run's printer")
+        line = first.expect("opened in GLPI: first run's printer")
+        assert re.search(rf"Ticket #1 {GLPI_PAGE}1\) opened in GLPI: first run's printer$", line)
         first.type("112 first run's scanner")
-        first.expect("Ticket #2 opened in GLPI: first run's scanner")
+        line = first.expect("opened in GLPI: first run's scanner")
+        assert re.search(rf"Ticket #2 {GLPI_PAGE}2\) opened in GLPI: first run's scanner$", line)
         first.quit()
     finally:
         first.kill()
@@ -151,10 +158,12 @@ def test_each_run_starts_afresh_with_its_simulated_servers(tmp_path: Path) -> No
         assert third.returncode == 1, third
         assert "another sandbox is running" in third.stderr
         second.type("112 second run's printer")
-        second.expect("Ticket #1 opened in GLPI: second run's printer")
+        line = second.expect("opened in GLPI: second run's printer")
+        assert re.search(rf"Ticket #1 {GLPI_PAGE}1\) opened in GLPI: second run's printer$", line)
         second.type("/dm my tickets")
         second.expect("Your open tickets (1):")
-        second.expect("#1 second run's printer")
+        line = second.expect(") second run's printer")
+        assert re.search(rf"#1 {GLPI_PAGE}1\) second run's printer — ", line), line
         second.type("/dm status 2")
         second.expect("Ticket #2 was not found")
         second.quit()

@@ -17,7 +17,7 @@ import pytest
 from plugin.sandbox.mattermost import MattermostSimulator
 
 from .harness import ROOT, BotProcess, merge, replies_to, wait_until
-from .test_helpdesk import GLPI_TOKEN, HELPDESK, World, ticket_number
+from .test_helpdesk import GLPI_TOKEN, HELPDESK, World, linked, ticket_number
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +81,8 @@ def test_webhook_only_mode_files_one_ticket_and_comments(world: World,
                              "the webhook's comment")[0]
         assert "being filed" in comment["message"]
         assert comment["user_id"] == world.mm.user_id("admin")  # the hook's creator posts it
-        n = ticket_number(world.reply(p, r"Ticket \*\*#\d+\*\* opened in GLPI"))
+        n = ticket_number(world.reply(
+            p, rf"^:ticket: Ticket \*\*{linked(world)}\*\* opened in GLPI: printer broken$"))
         assert [t["id"] for t in world.tickets()] == [n]
         assert world.tickets()[0]["name"] == "printer broken"
         assert len(webhook_comments(world.mm, p["id"])) == 1

@@ -13,7 +13,7 @@ from typing import Any
 
 from bridge.alerts import SourceError
 
-from ... import i18n, logs
+from ... import i18n, logs, markdown
 from ...events import Click
 from ...i18n import N_, _
 from ...listener import HTTPError
@@ -46,7 +46,7 @@ FAILED_DIRECT = {"ack": N_("Acknowledging **{title}** failed: {reason}"),
 def _reason(exc: BaseException) -> str:
     """Why a decision failed, in the language in force: the source's own words, or a hint."""
     if isinstance(exc, SourceError):
-        return str(exc)
+        return markdown.without_bare_urls(str(exc))
     return _("unexpected error ({kind})").format(kind=type(exc).__name__)
 
 
@@ -206,8 +206,8 @@ class Decisions(AlertsCore):
         try:
             channel = await self.rt.api.direct_channel(user_id)
             with i18n.use(await self.rt.locale_of(user_id)):  # a direct message: theirs
-                text = ":warning: " + _(FAILED_DIRECT[op]).format(title=state.alert.title,
-                                                                  reason=_reason(error))
+                text = ":warning: " + _(FAILED_DIRECT[op]).format(
+                    title=markdown.without_bare_urls(state.alert.title), reason=_reason(error))
             await self.rt.api.create_post(
                 channel, text,
                 key=f"alertfail:{rec.source}:{rec.key}:{state.epoch}", check_first=True)

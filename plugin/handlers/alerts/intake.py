@@ -16,7 +16,7 @@ from typing import Any
 
 from bridge.alerts import Alert, AlertKind, AlertParseError, AlertStatus, Severity
 
-from ... import i18n, logs
+from ... import i18n, logs, markdown
 from ...config import AlertRoute
 from ...i18n import _
 from ...listener import HTTPError
@@ -106,7 +106,7 @@ class Intake(AlertsCore):
         if "acknowledg" in update and not state.ack and "unacknowledg" not in update:
             state = dataclasses.replace(state, ack=Ack(by="", at=now, external=True))
         await self._save(rec.source, rec.key, rec.channel_id, state,
-                         [f":memo: {alert.update or alert.title}"])
+                         [":memo: " + markdown.without_bare_urls(alert.update or alert.title)])
 
     async def _change(self, rec: AlertRecord, alert: Alert, now: float) -> bool:
         """A known incident reported again: saved when it says something new."""

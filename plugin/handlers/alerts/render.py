@@ -8,7 +8,7 @@ from typing import Any
 
 from bridge.alerts import AlertStatus
 
-from ... import i18n
+from ... import i18n, markdown
 from ...context import Context
 from ...i18n import _, ngettext
 from ...mattermost import MattermostError
@@ -122,10 +122,10 @@ class Rendering(AlertsCore):
                                time=hhmm(silence.until), user=silence.by)})
         if state.ticket:
             fields.append({"short": True, "title": _("Ticket"),
-                           "value": f"[#{state.ticket.id}]({state.ticket.url})"})
+                           "value": markdown.link(f"#{state.ticket.id}", state.ticket.url)})
         if alert.links:
             fields.append({"short": False, "title": _("Links"), "value": " · ".join(
-                f"[{label}]({url})" for label, url in alert.links)})
+                markdown.link(label, url) for label, url in alert.links)})
         if state.error:
             fields.append({"short": False, "title": _("Last action"), "value": state.error})
         icon = ":white_check_mark:" if resolved else ":rotating_light:"

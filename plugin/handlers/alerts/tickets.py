@@ -9,7 +9,7 @@ from typing import Any
 
 from bridge.tickets import NewTicket, Person, TrackerError, TrackerUnavailable
 
-from ... import i18n
+from ... import i18n, markdown
 from ...context import Context
 from ...events import Click
 from ...i18n import _
@@ -31,8 +31,9 @@ class Tickets(AlertsCore):
             return {"ephemeral_text": str(exc)}
         state = rec.incident
         if state.ticket:
-            return {"ephemeral_text": _("Ticket #{id} is already open: {url}").format(
-                id=state.ticket.id, url=state.ticket.url)}
+            # TRANSLATORS: {ticket} is the ticket's number (#42) as a link to it.
+            return {"ephemeral_text": _("Ticket {ticket} is already open.").format(
+                ticket=markdown.link(f"#{state.ticket.id}", state.ticket.url))}
         alert = state.alert
         elements: list[dict[str, Any]] = []
         if len(self.trackers) > 1:
@@ -113,7 +114,7 @@ class Tickets(AlertsCore):
             if rec is not None:
                 with i18n.use(None):  # a note in the thread: the channel's language
                     note = ":warning: " + _("The ticket could not be opened: {error}").format(
-                        error=exc)
+                        error=markdown.without_bare_urls(str(exc)))
                 await self._save(rec.source, rec.key, rec.channel_id, rec.incident, [note])
             await outbox.update(entry.key, state="failed", error=str(exc))
             return
@@ -124,7 +125,8 @@ class Tickets(AlertsCore):
                 state = dataclasses.replace(rec.incident, ticket=TicketRef(
                     tracker=p["tracker"], id=found.id, url=found.url))
                 with i18n.use(None):  # a note in the thread: the channel's language
-                    note = ":ticket: " + _("Ticket **#{id}** opened by @{user}: {url}").format(
-                        id=found.id, user=who, url=found.url)
+                    # TRANSLATORS: {ticket} is the ticket's number (#42) as a link to it.
+                    note = ":ticket: " + _("Ticket **{ticket}** opened by @{user}").format(
+                        ticket=markdown.link(f"#{found.id}", found.url), user=who)
                 await self._save(rec.source, rec.key, rec.channel_id, state, [note])
         await outbox.update(entry.key, state="done")

@@ -22,7 +22,7 @@ from bridge.tickets import (
     clean_text,
 )
 
-from ... import i18n, logs
+from ... import i18n, logs, markdown
 from ...config import Trigger
 from ...context import Context
 from ...events import Message
@@ -97,12 +97,15 @@ class Opening(HelpdeskCore):
         else:
             result = entry.result
         if self.rt.stream_enabled:
-            text = _(":ticket: Ticket **#{number}** opened in {tracker}: {title}\n{url}\n"
+            # TRANSLATORS: {ticket} is the ticket's number (#42) as a link to it.
+            text = _(":ticket: Ticket **{ticket}** opened in {tracker}: {title}\n"
                      "Replies in this thread are added to the ticket.")
         else:  # webhook-only: thread replies do not reach the bot
-            text = _(":ticket: Ticket **#{number}** opened in {tracker}: {title}\n{url}")
-        message = text.format(number=result["id"], tracker=label(tracker.name),
-                              title=result["title"], url=result["url"])
+            # TRANSLATORS: {ticket} is the ticket's number (#42) as a link to it.
+            text = _(":ticket: Ticket **{ticket}** opened in {tracker}: {title}")
+        message = text.format(ticket=markdown.link(f"#{result['id']}", result["url"]),
+                              tracker=label(tracker.name),
+                              title=markdown.without_bare_urls(result["title"]))
         try:
             await self._post_number(entry, message, resumed)
         except MattermostError as exc:
@@ -185,7 +188,7 @@ class Opening(HelpdeskCore):
                 p["channel_id"],
                 _(":warning: {tracker} refused the ticket: {error}\n"
                   "Please contact the support team another way.").format(
-                    tracker=label(tracker.name), error=exc),
+                    tracker=label(tracker.name), error=markdown.without_bare_urls(str(exc))),
                 root_id=p["root_id"], key=f"{entry.key}:refused", check_first=True)
             await self.rt.store.outbox.update(entry.key, state="failed", error=str(exc))
             return None

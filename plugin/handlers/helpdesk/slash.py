@@ -7,7 +7,7 @@ import hashlib
 import re
 from typing import Any
 
-from ... import i18n
+from ... import i18n, markdown
 from ...context import Context
 from ...events import SlashCommand
 from ...i18n import _
@@ -48,7 +48,7 @@ class Slash(Opening, Lookups):
         key = hashlib.sha256(command.trigger_id.encode()).hexdigest()[:24]
         root = await self.rt.api.create_post(
             command.channel_id, _(":inbox_tray: Ticket request from @{user}: {text}").format(
-                user=who, text=text),
+                user=who, text=markdown.without_bare_urls(text)),
             key=f"slash:{key}")
         post_id = str(root["id"])
         self.linked.add(post_id)

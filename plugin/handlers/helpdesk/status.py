@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from bridge.tickets import Ticket, TicketNotFound, TrackerError, TrackerUnavailable
 
+from ... import markdown
 from ...access import Membership
 from ...context import Context
 from ...i18n import N_, _, ngettext
@@ -53,11 +54,13 @@ class Lookups(HelpdeskCore):
         if not await self._may_see(user_id, name, ticket):
             return _(NOT_FOUND).format(number=number)
         updated = ticket.updated_at.strftime("%Y-%m-%d %H:%M UTC") if ticket.updated_at else "—"
-        return _("**#{number}** {title}\nStatus: **{status}** · Assigned to: {assignee} · "
-                 "Last update: {updated}\n{url}").format(
-            number=ticket.id, title=ticket.title,
-            status=shown_status(ticket),
-            assignee=ticket.assignee or _("nobody yet"), updated=updated, url=ticket.url)
+        # TRANSLATORS: {ticket} is the ticket's number (#42) as a link to it.
+        return _("**{ticket}** {title}\nStatus: **{status}** · Assigned to: {assignee} · "
+                 "Last update: {updated}").format(
+            ticket=markdown.link(f"#{ticket.id}", ticket.url),
+            title=markdown.without_bare_urls(ticket.title), status=shown_status(ticket),
+            assignee=markdown.without_bare_urls(ticket.assignee) or _("nobody yet"),
+            updated=updated)
 
     async def _may_see(self, user_id: str, tracker: str, ticket: Ticket) -> bool:
         link = await self.rt.store.tickets.get(tracker, ticket.id)
@@ -97,5 +100,6 @@ class Lookups(HelpdeskCore):
                           len(found)).format(count=len(found))]
         for tid in sorted(found, key=lambda x: int(x) if x.isdigit() else 0, reverse=True):
             title, status, url = found[tid]
-            lines.append(f"- **#{tid}** {title} — {status} — {url}")
+            number = markdown.link(f"#{tid}", url)
+            lines.append(f"- **{number}** {markdown.without_bare_urls(title)} — {status}")
         return "\n".join(lines)

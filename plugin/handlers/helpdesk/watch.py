@@ -8,7 +8,7 @@ import asyncio
 
 from bridge.tickets import Status, TicketNotFound, Tracker, TrackerError, TrackerUnavailable
 
-from ... import logs
+from ... import logs, markdown
 from ...i18n import _
 from ...mattermost import MattermostError
 from ...store import TicketLink
@@ -64,7 +64,8 @@ class Watch(HelpdeskCore):
                 await api.create_post(
                     link.channel_id, _(":speech_balloon: **{author}** on #{number}:\n{text}"
                                        ).format(author=c.author or _("Support"),
-                                                number=link.ticket_id, text=c.text),
+                                                number=link.ticket_id,
+                                                text=markdown.without_bare_urls(c.text)),
                     root_id=link.root_id,
                     key=f"followup:{link.tracker}:{link.ticket_id}:{c.id}", check_first=True)
                 await self.rt.store.tickets.mark_comments_seen(link.tracker, link.ticket_id, [c.id])
@@ -84,10 +85,11 @@ class Watch(HelpdeskCore):
         if ticket.status in (Status.SOLVED, Status.CLOSED):
             channel_id = await api.direct_channel(link.requester_id)
             await api.create_post(
-                channel_id, _(":white_check_mark: Your ticket **#{number}** ({title}) is "
-                              "{status}.\n{url}").format(number=link.ticket_id,
-                                                         title=link.title, status=label,
-                                                         url=link.url),
+                # TRANSLATORS: {ticket} is the ticket's number (#42) as a link to it.
+                channel_id, _(":white_check_mark: Your ticket **{ticket}** ({title}) is "
+                              "{status}.").format(
+                    ticket=markdown.link(f"#{link.ticket_id}", link.url),
+                    title=markdown.without_bare_urls(link.title), status=label),
                 key=f"statusdm:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
         await self.rt.store.tickets.set_status(link.tracker, link.ticket_id,
                                                ticket.status.value, ticket.status.is_open)
