@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-Op = Literal[">=", ">", "<=", "<"]
+#: "within": a range, from `bound` to `upper` (`Scorecard.expect`).
+Op = Literal[">=", ">", "<=", "<", "within"]
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -27,13 +28,17 @@ class Judged:
     #: The value as printed: with enough decimals to agree with the verdict.
     shown: str
     unit: str = ""
+    #: The high end of an expected range (op "within"), inclusive.
+    upper: float | None = None
 
     @property
     def met(self) -> bool:
-        return _OPS[self.op](self.value, self.bound)
+        return _met(self.value, self.op, self.bound, self.upper)
 
     @property
     def target(self) -> str:
+        if self.op == "within":
+            return f"expected {self.bound:,g}–{self.upper:,g}{self.unit}"
         return f"target {self.op} {self.bound:,g}{self.unit}"
 
     @property
@@ -45,13 +50,19 @@ class Judged:
         return f"{self.name} {self.shown}{self.unit} ({self.target})"
 
 
-def shown(value: float, op: Op, bound: float, decimals: int) -> str:
+def _met(value: float, op: Op, bound: float, upper: float | None = None) -> bool:
+    if op == "within":
+        return bound <= value <= (upper if upper is not None else bound)
+    return _OPS[op](value, bound)
+
+
+def shown(value: float, op: Op, bound: float, decimals: int, upper: float | None = None) -> str:
     """`value` with `decimals` decimals, or more when rounding would make it look as if it met
     a target it misses (or missed one it meets): 1.3004 against `<= 1.3` is `1.3004`."""
-    met = _OPS[op](value, bound)
+    met = _met(value, op, bound, upper)
     for places in range(decimals, decimals + _MORE_DECIMALS + 1):
         text = f"{value:,.{places}f}"
-        if _OPS[op](float(text.replace(",", "")), bound) == met:
+        if _met(float(text.replace(",", "")), op, bound, upper) == met:
             return text
     return f"{value:,}"
 
@@ -67,6 +78,15 @@ class Scorecard:
         """Judge `value` against `op bound`; the result prints the value (`.shown`) and its
         mark (`.mark`) for the figure's line."""
         judged = Judged(name, value, op, bound, shown(value, op, bound, decimals), unit)
+        self.judged.append(judged)
+        return judged
+
+    def expect(self, name: str, value: float, low: float, high: float, *, decimals: int = 0,
+               unit: str = "") -> Judged:
+        """Judge `value` against the range `low`–`high` (both included), printed as an
+        expectation: `[expected 2.04–3.335: ok]`."""
+        judged = Judged(name, value, "within", low,
+                        shown(value, "within", low, decimals, high), unit, high)
         self.judged.append(judged)
         return judged
 

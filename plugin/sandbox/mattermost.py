@@ -12,6 +12,11 @@ Tests act as the humans through the Python API (`post_as`, `click`, ...), which 
 effects as the humans' REST calls, and make the server misbehave with the fault switches
 (`drop_connections`, `set_deaf`, `set_down`, `rate_limit`, `fail_next`).
 
+A post whose first link is a bare URL has its page fetched before the post is answered, as the
+real server's link previews do (`mm_previews`; the fetches are in `preview_fetches`). With a
+`cost_model` (`costs.py`), every request also costs the CPU it costs a real server, paid in
+worker processes that compete for the machine's cores.
+
 Run it alone with `python -m plugin.sandbox.mattermost --port 8065`.
 """
 
@@ -27,10 +32,12 @@ from typing import Any
 
 from aiohttp import web
 
+from .costs import CostModel, CpuServer
 from .loop_thread import LoopThread
 from .mm_core import SandboxCore
 from .mm_integrations import Integrations
 from .mm_model import JSON, AppError, Post, new_id, router_404_body
+from .mm_previews import Fetch, LinkPreviews
 from .mm_rest import FailRule, Faults, RateLimiter, RequestRecord, RestApi, fault_error
 
 __all__ = ["AppError", "MattermostSimulator", "RequestRecord", "SimulatorThread"]
@@ -43,22 +50,32 @@ class MattermostSimulator:
     dialogs, commands and webhooks), `trigger_lifetime_s` (3 s for dialog trigger ids),
     `send_queue_limit` (frames queued for one socket before the server drops a slow reader; None
     for no limit), `rate_limit_per_sec`/`rate_limit_burst` (turn on the server's own limiter, which
-    also adds `X-Ratelimit-*` headers to every answer) and `clock` (the limiter's time source).
+    also adds `X-Ratelimit-*` headers to every answer), `clock` (the limiter's time source),
+    `link_previews`/`link_preview_timeout_s` (fetch the first bare link of new and edited posts;
+    on by default) and `cost_model` (the real server's CPU cost per request; off by default).
     """
+
+    #: How many REST clients `flood` posts from when the cost model is on.
+    FLOOD_CLIENTS = 8
 
     def __init__(self, *, bot_token: str = "sandbox-bot-token", host: str = "127.0.0.1",
                  port: int = 0, auth_deadline_s: float = 5.0, integration_timeout_s: float = 30.0,
                  trigger_lifetime_s: float = 3.0, send_queue_limit: int | None = 256,
                  rate_limit_per_sec: float | None = None, rate_limit_burst: int = 100,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, link_previews: bool = True,
+                 link_preview_timeout_s: float = 5.0, cost_model: CostModel | None = None,
+                 ) -> None:
         self._core = SandboxCore(bot_token=bot_token, send_queue_limit=send_queue_limit)
         self._integrations = Integrations(self._core, integration_timeout_s=integration_timeout_s,
                                           trigger_lifetime_s=trigger_lifetime_s)
         self._faults = Faults()
         limiter = (RateLimiter(rate_limit_per_sec, rate_limit_burst, clock)
                    if rate_limit_per_sec else None)
+        self._previews = LinkPreviews(enabled=link_previews, timeout_s=link_preview_timeout_s)
+        #: The worker processes that pay the cost model (None when it is off).
+        self.cpu = CpuServer(cost_model) if cost_model is not None else None
         self._api = RestApi(self._core, self._integrations, self._faults, limiter,
-                            auth_deadline_s)
+                            auth_deadline_s, self._previews, self.cpu)
         self.host = host
         self.port = port
         self.url = ""
@@ -71,6 +88,8 @@ class MattermostSimulator:
 
     async def start(self) -> None:
         """Listen on `host:port` (port 0 picks a free one) and set `url`."""
+        if self.cpu is not None:
+            await self.cpu.start()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._api.dispatch)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
@@ -95,6 +114,9 @@ class MattermostSimulator:
         await self._integrations.close()
         await self._runner.cleanup()
         self._runner = None
+        await self._previews.close()
+        if self.cpu is not None:
+            await self.cpu.stop()
 
     # -- settings that tests change on the fly --------------------------------------------------
 
@@ -129,6 +151,11 @@ class MattermostSimulator:
     def request_log(self) -> list[RequestRecord]:
         """Every REST request: method, path, status, monotonic time, username, query."""
         return self._api.request_log
+
+    @property
+    def preview_fetches(self) -> list[Fetch]:
+        """Every link-preview fetch (URL, status or None, monotonic time), oldest first."""
+        return self._previews.fetches
 
     @property
     def ws_connects(self) -> int:
@@ -196,7 +223,7 @@ class MattermostSimulator:
             body["file_ids"] = file_ids
         if props is not None:
             body["props"] = props
-        view = self._core.post_view(self._core.create_post(user, body))
+        view = self._core.post_view(await self._create(user, body))
         await _yield()
         return view
 
@@ -204,20 +231,23 @@ class MattermostSimulator:
         """Post as `username` in their direct channel with the bot (opened if needed)."""
         user = self._core.user_named(username)
         ch, _ = self._core.direct_channel([user.id, self.bot_id], user)
-        post = self._core.create_post(user, {"channel_id": ch.id, "message": message,
-                                             "root_id": root_id})
+        post = await self._create(user, {"channel_id": ch.id, "message": message,
+                                         "root_id": root_id})
         await _yield()
         return self._core.post_view(post)
 
     async def edit_as(self, username: str, post_id: str, message: str) -> JSON:
         """Change a post's message as `username` (a patch: other fields stay)."""
         post = self._core.editable_post(self._core.user_named(username), post_id)
+        await self._charge("post_edit")
+        await self._api.preview(message, post.props, post.create_at)
         view = self._core.post_view(self._core.edit_post(post, message, dict(post.props)))
         await _yield()
         return view
 
     async def delete_as(self, username: str, post_id: str) -> None:
         """Delete a post as `username`."""
+        await self._charge("post_delete")
         self._core.delete_post(self._core.user_named(username), post_id)
         await _yield()
 
@@ -341,14 +371,43 @@ class MattermostSimulator:
                                            handled))
 
     async def flood(self, channel: str, username: str, messages: list[str]) -> None:
-        """Store and broadcast many posts as fast as possible (for benchmarks)."""
+        """Store and broadcast many posts as fast as possible (for benchmarks).
+
+        With the cost model on, they come as from `FLOOD_CLIENTS` REST clients at once, each
+        post paid for as a REST one is (so not quite in order)."""
         user = self._core.user_named(username)
         channel_id = self._core.channel_ref(channel).id
+        if self.cpu is not None:
+            pending = iter(messages)
+
+            async def client() -> None:
+                for message in pending:
+                    await self._create(user, {"channel_id": channel_id, "message": message})
+            await asyncio.gather(*(client() for _ in range(self.FLOOD_CLIENTS)))
+            return
         create = self._core.create_post
         for message in messages:
             create(user, {"channel_id": channel_id, "message": message})
             # Let the socket writers drain between posts, as a real server's would.
             await asyncio.sleep(0)
+
+    def messages(self, channel: str, start: int = 0) -> tuple[list[tuple[str, str, str]], int]:
+        """Cheaply, for benchmarks: `(user_id, root_id, message)` of the live posts stored in a
+        channel from position `start` on, and the position to start from next time."""
+        stored = self._core.channel_posts[self._core.channel_ref(channel).id]
+        end = len(stored)
+        return [(p.user_id, p.root_id, p.message) for p in stored[start:end] if p.live], end
+
+    async def _charge(self, kind: str) -> None:
+        if self.cpu is not None:
+            await self.cpu.charge(kind)
+
+    async def _create(self, user: Any, body: JSON) -> Post:
+        """A post created as a REST call would: paid for, its link previewed, then stored."""
+        await self._charge("post_create")
+        post, ch, file_ids = self._core.prepare_post(user, body)
+        await self._api.preview(post.message, post.props)
+        return self._core.save_post(user, post, ch, file_ids)
 
 
 async def _yield() -> None:

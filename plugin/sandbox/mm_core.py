@@ -218,6 +218,11 @@ class SandboxCore:
 
     def create_post(self, actor: User, body: Any, *, set_online: bool = True) -> Post:
         """`POST /api/v4/posts` with 5.36's checks, in 5.36's order."""
+        post, ch, file_ids = self.prepare_post(actor, body)
+        return self.save_post(actor, post, ch, file_ids, set_online=set_online)
+
+    def prepare_post(self, actor: User, body: Any) -> tuple[Post, Channel, list[Any]]:
+        """A new post checked and built but not stored yet (with the file ids it asks for)."""
         if not isinstance(body, dict):
             raise body_param_error("post")
         channel_id = body.get("channel_id")
@@ -252,6 +257,11 @@ class SandboxCore:
                     props=props, root_id=root_id, parent_id=root_id,
                     type=post_type if isinstance(post_type, str) else "",
                     pending_post_id=pending if isinstance(pending, str) else "")
+        return post, ch, file_ids
+
+    def save_post(self, actor: User, post: Post, ch: Channel, file_ids: list[Any], *,
+                  set_online: bool = True) -> Post:
+        """Store a post from `prepare_post`: its files claimed, broadcast, the author active."""
         claimed = [f for f in file_ids if isinstance(f, str) and f in self.files
                    and self.files[f].user_id == actor.id and not self.files[f].post_id]
         for fid in claimed:
@@ -260,7 +270,7 @@ class SandboxCore:
         self.insert_post(post, ch)
         if set_online:
             self.set_online(actor.id)
-        if "from_webhook" not in props and "from_bot" not in props:
+        if "from_webhook" not in post.props and "from_bot" not in post.props:
             self.mark_viewed(actor.id, [ch.id])
         return post
 

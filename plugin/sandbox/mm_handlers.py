@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from .costs import CpuServer
 from .mm_core import SandboxCore
 from .mm_integrations import Integrations
 from .mm_model import (
@@ -33,6 +34,7 @@ from .mm_model import (
     url_param_error,
     user_json,
 )
+from .mm_previews import LinkPreviews
 
 
 class Ctx:
@@ -90,6 +92,16 @@ class Handlers:
 
     core: SandboxCore
     integrations: Integrations
+    previews: LinkPreviews
+    costs: CpuServer | None
+
+    async def preview(self, message: str, props: JSON, create_at_ms: int | None = None,
+                      ) -> None:
+        """The link preview a new or edited post needs, fetched (and paid for) before it is
+        stored and answered."""
+        at = create_at_ms if create_at_ms is not None else self.core.clock.now_ms()
+        if await self.previews.fetch_for(message, props, at) and self.costs:
+            await self.costs.charge("link_preview")
 
     def _headers(self, ctx: Ctx, etag: str | None = None) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "X-Request-Id": ctx.request_id,
@@ -380,7 +392,9 @@ class Handlers:
         """`POST /posts` → 201."""
         body = await ctx.body("post")
         set_online = ctx.request.query.get("set_online", "true") != "false"
-        post = self.core.create_post(ctx.user, body, set_online=set_online)
+        post, ch, file_ids = self.core.prepare_post(ctx.user, body)
+        await self.preview(post.message, post.props)
+        post = self.core.save_post(ctx.user, post, ch, file_ids, set_online=set_online)
         return self.ok(ctx, self.core.post_view(post), 201)
 
     async def ephemeral(self, ctx: Ctx) -> web.StreamResponse:
@@ -427,6 +441,7 @@ class Handlers:
         if "attachments" in props:
             props["attachments"] = normalise_attachments(props["attachments"])
         file_ids = body.get("file_ids") or []
+        await self.preview(message, props, post.create_at)
         post = self.core.edit_post(post, message, props,
                                    file_ids=[f for f in file_ids if isinstance(f, str)]
                                    if isinstance(file_ids, list) else [])
@@ -448,6 +463,7 @@ class Handlers:
             props["attachments"] = normalise_attachments(props["attachments"])
         if isinstance(body.get("is_pinned"), bool):
             post.is_pinned = body["is_pinned"]
+        await self.preview(message, props, post.create_at)
         post = self.core.edit_post(post, message, props)
         return self.ok(ctx, self.core.post_view(post))
 

@@ -15,10 +15,12 @@ from typing import NamedTuple
 
 from aiohttp import web
 
+from .costs import CostModel, CpuServer
 from .mm_core import SandboxCore
 from .mm_handlers import Ctx, Handler, Handlers
 from .mm_integrations import Integrations
 from .mm_model import AppError, go_json, new_id, router_404_body, session_error
+from .mm_previews import LinkPreviews
 from .mm_ws import Hub, bearer_token, websocket_endpoint
 
 
@@ -142,8 +144,11 @@ class RestApi(Handlers):
     """Dispatches every HTTP request of the simulator, websocket upgrades included."""
 
     def __init__(self, core: SandboxCore, integrations: Integrations, faults: Faults,
-                 limiter: RateLimiter | None, auth_deadline_s: float) -> None:
+                 limiter: RateLimiter | None, auth_deadline_s: float,
+                 previews: LinkPreviews | None = None, costs: CpuServer | None = None) -> None:
         self.core = core
+        self.previews = previews or LinkPreviews()
+        self.costs = costs
         self.integrations = integrations
         self.hub: Hub = core.hub
         self.faults = faults
@@ -199,6 +204,9 @@ class RestApi(Handlers):
                 raise injected.error()
             if route.auth and ctx.session_user is None:
                 raise session_error()
+            kind = CostModel.kind_of(method, path) if self.costs is not None else None
+            if self.costs is not None and kind is not None:
+                await self.costs.charge(kind)
             answer = await route.handler(ctx)
             if injected is not None:
                 raise injected.error()
