@@ -45,6 +45,7 @@ from .tickets import (
     clean_text,
     short_error,
 )
+from .transport import send_plain
 
 __all__ = ["REF_LABEL", "STATUS_MAP", "GLPITracker"]
 
@@ -624,6 +625,9 @@ class GLPITracker:
             raise TrackerUnavailable(f"GLPI: the tracker is closed ({where})")
         try:
             query = httpx.QueryParams(tuple(params)) if params else None
+            if data is None and files is None:
+                return await self.limiter.call(send_plain, self._client, method, self._api + path,
+                                               headers=headers, params=query, json=json_body)
             return await self.limiter.call(self._client.request, method, path.lstrip("/"),
                                            params=query, json=json_body, data=data,
                                            files=files, headers=headers)

@@ -178,3 +178,35 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def send_plain(client: httpx.AsyncClient, method: str, url: str, *,
+                     headers: dict[str, str], params: httpx.QueryParams | None = None,
+                     json: Any = None) -> httpx.Response:
+    """`client.request(method, url, ...)` for the common request: an absolute URL, no
+    credentials, no body or a JSON one, no redirect followed (the client must have no `auth`
+    and `follow_redirects=False`). The request and the answer are those `client.request` makes:
+    the client's headers, cookies and timeouts, the transport it picks for the URL, the body
+    read, the cookies it sets kept; without the per-request machinery of auth and redirect
+    flows, hooks and logging, which such a request does not use. Anything else goes through
+    `client.request`."""
+    merged = client.headers.copy()
+    merged.update(headers)
+    request = httpx.Request(method, url, params=params, headers=merged, json=json,
+                            extensions={"timeout": client.timeout.as_dict()})
+    if request.url.userinfo or client.is_closed:
+        # Credentials in the URL, or a closed client: as the client handles them.
+        return await client.request(method, url, params=params, headers=headers, json=json)
+    if client.cookies:
+        client.cookies.set_cookie_header(request)
+    # The transport the client picks for this URL (a proxy mounted from the environment).
+    transport = client._transport_for_url(request.url)
+    response = await transport.handle_async_request(request)
+    response.request = request
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
+    if "set-cookie" in response.headers:
+        client.cookies.extract_cookies(response)
+    return response

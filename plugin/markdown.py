@@ -59,6 +59,9 @@ def escape(text: str) -> str:
 def destination(url: str) -> str:
     """A link's address as markdown takes it: spaces, control characters, parentheses, angle
     brackets, quotes, backticks and backslashes percent-encoded (the address is unchanged)."""
+    if url.isascii() and url.isprintable() and " " not in url and \
+            _DESTINATION_UNSAFE.isdisjoint(url):
+        return url  # nothing to encode (the usual address)
     out = []
     for ch in url:
         if ch.isspace() or ch in _DESTINATION_UNSAFE or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F:

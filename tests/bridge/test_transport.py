@@ -17,7 +17,7 @@ from aiohttp import web
 from bridge.alerts import Alert, AlertStatus, Severity
 from bridge.glpi import GLPITracker
 from bridge.tickets import NewTicket, Person, TrackerUnavailable
-from bridge.transport import AiohttpTransport, EnvProxies
+from bridge.transport import AiohttpTransport, EnvProxies, send_plain
 from plugin.config import AlertSettings, Settings
 from plugin.monitoring import build_sources
 from plugin.sandbox.glpi import GLPISimulator
@@ -100,6 +100,54 @@ async def test_a_tracker_on_the_transport() -> None:
         await tracker.aclose()
     finally:
         await sim.stop()
+
+
+async def test_send_plain_is_what_the_client_sends() -> None:
+    """The same request on the wire as `client.request` (the client's headers, the query, the
+    JSON body, the cookies the server set) and the same answer back, body read."""
+    seen: list[dict[str, object]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append({"method": request.method, "path": request.path,
+                     "query": sorted(request.query.items()), "body": await request.read(),
+                     "headers": sorted((k.lower(), v) for k, v in request.headers.items()
+                                       if k.lower() not in ("host", "content-length"))})
+        response = web.json_response({"n": len(seen)})
+        response.set_cookie("session", "s1")
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/api/{tail:.*}", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{port}/api"
+    try:
+        for plain in (False, True):
+            async with httpx.AsyncClient(base_url=base + "/", transport=AiohttpTransport(),
+                                         follow_redirects=False, timeout=3) as client:
+                for path, query, body in (("/Ticket", None, {"input": {"name": "é"}}),
+                                          ("/search/User", httpx.QueryParams(
+                                              (("criteria[0][field]", "5"), ("x", "a b"))),
+                                           None)):
+                    headers = {"Session-Token": "t", "Content-Type": "application/json"}
+                    method = "POST" if body else "GET"
+                    if plain:
+                        response = await send_plain(client, method, base + path,
+                                                    headers=headers, params=query, json=body)
+                    else:
+                        response = await client.request(method, path.lstrip("/"),
+                                                        params=query, headers=headers,
+                                                        json=body)
+                    assert response.status_code == 200
+                    assert response.json()["n"] == len(seen)
+                    assert response.request.method == method
+        first, second = seen[:2], seen[2:]
+        assert first == second
+        assert ("cookie", "session=s1") in first[1]["headers"]  # type: ignore[operator]
+    finally:
+        await runner.cleanup()
 
 
 # --- proxies from the environment -------------------------------------------------------------
