@@ -11,7 +11,9 @@ runs, so that the two bots meet the same machine.
 
 On a real 5.36 server with PostgreSQL on 2 cores, a bare bot doing the same takes 2.4–2.9 times
 the floor; the reference's ratio is checked against that (±15 %), which is what says the
-simulator's costs are right.
+simulator's costs are right. Each run also counts the link previews the server fetched for the
+bot's replies: a bare ticket URL costs a page of the tracker's web UI per ticket, a markdown link
+none.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class Run:
     #: (its event loop; the tracker's and the bot's CPU are elsewhere).
     workers_cpu_s: float = 0.0
     simulator_cpu_s: float = 0.0
+    #: Link previews the simulated server fetched for the bot's replies (tracker pages: a bot
+    #: whose replies carry a bare ticket URL pays a page render per ticket; markdown links, none).
+    previews: int = 0
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -116,13 +121,15 @@ def _burst(st: SimulatorThread, sim: MattermostSimulator, pid: int, bot: str) ->
     assert sim.cpu is not None
     cpu_before = cpu_seconds(pid)
     workers_before, own_before = sim.cpu.worker_cpu_seconds(), cpu_seconds(os.getpid())
+    previews_before = len(sim.preview_fetches)
     started = time.perf_counter()
     st.call(sim.flood("helpdesk", "alice", [f"112 bench problem {i}" for i in range(TICKETS)]))
     wait_until(answered, 600, f"every reply of {bot}", interval=0.02)
     elapsed = time.perf_counter() - started
     return Run(bot, elapsed, cpu_seconds(pid) - cpu_before, peak_rss_mib(pid),
                sim.cpu.worker_cpu_seconds() - workers_before,
-               cpu_seconds(os.getpid()) - own_before)
+               cpu_seconds(os.getpid()) - own_before,
+               len(sim.preview_fetches) - previews_before)
 
 
 def run_one(bot: str, bot_cpu: set[int], sim_cpu: set[int]) -> Run:
@@ -166,7 +173,8 @@ def compare(bot_cpu: set[int], sim_cpu: set[int],
             progress(f"  helpdesk run: {bot:<11} {run.elapsed:6.2f} s, ratio "
                      f"{run.elapsed / floor_s():.2f}, CPU {run.cpu_s:.2f} s, "
                      f"peak RSS {run.peak_mib:.1f} MiB; server CPU: cost workers "
-                     f"{run.workers_cpu_s:.2f} s, simulator {run.simulator_cpu_s:.2f} s")
+                     f"{run.workers_cpu_s:.2f} s, simulator {run.simulator_cpu_s:.2f} s; "
+                     f"link previews {run.previews}")
             runs.append(run)
     return runs
 
@@ -203,3 +211,6 @@ def report(runs: list[Run], card: Scorecard) -> None:
           f"{median('reference', 'cpu_s') * per_thousand:.2f} s")
     print(f"  peak RSS: switchboard {rss.shown} MiB {rss.mark}, reference "
           f"{median('reference', 'peak_mib'):.1f} MiB")
+    previews = {bot: max(r.previews for r in runs if r.bot == bot) for bot in BOTS}
+    print(f"  tracker pages fetched for link previews, most in a run: switchboard "
+          f"{previews['switchboard']}, reference {previews['reference']}")

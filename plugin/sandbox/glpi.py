@@ -14,7 +14,10 @@ GLPI 10's behaviour, over real sockets:
 * `search/Ticket` and `search/User` with `criteria`, `forcedisplay`, `sort`, `order`, `range`,
   and `listSearchOptions/<itemtype>`;
 * text inputs are stored as GLPI 10 stores them (`&`, `<`, `>` as `&#38;`, `&#60;`, `&#62;`) and
-  answered that way unless the request sends `X-GLPI-Sanitized-Content: false`.
+  answered that way unless the request sends `X-GLPI-Sanitized-Content: false`;
+* the web UI's ticket page, `/front/ticket.form.php?id=N` (the link a bot gives for a ticket): an
+  HTML page, served as the API is (the same latency and the same limit on requests at once), as
+  a real GLPI's PHP renders it for anyone who fetches the link, a link preview included.
 
 The seeded world: the API user `helpdesk` (whose user token is the constructor's `user_token`),
 the administrator `glpi` (password `glpi`), the technician `tech`, and `alice`, `bob`, `carol`,
@@ -350,6 +353,7 @@ class GLPISimulator:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/apirest.php", self._entry)
         app.router.add_route("*", "/apirest.php/{tail:.*}", self._entry)
+        app.router.add_get("/front/ticket.form.php", self._entry)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         self._stopping = asyncio.Event()
@@ -646,6 +650,8 @@ class GLPISimulator:
                     rule = self._injected(request.method, request.path)
                     if rule is not None:
                         response = self._fault_answer(rule)
+                    elif request.path == "/front/ticket.form.php":
+                        response = self._ticket_page(request)
                     else:
                         response = await self._answer(request, context)
                 finally:
@@ -654,6 +660,16 @@ class GLPISimulator:
                                             started, context.get("user"),
                                             request.query_string, context.get("body")))
         return response
+
+    def _ticket_page(self, request: web.Request) -> web.Response:
+        """The web UI's page of a ticket (404 for an unknown id)."""
+        ticket = self._store["Ticket"].get(_to_int(request.query.get("id"), 0) or 0)
+        if ticket is None:
+            return web.Response(status=404, text="<html><head><title>GLPI</title></head><body>"
+                                "Item not found</body></html>", content_type="text/html")
+        title = f"Ticket - {ticket['id']} - {unsanitize(ticket['name'])} - GLPI"
+        return web.Response(text=f"<html><head><title>{html.escape(title)}</title></head>"
+                                 f"<body></body></html>", content_type="text/html")
 
     async def _answer(self, request: web.Request, context: dict[str, Any]) -> web.Response:
         raw_out = request.headers.get("X-GLPI-Sanitized-Content", "true").lower() in (

@@ -2,8 +2,11 @@
 
 A reply whose first link is a bare URL has that page fetched (really, over HTTP, as
 `Mattermost-Bot/1.1`) before the create call is answered; a markdown link, a URL in code and an
-attachment's link are not fetched. With the cost model on, every post is paid for in the
-simulator's worker processes, in CPU time the kernel counts; nothing here times the wall clock.
+attachment's link are not fetched. A ticket's link points at the GLPI simulator's ticket page,
+which is served as its API is (the same latency, the same limit on requests at once), so a
+preview of it costs what a real GLPI's page does. With the cost model on, every post is paid for
+in the simulator's worker processes, in CPU time the kernel counts; nothing here times the wall
+clock.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from plugin.sandbox.costs import Cost, CostModel
+from plugin.sandbox.glpi import GLPISimulator
 from plugin.sandbox.mattermost import MattermostSimulator
 from plugin.sandbox.mm_previews import USER_AGENT, first_link
 
@@ -90,6 +94,38 @@ async def test_a_reply_with_a_bare_url_fetches_it_once_before_it_is_answered(
     # Fetched before the create call was answered: nothing to wait for.
     assert pages.hits == [("/front/ticket.form.php?id=7", USER_AGENT)]
     assert [(f.url, f.status) for f in sim.preview_fetches] == [(url, 200)]
+
+
+async def test_a_bare_ticket_link_fetches_the_trackers_ticket_page(
+        sim: MattermostSimulator) -> None:
+    glpi = GLPISimulator(user_token="page-token", latency_s=0.02, max_concurrency=2)
+    await glpi.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(glpi.api_url + "/initSession",
+                                headers={"Authorization": "user_token page-token"}) as resp:
+                session = (await resp.json())["session_token"]
+            async with http.post(glpi.api_url + "/Ticket", headers={"Session-Token": session},
+                                 json={"input": {"name": "Printer <on> fire",
+                                                 "content": "It burns"}}) as resp:
+                number = (await resp.json())["id"]
+            page = f"{glpi.url}/front/ticket.form.php?id={number}"
+            async with http.get(page) as resp:
+                assert resp.status == 200
+                assert "Ticket - 1 - Printer &lt;on&gt; fire - GLPI" in await resp.text()
+            async with http.get(f"{glpi.url}/front/ticket.form.php?id=99") as resp:
+                assert resp.status == 404
+            # Pages wait for the same slots as the API: never more than 2 at once.
+            glpi.peak_in_flight = 0
+            statuses = await asyncio.gather(*(http.get(page) for _ in range(6)))
+            assert [r.status for r in statuses] == [200] * 6
+            assert glpi.peak_in_flight == 2
+        await reply(sim, f"Ticket #{number} opened in GLPI: {page}")
+        assert [(f.url, f.status) for f in sim.preview_fetches] == [(page, 200)]
+        assert [r.status for r in glpi.request_log
+                if r.path == "/front/ticket.form.php"][-1:] == [200]
+    finally:
+        await glpi.stop()
 
 
 async def test_a_markdown_link_is_not_fetched(sim: MattermostSimulator, pages: Pages) -> None:
