@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from bench.procfs import cpu_seconds, memory_mib
 from bench.targets import Scorecard
 from bridge.transport import AiohttpTransport
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
@@ -27,20 +28,6 @@ TOKEN = "bench-alerts-token-0123456789"
 SOURCE_DELAY = 2.0
 #: New alerts per minute into one channel before grouping: room for the click alerts.
 STORM = CLICKS + 50
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class SlowCallback:
@@ -114,7 +101,7 @@ def run(bot_cpu: set[int]) -> dict[str, Any]:
                 bot.wait_ready()
                 assert bot.proc is not None
                 url = f"{bot.url}/alerts/generic"
-                out["rss_before"] = rss_mib(bot.proc.pid)
+                out["rss_before"] = memory_mib(bot.proc.pid)
                 # Clicks first, on alerts of their own (a fresh minute: no storm grouping yet).
                 bodies = [{"key": f"click{i}", "title": f"Queue stuck {i}", "severity": "high",
                            "callback_url": slow.url} for i in range(CLICKS)]
@@ -133,7 +120,7 @@ def run(bot_cpu: set[int]) -> dict[str, Any]:
                 out["accept_rate"] = accepted / seconds
                 out["posts"] = len(wait_until(lambda: _settled(st, sim, bot), 300,
                                               "the posts to settle")) - CLICKS
-                out["rss_after"] = rss_mib(bot.proc.pid)
+                out["rss_after"] = memory_mib(bot.proc.pid)
                 out["source_calls"] = slow.calls
             finally:
                 bot.stop()

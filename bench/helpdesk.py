@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.alerts import cpu_seconds
+from bench.procfs import cpu_seconds, memory_mib
 from bench.targets import Scorecard
 from plugin.sandbox.costs import CostModel
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
@@ -62,15 +62,6 @@ class Run:
     #: Link previews the simulated server fetched for the bot's replies (tracker pages: a bot
     #: whose replies carry a bare ticket URL pays a page render per ticket; markdown links, none).
     previews: int = 0
-
-
-def peak_rss_mib(pid: int) -> float:
-    """The highest resident set size the process has had (VmHWM), in MiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def floor_s() -> float:
@@ -126,7 +117,7 @@ def _burst(st: SimulatorThread, sim: MattermostSimulator, pid: int, bot: str) ->
     st.call(sim.flood("helpdesk", "alice", [f"112 bench problem {i}" for i in range(TICKETS)]))
     wait_until(answered, 600, f"every reply of {bot}", interval=0.02)
     elapsed = time.perf_counter() - started
-    return Run(bot, elapsed, cpu_seconds(pid) - cpu_before, peak_rss_mib(pid),
+    return Run(bot, elapsed, cpu_seconds(pid) - cpu_before, memory_mib(pid, "VmHWM"),
                sim.cpu.worker_cpu_seconds() - workers_before,
                cpu_seconds(os.getpid()) - own_before,
                len(sim.preview_fetches) - previews_before)

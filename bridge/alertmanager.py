@@ -251,8 +251,6 @@ class AlertmanagerClient:
                  ack_duration: float = DEFAULT_ACK_SECONDS, max_in_flight: int = 32) -> None:
         if ack_duration <= 0:
             raise ValueError("ack_duration must be positive")
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
         self.name = name
         self.ack_duration = float(ack_duration)
         headers = {"Accept": "application/json", "User-Agent": "switchboard"}
@@ -260,15 +258,14 @@ class AlertmanagerClient:
             headers["Authorization"] = f"Bearer {bearer}"
         auth = httpx.BasicAuth(username, password) if username and not bearer else None
         self._secrets = tuple(s for s in (password, bearer) if s)
+        #: Bounds the requests on the wire at once, never more than `max_in_flight`
+        #: (`bridge.limiter`).
+        self.limiter = Limiter(max_in_flight)
         self._client = httpx.AsyncClient(
             base_url=url.rstrip("/"), headers=headers, auth=auth,
             timeout=httpx.Timeout(timeout), verify=verify, transport=transport,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=max_in_flight,
-                                max_keepalive_connections=max_in_flight))
-        #: Bounds the requests on the wire at once, never more than `max_in_flight`
-        #: (`bridge.limiter`).
-        self.limiter = Limiter(max_in_flight)
+            limits=self.limiter.pool_limits())
         self._locks: dict[tuple[frozenset[tuple[str, str, bool, bool]], str], asyncio.Lock] = {}
 
     async def __aenter__(self) -> AlertmanagerClient:

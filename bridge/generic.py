@@ -96,15 +96,12 @@ class GenericCallback:
 
     def __init__(self, *, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None,
                  max_in_flight: int = 32) -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
-        self._client = httpx.AsyncClient(
-            timeout=timeout, transport=transport,
-            limits=httpx.Limits(max_connections=max_in_flight,
-                                max_keepalive_connections=max_in_flight))
         #: Bounds the callbacks on the wire at once, whatever their hosts, never more than
         #: `max_in_flight` (`bridge.limiter`).
         self.limiter = Limiter(max_in_flight)
+        self._client = httpx.AsyncClient(
+            timeout=timeout, transport=transport,
+            limits=self.limiter.pool_limits())
 
     async def _send(self, alert: Alert, action: str, who: str, comment: str = "") -> None:
         url = alert.ref.get("callback_url")

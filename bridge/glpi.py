@@ -188,8 +188,6 @@ class GLPITracker:
                  itilcategories_id: int | None = None, entities_id: int | None = None,
                  tls: TLSOptions = _DEFAULT_TLS, timeout: float = 15.0, max_in_flight: int = 32,
                  transport: httpx.AsyncBaseTransport | None = None, name: str = "glpi") -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
         self.name = name
         self._api = url.rstrip("/")
         base = self._api[:-len("/apirest.php")] if self._api.endswith("/apirest.php") else self._api
@@ -203,12 +201,11 @@ class GLPITracker:
                                           ("itilcategories_id", itilcategories_id),
                                           ("entities_id", entities_id)) if value is not None}
         self._timeout = timeout
+        self.limiter = Limiter(max_in_flight)
         self._client = httpx.AsyncClient(
             base_url=self._api + "/", timeout=timeout, verify=tls.httpx_verify(),
             transport=transport, follow_redirects=False,
-            limits=httpx.Limits(max_connections=max_in_flight,
-                                max_keepalive_connections=max_in_flight))
-        self.limiter = Limiter(max_in_flight)
+            limits=self.limiter.pool_limits())
         self._login_lock = asyncio.Lock()
         self._session: str | None = None
         self._closed = False

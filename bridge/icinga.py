@@ -278,20 +278,17 @@ class IcingaClient:
                  verify: bool | ssl.SSLContext = True,
                  transport: httpx.AsyncBaseTransport | None = None,
                  name: str = "icinga", max_in_flight: int = 32) -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
         self.name = name
         self.url = url.rstrip("/")
+        #: Bounds the requests on the wire at once, never more than `max_in_flight`
+        #: (`bridge.limiter`).
+        self.limiter = Limiter(max_in_flight)
         self._client = httpx.AsyncClient(
             base_url=self.url, auth=httpx.BasicAuth(username, password),
             headers={"Accept": "application/json", "User-Agent": "switchboard"},
             timeout=httpx.Timeout(timeout), verify=verify, transport=transport,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=max_in_flight,
-                                max_keepalive_connections=max_in_flight))
-        #: Bounds the requests on the wire at once, never more than `max_in_flight`
-        #: (`bridge.limiter`).
-        self.limiter = Limiter(max_in_flight)
+            limits=self.limiter.pool_limits())
 
     async def __aenter__(self) -> IcingaClient:
         return self

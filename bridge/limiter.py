@@ -66,7 +66,7 @@ class Limiter:
                  backoff: float = 0.7, smoothing: float = 0.3,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if ceiling < 1:
-            raise ValueError("the ceiling must be at least 1")
+            raise ValueError("max_in_flight (the limiter's ceiling) must be at least 1")
         if initial < 1:
             raise ValueError("the initial limit must be at least 1")
         if not 0 < backoff < 1 or not 0 < smoothing <= 1:
@@ -101,6 +101,12 @@ class Limiter:
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    def pool_limits(self) -> httpx.Limits:
+        """An HTTP pool sized to the ceiling: a connection for every request that may be on
+        the wire at once, kept alive between them."""
+        return httpx.Limits(max_connections=self.ceiling,
+                            max_keepalive_connections=self.ceiling)
 
     # ------------------------------------------------------------------ slots
 

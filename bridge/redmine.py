@@ -157,8 +157,6 @@ class RedmineTracker:
                  web_url: str = "", tls: TLSOptions = _DEFAULT_TLS, timeout: float = 15.0,
                  max_in_flight: int = 32, transport: httpx.AsyncBaseTransport | None = None,
                  name: str = "redmine") -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
         self.name = name
         self.project = project
         self.tracker_id = tracker_id
@@ -173,8 +171,7 @@ class RedmineTracker:
             headers={"X-Redmine-API-Key": api_key, "Accept": "application/json",
                      "User-Agent": "switchboard"},
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=max_in_flight,
-                                max_keepalive_connections=max_in_flight),
+            limits=self.limiter.pool_limits(),
             verify=tls.httpx_verify(), transport=transport, follow_redirects=False)
         self._users: dict[str, tuple[_User | None, float]] = {}
         self._logins: dict[int, str] = {}

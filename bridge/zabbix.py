@@ -280,8 +280,6 @@ class ZabbixClient:
                  verify: bool | str = True,
                  transport: httpx.AsyncBaseTransport | None = None,
                  name: str = "zabbix", max_in_flight: int = 32) -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
         self.name = name
         self.url = url.rstrip("/")
         self._token = api_token
@@ -293,16 +291,15 @@ class ZabbixClient:
         #: Set when the header was lost on the way and the body field is used instead.
         self.header_dropped = False
         self._decide_lock = asyncio.Lock()
+        #: Bounds the requests on the wire at once, never more than `max_in_flight`
+        #: (`bridge.limiter`).
+        self.limiter = Limiter(max_in_flight)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout), verify=verify, transport=transport,
             follow_redirects=False,
             headers={"Content-Type": "application/json-rpc", "Accept": "application/json",
                      "User-Agent": "switchboard"},
-            limits=httpx.Limits(max_connections=max_in_flight,
-                                max_keepalive_connections=max_in_flight))
-        #: Bounds the requests on the wire at once, never more than `max_in_flight`
-        #: (`bridge.limiter`).
-        self.limiter = Limiter(max_in_flight)
+            limits=self.limiter.pool_limits())
 
     async def __aenter__(self) -> ZabbixClient:
         return self

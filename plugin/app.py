@@ -73,7 +73,7 @@ class Bot:
         self.api = MattermostAPI(mm_url, mm_token, timeout=s.mattermost.request_timeout,
                                  retries=s.mattermost.retries,
                                  max_retry_after=s.mattermost.max_retry_after,
-                                 threads=s.mattermost.rest_threads, verify=verify)
+                                 connections=s.mattermost.rest_threads, verify=verify)
         self.store: Store = store or SQLiteStore(s.state.path)
         self.dispatcher = Dispatcher(s.dispatch.concurrency)
         self.outbox = Outbox(self.store, concurrency=s.outbox.concurrency,

@@ -302,7 +302,7 @@ async def register_commands(config: Config, token_env: str | None = None,
     url = s.listener.public_url.rstrip("/") + "/slash"
     verify: bool | str = s.mattermost.ca_bundle or s.mattermost.verify_tls
     options: dict[str, Any] = {"timeout": s.mattermost.request_timeout, "retries": 2,
-                               "threads": 2, "verify": verify}
+                               "connections": 2, "verify": verify}
     bot = MattermostAPI(s.mattermost.url, bot_token, **options)
     acting = MattermostAPI(s.mattermost.url, acting_token, **options) if token_env else bot
     try:

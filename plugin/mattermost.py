@@ -45,19 +45,17 @@ KEY_PROP = "switchboard_key"
 class MattermostAPI:
     """Async facade over the driver, whose calls run on the caller's event loop.
 
-    `connections` bounds the calls in flight (the pooled connections); `threads` is its former
-    name, still accepted."""
+    `connections` bounds the calls in flight (the pooled connections)."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 10.0, retries: int = 4,
-                 max_retry_after: float = 30.0, connections: int = 8,
-                 threads: int | None = None, verify: bool | str = True,
+                 max_retry_after: float = 30.0, connections: int = 8, verify: bool | str = True,
                  lookback: float = 24 * 3600) -> None:
         parts = urlsplit(url)
         scheme = parts.scheme or "http"
         port = parts.port or (443 if scheme == "https" else 80)
         client_cls = type("SwitchboardClient", (AsyncClient,), {
             "policy": RetryPolicy(retries, max_retry_after),
-            "limit": threads if threads is not None else connections})
+            "limit": connections})
         self.driver = Driver({
             "url": parts.hostname or "localhost",
             "port": port,

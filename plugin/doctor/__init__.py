@@ -69,7 +69,7 @@ async def doctor(config: Config, out: Callable[[str], None] = print, *,
                                                  s.mattermost.ca_bundle)]):
                 api = MattermostAPI(s.mattermost.url, s.mattermost.token.get_secret_value(),
                                     timeout=s.mattermost.request_timeout, retries=1,
-                                    threads=2,
+                                    connections=2,
                                     verify=s.mattermost.ca_bundle or s.mattermost.verify_tls)
                 me = await check_server(report, api, s, names)
                 if me is not None:

@@ -221,7 +221,7 @@ async def test_tasks_inherit_and_keep_their_own_subject() -> None:
 
 async def test_rest_calls_in_threads_carry_the_subject() -> None:
     out = capture("json")
-    api = MattermostAPI("http://127.0.0.1:9", "token-not-used", threads=2)
+    api = MattermostAPI("http://127.0.0.1:9", "token-not-used", connections=2)
     try:
         def in_thread(_: object) -> str:
             logging.getLogger("switchboard.mattermost").warning("retrying")
