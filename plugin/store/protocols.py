@@ -3,8 +3,11 @@
 The runtime depends on these protocols only; `sqlite.SQLiteStore` implements them on an embedded
 file, and a second implementation (a server database, for replicas) plugs in behind the same
 names. Every call is one round trip to the store and durable before it returns: the caller may act
-on its answer at once. Every "handle this once" decision is a claim — insert-if-absent — never an
-in-memory set.
+on its answer at once. The exceptions say so: a claim's completion, an outbox lease, and writes
+made with `durable=False` record what a later run can find again (by looking first), so they may
+reach the disk with the next durable write instead of on their own; they are never lost to a
+crash of the process, only to a power cut before that next write. Every "handle this once"
+decision is a claim — insert-if-absent — never an in-memory set.
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ class ClaimRepository(Protocol):
         """Take over a pending claim left by a stopped run; the attempt number (0: none)."""
         ...
 
-    async def complete(self, post_id: str) -> None: ...
+    async def complete(self, post_id: str) -> None:
+        """Mark a claimed post finished. Written with the store's next request, not waited
+        for, and not durable on its own: lost, the handler runs again as a later attempt,
+        which looks before it acts."""
+        ...
+
     async def is_handled(self, post_id: str) -> bool: ...
 
     async def pending(self) -> list[PendingClaim]:
@@ -77,15 +85,17 @@ class OutboxRepository(Protocol):
     async def get(self, key: str) -> OutboxEntry | None: ...
 
     async def due(self, now: float, lease: float, limit: int) -> list[OutboxEntry]:
-        """Entries whose time has come, leased to the caller for `lease` seconds."""
+        """Entries whose time has come, leased to the caller for `lease` seconds (the lease is
+        not durable on its own: a lost lease only makes an entry due again)."""
         ...
 
     async def update(self, key: str, *, state: str | None = None,
                      result: dict[str, Any] | None = None, retry_at: float | None = None,
                      error: str | None = None, notified: bool | None = None,
-                     release: bool = False) -> None:
+                     release: bool = False, durable: bool = True) -> None:
         """Change an entry. Its lease is kept (the run that holds it goes on) unless `release`
-        is set or a retry is scheduled: `retry_at` releases it and counts an attempt."""
+        is set or a retry is scheduled: `retry_at` releases it and counts an attempt.
+        `durable=False` for a step its executor finds again when it resumes from before it."""
         ...
 
     async def counts(self) -> dict[str, int]:
@@ -115,8 +125,9 @@ class TicketRepository(Protocol):
     """Tickets and the chat threads that follow them, and the tracker comments already shown
     in (or written from) chat."""
 
-    async def link(self, link: TicketLink) -> None:
-        """Record a ticket's thread; a ticket already linked keeps its first link."""
+    async def link(self, link: TicketLink, *, durable: bool = True) -> None:
+        """Record a ticket's thread; a ticket already linked keeps its first link.
+        `durable=False` when whoever made the ticket links it again if this is lost."""
         ...
 
     async def by_root(self, root_id: str) -> TicketLink | None:

@@ -30,6 +30,7 @@ from plugin.store import (
     read_setting,
 )
 from plugin.store.alert_state import AlertState, DigestState
+from plugin.store.sqlite.disk import StoreDiskError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -300,10 +301,10 @@ async def test_each_call_is_one_round_trip(store: SQLiteStore,
     requests = 0
     run = store.engine.run
 
-    async def counting(fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def counting(fn: Callable[[sqlite3.Connection], Any], **options: Any) -> Any:
         nonlocal requests
         requests += 1
-        return await run(fn)
+        return await run(fn, **options)
 
     monkeypatch.setattr(store.engine, "run", counting)
     calls: list[Callable[[], Awaitable[object]]] = [
@@ -343,6 +344,132 @@ async def test_a_burst_is_committed_together_and_a_failure_fails_alone(
     db = sqlite3.connect(path)
     assert db.execute("SELECT count(*) FROM handled").fetchone()[0] == 200
     db.close()
+
+
+async def test_one_turn_of_the_loop_is_one_transaction(tmp_path: Path) -> None:
+    """What is asked during one turn reaches the thread together and is committed together;
+    a request made after an answer came back is a transaction of its own."""
+    s = SQLiteStore(tmp_path / "s.db")
+    await s.open()
+    commits: list[int] = []
+    s.engine._db.set_trace_callback(  # type: ignore[union-attr]
+        lambda sql: commits.append(1) if sql == "COMMIT" else None)
+    await asyncio.gather(*(s.claims.claim(f"p{i}", "c") for i in range(50)))
+    assert len(commits) == 1
+    await s.claims.claim("q", "c")
+    await s.kv.put("k", "v")
+    assert len(commits) == 3
+    await s.close()
+
+
+def count_flushes(s: SQLiteStore) -> list[int]:
+    """The disk flushes of `s`'s log, counted as they happen."""
+    disk = s.engine._disk
+    assert disk is not None
+    flushes: list[int] = []
+    fsync = disk._fsync
+
+    def counted() -> None:
+        fsync()
+        flushes.append(1)
+
+    disk._fsync = counted  # type: ignore[method-assign]
+    return flushes
+
+
+async def test_durable_answers_wait_for_the_disk_and_share_a_flush(tmp_path: Path) -> None:
+    """A durable request hears back after a flush of the log that covers everything it could
+    have seen; requests made together share one flush; lazy ones and reads of flushed state
+    wait for none."""
+    s = SQLiteStore(tmp_path / "s.db")
+    await s.open()
+    flushes = count_flushes(s)
+    assert await s.claims.claim("p", "c")
+    assert len(flushes) == 1
+    assert all(await asyncio.gather(*(s.claims.claim(f"p{i}", "c") for i in range(100))))
+    assert len(flushes) == 2  # one for the hundred
+    assert await s.kv.get("nothing") is None  # everything it could see is on disk already
+    assert len(flushes) == 2
+    # A completion, a lease and a step marked durable=False are answered without a flush...
+    await s.claims.complete("p")
+    assert await s.outbox.put("o", "job", {})
+    assert len(flushes) == 3
+    assert [e.key for e in await s.outbox.due(10**12, 60, 5)] == ["o"]
+    await s.outbox.update("o", state="filed", durable=False)
+    assert len(flushes) == 3
+    # ...but a durable request that could have seen them waits until they are on disk.
+    assert (await s.outbox.get("o")).state == "filed"  # type: ignore[union-attr]
+    assert len(flushes) == 4
+    await s.close()
+
+
+async def test_a_failed_flush_fails_the_durable_answers(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "s.db")
+    await s.open()
+    disk = s.engine._disk
+    assert disk is not None
+
+    def broken() -> None:
+        raise OSError(5, "Input/output error")
+
+    disk._fsync = broken  # type: ignore[method-assign]
+    with pytest.raises(StoreDiskError, match="cannot flush the state file to disk"):
+        await s.claims.claim("p", "c")
+    await s.close()
+
+
+async def test_the_log_is_copied_back_and_does_not_grow_without_bound(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "s.db")
+    s.engine.checkpoint_every = 50
+    await s.open()
+    wal = tmp_path / "s.db-wal"
+    for i in range(2000):
+        await s.claims.claim(f"p{i}", "c")
+    # Without checkpoints, 2,000 commits leave at least 2,000 pages (8 MB) in the log.
+    assert wal.stat().st_size < 2 * 1024 * 1024
+    await s.close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("SELECT count(*) FROM handled").fetchone()[0] == 2000
+    db.close()
+
+
+async def test_the_store_is_used_from_its_loop_only(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "s.db")
+    await s.open()
+
+    def elsewhere() -> None:
+        asyncio.run(s.kv.get("k"))
+
+    with pytest.raises(RuntimeError, match="event loop's thread only"):
+        await asyncio.get_running_loop().run_in_executor(None, elsewhere)
+    await s.close()
+
+
+async def test_a_write_nobody_waits_for_travels_with_the_next_request(tmp_path: Path) -> None:
+    """`later` writes go ahead of the next request (which sees them), or on their own after
+    `linger`; closing the store writes what is left; a failing one is logged."""
+    s = SQLiteStore(tmp_path / "s.db")
+    await s.open()
+    commits: list[int] = []
+    s.engine._db.set_trace_callback(  # type: ignore[union-attr]
+        lambda sql: commits.append(1) if sql == "COMMIT" else None)
+    await s.claims.claim("p", "c")
+    await s.claims.claim("q", "c")
+    assert len(commits) == 2
+    await s.claims.complete("p")
+    assert len(commits) == 2  # not yet written
+    assert [c.post_id for c in await s.claims.pending()] == ["q"]
+    assert len(commits) == 3  # together with the read
+    await s.claims.complete("q")
+    await asyncio.sleep(s.engine.linger * 2)
+    assert len(commits) == 4  # on its own, after a while
+    assert await s.claims.pending() == []
+    s.engine.later(lambda db: db.execute("INSERT INTO kv(key, value) VALUES ('a', '1')"))
+    await s.close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("SELECT value FROM kv WHERE key = 'a'").fetchone() == ("1",)
+    db.close()
+    await s.close()
 
 
 async def test_a_closed_store_refuses_requests(tmp_path: Path) -> None:

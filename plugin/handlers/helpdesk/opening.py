@@ -8,6 +8,7 @@ carries an idempotency key: one message is one ticket, whatever fails on the way
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from datetime import UTC, datetime
@@ -85,14 +86,23 @@ class Opening(HelpdeskCore):
             result = {"id": ticket.id, "title": ticket.title, "url": ticket.url,
                       "status": ticket.status.value}
             person = await self._person(p["user_id"])
-            await self.rt.store.tickets.link(TicketLink(
-                p["tracker"], ticket.id, p["channel_id"], p["root_id"], p["user_id"],
-                person.username, ticket.title, ticket.url, ticket.status.value, 0,
-                ticket.status.is_open))
+            # Neither record needs a disk flush of its own: lost to a power cut, the entry
+            # resumes as queued, finds its ticket by its reference and records both again.
+            tickets, outbox = self.rt.store.tickets, self.rt.store.outbox
+            link = TicketLink(p["tracker"], ticket.id, p["channel_id"], p["root_id"],
+                              p["user_id"], person.username, ticket.title, ticket.url,
+                              ticket.status.value, 0, ticket.status.is_open)
             self.linked.add(p["root_id"])
-            await self._attach(tracker, ticket.id, p.get("file_ids") or [])
+            files = p.get("file_ids") or []
             # From here on a retry only owes the reply: no second look-up, no second upload.
-            await self.rt.store.outbox.update(key, state="filed", result=result)
+            if files:
+                await tickets.link(link, durable=False)
+                await self._attach(tracker, ticket.id, files)
+                await outbox.update(key, state="filed", result=result, durable=False)
+            else:  # both in one transaction
+                await asyncio.gather(tickets.link(link, durable=False),
+                                     outbox.update(key, state="filed", result=result,
+                                                   durable=False))
             log.info("filed as %s #%s", tracker.name, ticket.id)
         else:
             result = entry.result
@@ -127,7 +137,8 @@ class Opening(HelpdeskCore):
             await self.rt.store.outbox.update(key, state="failed", result=result,
                                                error=f"reply refused: {exc}")
             return
-        await self.rt.store.outbox.update(key, state="done", result=result)
+        # Lost to a power cut, this step is found again: the reply is looked for by its key.
+        await self.rt.store.outbox.update(key, state="done", result=result, durable=False)
 
     async def _post_number(self, entry: OutboxEntry, message: str, resumed: bool) -> None:
         """The ticket's number in its thread; a public channel the bot was not in (an outgoing

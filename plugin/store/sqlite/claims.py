@@ -28,7 +28,8 @@ class SQLiteClaims(SQLiteRepository):
 
     async def complete(self, post_id: str) -> None:
         now = time.time()
-        await self._engine.run(lambda db: db.execute(
+        # Nobody waits for it: it travels with the store's next request.
+        self._engine.later(lambda db: db.execute(
             "UPDATE handled SET state = 'done', done_at = ? WHERE post_id = ?", (now, post_id)))
 
     async def is_handled(self, post_id: str) -> bool:

@@ -1,16 +1,25 @@
-"""The SQLite engine under every repository: one connection, served by one thread.
+"""The SQLite engine under every repository: one connection, used on the event loop.
 
-Every statement runs on that dedicated thread, so the event loop never waits on disk, and is
-committed (WAL, synchronous=FULL) before its caller hears back: state is durable before the caller
-acts on it. Requests that arrive while the thread is busy are committed together in one
-transaction, each inside a savepoint of its own, so one failing request changes nothing and fails
-alone: one disk flush serves a burst.
+Requests made during one turn of the event loop are committed together at the end of that turn,
+in one transaction, each inside a savepoint of its own, so one failing request changes nothing
+and fails alone. The statements are small (a row or a few, by key) and run on the loop itself:
+no thread hand-off per request. The disk is never waited for on the loop: a commit is written to
+the write-ahead log (`synchronous=NORMAL`), and the flush to disk runs on the store's disk thread
+(`disk.py`), one flush for every commit waiting.
+
+Durability is chosen per request. A durable request (the default) hears back only once the log is
+on disk up to the last commit it could have seen: what it wrote, and what it read. A request made
+with `durable=False`, and a write made with `later`, record what a later run finds again (a claim
+marked done, an outbox entry marked filed whose ticket the tracker finds by its reference): they
+are answered at once and reach the disk with the next flush. A crash of the process loses no
+commit (the operating system has it); a power cut loses only commits not yet flushed, which no
+durable answer depended on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -18,12 +27,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .disk import Answers, DiskThread
 from .schema import MIGRATIONS
+
+log = logging.getLogger("switchboard.store")
 
 T = TypeVar("T")
 
-#: A request: what to run on the connection, and where its answer goes.
-_Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+#: A request: what to run on the connection, where its answer goes (None: nobody waits for it),
+#: and whether that answer waits for the disk.
+_Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any] | None", bool]
 
 
 @contextmanager
@@ -50,13 +63,14 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.cancelled():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle(answers: Answers) -> None:
+    for future, ok, value in answers:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -76,80 +90,152 @@ def migrate(db: sqlite3.Connection) -> None:
 
 
 class SQLiteEngine:
-    """The connection and the thread that runs every request on it."""
+    """The connection, the turn's requests, and the disk thread that makes them durable."""
 
-    #: Most requests committed in one transaction.
-    batch = 256
+    #: Longest a write nobody waits for (`later`) waits for a request to travel with.
+    linger = 0.05
+    #: Commits after which the log is copied back into the database file.
+    checkpoint_every = 500
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
+        self._disk: DiskThread | None = None
+        #: The thread whose event loop uses the connection.
+        self._owner = 0
+        #: Requests of the current turn, and writes nobody waits for; whether the turn's
+        #: commit is scheduled, and the timer of the writes.
+        self._turn: list[_Job] = []
+        self._behind: list[_Job] = []
+        self._soon = False
+        self._timer: asyncio.TimerHandle | None = None
+        #: Commits made, and the count at the last checkpoint; while one runs, commits wait
+        #: (the disk thread has the connection) and this is set when it is over.
+        self._written = 0
+        self._checkpointed = 0
+        self._checkpoint: asyncio.Future[None] | None = None
 
     async def open(self, prepare: Callable[[sqlite3.Connection], None]) -> None:
         """Connect, migrate, run `prepare` on the connection, then start serving requests."""
-        def connect() -> None:
+        def connect() -> sqlite3.Connection:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
-            migrate(db)
-            prepare(db)
-            self._db = db
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                # Opening is flushed as it goes; from then on the disk thread flushes.
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA busy_timeout=5000")
+                migrate(db)
+                prepare(db)
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA wal_autocheckpoint=0")
+            except BaseException:
+                db.close()
+                raise
+            return db
 
-        await asyncio.get_running_loop().run_in_executor(None, connect)
-        self._thread = threading.Thread(target=self._work, name="store", daemon=True)
-        self._thread.start()
+        self._db = await asyncio.get_running_loop().run_in_executor(None, connect)
+        self._owner = threading.get_ident()
+        self._written = self._checkpointed = 0
+        self._disk = DiskThread(self.path, _settle)
+        self._disk.start(self._written)
 
     async def close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._jobs.put(None)
-            await asyncio.get_running_loop().run_in_executor(None, thread.join)
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        disk, self._disk = self._disk, None
+        if self._db is None:
+            return
+        if self._checkpoint is not None:
+            await asyncio.shield(self._checkpoint)
+        self._commit()
+        if disk is not None:
+            await asyncio.get_running_loop().run_in_executor(None, disk.stop)
+        self._db.close()
+        self._db = None
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` on the store's thread, inside a savepoint of the current batch; its answer
-        comes back once the batch is committed."""
-        if self._thread is None:
-            raise RuntimeError("the state store is not open")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, future, loop))
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run `fn` on the connection, inside a savepoint of this turn's transaction; its
+        answer comes once the turn is committed (and flushed to disk, when `durable`)."""
+        future: asyncio.Future[T] = self._loop().create_future()
+        self._turn.append((fn, future, durable))
         return await future
 
-    def _work(self) -> None:
-        """The store's thread: run queued requests, a burst at a time, one commit each."""
-        while True:
-            first = self._jobs.get()
-            if first is None:
-                return
-            batch, stop = [first], False
-            while len(batch) < self.batch:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stop = True
-                    break
-                batch.append(job)
-            self._execute(batch)
-            if stop:
-                return
+    def later(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        """Queue a write whose caller does not wait for it and which needs no flush of its own
+        (what a later run finds again if it is lost): it is committed with the next request's
+        turn, or on its own after `linger` seconds. A failure is logged."""
+        loop = self._loop(soon=False)
+        self._behind.append((fn, None, False))
+        if self._timer is None:
+            self._timer = loop.call_later(self.linger, self._commit)
 
-    def _execute(self, batch: list[_Job]) -> None:
-        db = self._db
-        assert db is not None
+    def _loop(self, soon: bool = True) -> asyncio.AbstractEventLoop:
+        if self._db is None or self._disk is None:
+            raise RuntimeError("the state store is not open")
+        if threading.get_ident() != self._owner:
+            raise RuntimeError("the state store is used from its event loop's thread only")
+        loop = asyncio.get_running_loop()
+        if soon and not self._soon:
+            # Once per turn: what this turn asks is committed together at its end.
+            self._soon = True
+            loop.call_soon(self._commit)
+        return loop
+
+    def _commit(self) -> None:
+        self._soon = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._checkpoint is not None:
+            return  # committed when the checkpoint is over
+        jobs = self._behind + self._turn if self._behind else self._turn
+        self._turn, self._behind = [], []
+        db, disk = self._db, self._disk
+        if not jobs or db is None:
+            return
+        before = db.total_changes
+        results = self._execute(db, jobs)
+        if db.total_changes != before:
+            self._written += 1
+        # What a durable answer could have seen is on disk before it is given.
+        mark, now, waiting = self._written, [], []
+        durable_ok = disk is not None and disk.synced >= mark
+        for (_, future, durable), (ok, value) in zip(jobs, results, strict=True):
+            if future is None:
+                if not ok:
+                    log.error("a write of the state store failed: %s", value)
+            elif durable and not durable_ok:
+                waiting.append((future, ok, value))
+            else:
+                now.append((future, ok, value))
+        _settle(now)
+        if disk is None:
+            _settle(waiting)
+            return
+        if waiting:
+            disk.flush(mark, waiting, asyncio.get_running_loop())
+        if self._written - self._checkpointed >= self.checkpoint_every:
+            self._checkpointed = self._written
+            loop = asyncio.get_running_loop()
+            self._checkpoint = loop.create_future()
+            disk.checkpoint(db, self._checkpoint_over, loop)
+
+    def _checkpoint_over(self) -> None:
+        done, self._checkpoint = self._checkpoint, None
+        if done is not None and not done.done():
+            done.set_result(None)
+        self._commit()  # what waited meanwhile
+
+    @staticmethod
+    def _execute(db: sqlite3.Connection, jobs: list[_Job]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            for fn, _, _ in batch:
+            alone = len(jobs) == 1
+            for fn, _, _ in jobs:
+                if alone:  # the transaction is its savepoint
+                    results.append((True, fn(db)))
+                    continue
                 db.execute("SAVEPOINT request")
                 try:
                     value = fn(db)
@@ -163,10 +249,8 @@ class SQLiteEngine:
         except Exception as exc:  # the transaction itself failed: nothing of it was kept
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            results = [(False, exc)] * len(batch)
-        # Answers go out only after the commit: what was answered is on disk.
-        for (_, future, loop), (ok, value) in zip(batch, results, strict=True):
-            loop.call_soon_threadsafe(_settle, future, ok, value)
+            results = [(False, exc)] * len(jobs)
+        return results
 
 
 class SQLiteRepository:

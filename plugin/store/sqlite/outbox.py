@@ -43,12 +43,12 @@ class SQLiteOutbox(SQLiteRepository):
                                [(now + lease, r[0]) for r in rows])
             return [_entry(r) for r in rows]
 
-        return await self._engine.run(go)
+        return await self._engine.run(go, durable=False)
 
     async def update(self, key: str, *, state: str | None = None,
                      result: dict[str, Any] | None = None, retry_at: float | None = None,
                      error: str | None = None, notified: bool | None = None,
-                     release: bool = False) -> None:
+                     release: bool = False, durable: bool = True) -> None:
         sets: list[str] = ["lease_until = 0"] if release or retry_at is not None else []
         args: list[Any] = []
         if state is not None:
@@ -71,7 +71,7 @@ class SQLiteOutbox(SQLiteRepository):
             return
         args.append(key)
         sql = f"UPDATE outbox SET {', '.join(sets)} WHERE key = ?"
-        await self._engine.run(lambda db: db.execute(sql, args))
+        await self._engine.run(lambda db: db.execute(sql, args), durable=durable)
 
     async def counts(self) -> dict[str, int]:
         rows = await self._engine.run(lambda db: db.execute(

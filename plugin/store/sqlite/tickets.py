@@ -20,14 +20,14 @@ def _link(row: tuple[Any, ...]) -> TicketLink:
 
 
 class SQLiteTickets(SQLiteRepository):
-    async def link(self, link: TicketLink) -> None:
+    async def link(self, link: TicketLink, *, durable: bool = True) -> None:
         now = time.time()
         await self._engine.run(lambda db: db.execute(
             f"INSERT OR IGNORE INTO tickets({_COLUMNS}, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (link.tracker, link.ticket_id, link.channel_id, link.root_id, link.requester_id,
              link.requester, link.title, link.url, link.status, link.status_changes,
-             int(link.open), now)))
+             int(link.open), now)), durable=durable)
 
     async def by_root(self, root_id: str) -> TicketLink | None:
         row = await self._engine.run(lambda db: db.execute(
