@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import httpx
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..config import Settings
+from ..httpserver import HTTPServer, Request, Response, Router, json_response
 from ..mattermost import MattermostAPI, MattermostError
 from ..metrics import UPSTREAM_LIMIT
 from .mattermost import get_json
@@ -126,23 +126,21 @@ def url_problem(url: str) -> str:
     return ""
 
 
-async def _serve_health(host: str, port: int, nonce: str) -> web.AppRunner | None:
+async def _serve_health(host: str, port: int, nonce: str) -> HTTPServer | None:
     """Listen on host:port with a /healthz answering `nonce`; None when the port is taken."""
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "doctor": nonce})
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "ok", "doctor": nonce})
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
+    router = Router()
+    router.get("/healthz", healthz)
+    server = HTTPServer(router, host, port)
     try:
-        await web.TCPSite(runner, host, port).start()
+        await server.start()
     except OSError as exc:
-        await runner.cleanup()
         if exc.errno == errno.EADDRINUSE:
             return None
         raise
-    return runner
+    return server
 
 
 def _bot_health(response: httpx.Response) -> str | None:
@@ -176,18 +174,18 @@ async def check_listener(report: Report, s: Settings, names: SettingNames,
         return
     nonce = secrets.token_hex(8)
     try:
-        runner = await _serve_health(s.listener.host, s.listener.port, nonce)
+        server = await _serve_health(s.listener.host, s.listener.port, nonce)
     except OSError as exc:
         report.fail(f"the listener cannot listen on {listen} ({exc.strerror or exc})",
                     f"set {listen_name} to an address of this host (0.0.0.0:8470 for every "
                     "interface) and a free port")
         return
     try:
-        verified = await _reach(report, s, names, runner is not None, nonce)
+        verified = await _reach(report, s, names, server is not None, nonce)
     finally:
-        if runner is not None:
-            await runner.cleanup()
-    if runner is None and verified is not None:
+        if server is not None:
+            await server.stop()
+    if server is None and verified is not None:
         await _upstream_limits(report, _local_url(s))
     if api is not None:
         await _server_side(report, s, api, verified is not False, bot)

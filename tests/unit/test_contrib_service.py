@@ -14,10 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from plugin.app import EXIT_AUTH
-from plugin.listener import build
+from plugin.listener import Listener, build
 from plugin.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,14 +143,11 @@ async def test_container_healthcheck_calls_the_listener_health_route() -> None:
     assert argv[0] == "python" and argv[1] == "-c"
     assert "/healthz" in argv[2]
     stub = _Stub()
-    runner = web.AppRunner(build(stub, 1 << 20))  # type: ignore[arg-type]
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    listener = Listener(build(stub, 1 << 20), "127.0.0.1", 0)  # type: ignore[arg-type]
+    port = await listener.start()
     try:
-        port = runner.addresses[0][1]
         assert await _run_check(argv, port) == 0
         stub.healthy = False
         assert await _run_check(argv, port) != 0
     finally:
-        await runner.cleanup()
+        await listener.stop()

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from plugin import commands
 from plugin import filters as F
@@ -22,7 +22,7 @@ from plugin.commands import TOKENS_KEY, CommandSpec, register, replace_teams, st
 from plugin.config import parse
 from plugin.context import Context
 from plugin.events import BadPayload, Message, OutgoingWebhook, SlashCommand
-from plugin.listener import HTTPError, build, token_matches
+from plugin.listener import HTTPError, Listener, build, token_matches
 from plugin.mattermost import MattermostAuthError, MattermostError
 from plugin.review import warnings
 from plugin.router import Router
@@ -133,7 +133,7 @@ class FakeREST:
 
 @pytest.fixture
 async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                ) -> AsyncIterator[tuple[Bot, TestClient[Any, Any], FakeREST]]:
+                ) -> AsyncIterator[tuple[Bot, httpx.AsyncClient, FakeREST]]:
     calls.clear()
     stamps.clear()
     store = SQLiteStore(tmp_path / "state.db")
@@ -143,29 +143,32 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr(bot.api, name, getattr(rest, name))
     bot.api.me = {"id": BOT_ID, "username": "switchboard"}
     await store.open()
-    client: TestClient[Any, Any] = TestClient(TestServer(build(bot.ways_in, 1 << 20)))
-    await client.start_server()
+    listener = Listener(build(bot.ways_in, 1 << 20), "127.0.0.1", 0)
+    port = await listener.start()
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False,
+                               timeout=10)
     try:
         yield bot, client, rest
     finally:
-        await client.close()
+        await client.aclose()
+        await listener.stop()
         await bot.dispatcher.join(2)
         await store.close()
         bot.api.close()
 
 
 async def test_a_webhook_call_is_handled_once_and_answered_as_a_comment(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+        world: tuple[Bot, httpx.AsyncClient, FakeREST]) -> None:
     bot, client, rest = world
     r = await client.post("/outgoing", json=JSON_CALL)
-    assert r.status == 200
-    assert await r.json() == {"text": "filing: printer broken", "response_type": "comment"}
+    assert r.status_code == 200
+    assert r.json() == {"text": "filing: printer broken", "response_type": "comment"}
     assert calls == [("p" * 26, "printer broken")]
     assert rest.posted == []  # the answer carried the reply: no REST post
     assert await bot.store.claims.is_handled("p" * 26)
     # The same post again (a second hook, or the stream) is not handled a second time.
     again = await client.post("/outgoing", json=JSON_CALL)
-    assert await again.json() == {}
+    assert again.json() == {}
     msg = Message.from_frame({"post": json.dumps(await rest.get_post("p" * 26)),
                               "channel_type": "O"})
     assert bot.pipeline.ingest(msg, 0.0)
@@ -174,24 +177,24 @@ async def test_a_webhook_call_is_handled_once_and_answered_as_a_comment(
 
 
 async def test_form_calls_and_several_replies(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+        world: tuple[Bot, httpx.AsyncClient, FakeREST]) -> None:
     _, client, rest = world
     rest.readable = False  # the call's own fields are used
     form = {k: str(v) for k, v in JSON_CALL.items()} | {"text": "112 twice",
                                                         "timestamp": "1795388386"}
     r = await client.post("/outgoing", data=form)
-    assert await r.json() == {"text": "filing: twice\n\nsecond line",
+    assert r.json() == {"text": "filing: twice\n\nsecond line",
                               "response_type": "comment"}
     assert calls == [("p" * 26, "twice")]
     assert stamps == [1795388386000]
 
 
 async def test_replies_after_the_deadline_go_over_rest(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+        world: tuple[Bot, httpx.AsyncClient, FakeREST]) -> None:
     bot, client, rest = world
     rest.text = "112 late"
     r = await client.post("/outgoing", json=JSON_CALL | {"text": rest.text})
-    assert await r.json() == {}
+    assert r.json() == {}
     await bot.dispatcher.join(5)
     assert [p["message"] for p in rest.posted] == ["filing: late"]
     assert rest.posted[0]["root_id"] == "p" * 26
@@ -199,33 +202,33 @@ async def test_replies_after_the_deadline_go_over_rest(
 
 @pytest.mark.parametrize("token", ["", "wrong-token", HOOK_TOKEN + "x"])
 async def test_a_wrong_or_missing_token_is_refused_and_changes_nothing(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST], token: str) -> None:
+        world: tuple[Bot, httpx.AsyncClient, FakeREST], token: str) -> None:
     bot, client, _ = world
     body = JSON_CALL | {"token": token}
     r = await client.post("/outgoing", json=body)
-    assert r.status == 401
-    assert "token" in (await r.json())["error"]
+    assert r.status_code == 401
+    assert "token" in r.json()["error"]
     form = await client.post("/outgoing", data={k: str(v) for k, v in body.items()})
-    assert form.status == 401
+    assert form.status_code == 401
     assert calls == []
     assert not await bot.store.claims.is_handled("p" * 26)
 
 
 async def test_the_bots_own_post_is_never_answered(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+        world: tuple[Bot, httpx.AsyncClient, FakeREST]) -> None:
     bot, client, _ = world
     r = await client.post("/outgoing", json=JSON_CALL | {"user_id": BOT_ID})
-    assert r.status == 200 and await r.json() == {}
+    assert r.status_code == 200 and r.json() == {}
     assert calls == []
     assert not await bot.store.claims.is_handled("p" * 26)
 
 
 async def test_no_matching_handler_answers_nothing(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+        world: tuple[Bot, httpx.AsyncClient, FakeREST]) -> None:
     _, client, rest = world
     rest.text = "hello there"
     r = await client.post("/outgoing", json=JSON_CALL | {"text": rest.text})
-    assert r.status == 200 and await r.json() == {}
+    assert r.status_code == 200 and r.json() == {}
     assert calls == []
 
 
@@ -235,18 +238,18 @@ async def test_no_matching_handler_answers_nothing(
     (json.dumps(JSON_CALL | {"timestamp": "later"}).encode(), "application/json"),
     (b"token=" + HOOK_TOKEN.encode() + b"&channel_id=x&user_id=y&timestamp=abc&post_id=z",
      "application/x-www-form-urlencoded")])
-async def test_malformed_bodies_are_400(world: tuple[Bot, TestClient[Any, Any], FakeREST],
+async def test_malformed_bodies_are_400(world: tuple[Bot, httpx.AsyncClient, FakeREST],
                                         raw: bytes, ctype: str) -> None:
     _, client, _ = world
-    r = await client.post("/outgoing", data=raw, headers={"Content-Type": ctype})
-    assert r.status == 400
-    assert "error" in await r.json()
+    r = await client.post("/outgoing", content=raw, headers={"Content-Type": ctype})
+    assert r.status_code == 400
+    assert "error" in r.json()
     assert calls == []
 
 
 # --- slash command tokens stored by register-commands ------------------------------------------
 async def test_stored_slash_tokens_are_accepted_and_read_again_on_a_miss(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+        world: tuple[Bot, httpx.AsyncClient, FakeREST]) -> None:
     bot, _, _ = world
     command = SlashCommand.from_form({"command": "/nosuch", "user_id": ALICE,
                                       "trigger_id": "x", "team_id": "t"})
@@ -281,11 +284,11 @@ async def test_garbage_in_the_store_is_ignored(tmp_path: Path) -> None:
 
 # --- webhook-only mode --------------------------------------------------------------------------
 async def test_webhook_only_mode_is_healthy_without_a_stream(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+        world: tuple[Bot, httpx.AsyncClient, FakeREST]) -> None:
     _, client, _ = world
     r = await client.get("/healthz")
-    assert r.status == 200
-    body = await r.json()
+    assert r.status_code == 200
+    body = r.json()
     assert body["status"] == "ok" and body["websocket"] == "disabled"
     text = " ".join(warnings(config()))
     assert "webhook-only mode" in text and "direct messages" in text
@@ -298,19 +301,19 @@ async def test_webhook_only_mode_is_healthy_without_a_stream(
 
 
 async def test_a_call_about_another_post_is_refused(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+        world: tuple[Bot, httpx.AsyncClient, FakeREST]) -> None:
     # A token holder names a post of another channel (a DM, say): nothing is handled or said.
     bot, client, _ = world
     r = await client.post("/outgoing", json=JSON_CALL | {"channel_id": "d" * 26})
-    assert r.status == 403
+    assert r.status_code == 403
     r = await client.post("/outgoing", json=JSON_CALL | {"user_id": "u" * 26})
-    assert r.status == 403
+    assert r.status_code == 403
     assert calls == []
     assert not await bot.store.claims.is_handled("p" * 26)
 
 
 async def test_a_slow_post_read_leaves_the_handler_its_time(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST],
+        world: tuple[Bot, httpx.AsyncClient, FakeREST],
         monkeypatch: pytest.MonkeyPatch) -> None:
     bot, client, rest = world
     real = rest.get_post
@@ -323,12 +326,12 @@ async def test_a_slow_post_read_leaves_the_handler_its_time(
     r = await client.post("/outgoing", json=JSON_CALL)
     # The call's own fields serve when the read is slow; the answer still carries the reply
     # within the deadline Mattermost gives it.
-    assert await r.json() == {"text": "filing: printer broken", "response_type": "comment"}
+    assert r.json() == {"text": "filing: printer broken", "response_type": "comment"}
     assert time.monotonic() - started < 0.9
 
 
 async def test_webhook_only_mode_reports_a_revoked_token(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST],
+        world: tuple[Bot, httpx.AsyncClient, FakeREST],
         monkeypatch: pytest.MonkeyPatch) -> None:
     bot, client, _ = world
 
@@ -346,7 +349,7 @@ async def test_webhook_only_mode_reports_a_revoked_token(
                 break
             await asyncio.sleep(0.01)
         r = await client.get("/healthz")
-        assert r.status == 503 and (await r.json())["rest"] == "failing"
+        assert r.status_code == 503 and r.json()["rest"] == "failing"
     finally:
         bot.stop()
         await asyncio.wait_for(task, 5)
@@ -452,7 +455,7 @@ async def accepted(bot: Bot, token: str, team_id: str) -> bool:
 
 
 async def test_a_stored_token_is_accepted_only_from_its_commands_team(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST]) -> None:
+        world: tuple[Bot, httpx.AsyncClient, FakeREST]) -> None:
     bot, _, _ = world
     await bot.store.kv.put(TOKENS_KEY, json.dumps({
         "c1": {"team_id": "t1", "trigger": "ticket", "token": "team1-slash"},
@@ -511,7 +514,7 @@ class FakeMattermost:
 
 
 async def test_register_replaces_a_teams_tokens_with_what_mattermost_lists_now(
-        world: tuple[Bot, TestClient[Any, Any], FakeREST], tmp_path: Path,
+        world: tuple[Bot, httpx.AsyncClient, FakeREST], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     bot, _, _ = world
     bot.ways_in.slash_token_reread = 0.0
