@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bench.procfs import cpu_seconds, memory_mib
 from bench.targets import Scorecard
-from bridge.transport import AiohttpTransport
+from bridge.transport import PooledTransport
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
 from tests.e2e.harness import BOT_TOKEN, BotProcess, free_port, wait_until
 
@@ -66,7 +66,7 @@ async def _post_all(url: str, bodies: list[dict[str, Any]], concurrency: int = 3
     queue = list(reversed(bodies))
     headers = {"Authorization": f"Bearer {TOKEN}"}
     # The client must not be what is measured: it uses the project's lean transport.
-    transport = AiohttpTransport(limit=concurrency)
+    transport = PooledTransport(limit=concurrency)
     async with httpx.AsyncClient(headers=headers, transport=transport, timeout=60) as client:
         async def worker() -> None:
             nonlocal accepted

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from .transport import AiohttpTransport
+from .transport import PooledTransport
 
 
 class Status(StrEnum):
@@ -139,10 +139,10 @@ class TLSOptions:
             return ssl.create_default_context(cafile=self.ca_bundle)
         return True
 
-    def transport(self, limit: int = 8) -> AiohttpTransport:
+    def transport(self, limit: int = 8) -> PooledTransport:
         """The HTTPS transport that applies all of these options (httpx's own `verify=` cannot
         carry `server_name`): give it to the client as `transport=`."""
-        return AiohttpTransport(verify=self.httpx_verify(), limit=limit,
+        return PooledTransport(verify=self.httpx_verify(), limit=limit,
                                 server_name=self.server_name)
 
 

@@ -1,4 +1,4 @@
-"""The HTTP side of the Mattermost REST client: the driver's endpoints on aiohttp's event loop.
+"""The HTTP side of the Mattermost REST client: the driver's endpoints on the event loop.
 
 mattermostdriver's endpoint objects (`driver.posts.create_post(...)`, ...) build each call's
 method, path and body, and hand it to their client. `AsyncClient` is that client, made async: its
@@ -20,21 +20,25 @@ import asyncio
 import json
 import logging
 import random
+import secrets
 import ssl
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
-import aiohttp
-import certifi
 from mattermostdriver.client import Client
-from multidict import CIMultiDictProxy
-from urllib3.exceptions import InvalidHeader
-from urllib3.util.retry import Retry
-from yarl import URL
 
+from bridge.http1 import HTTPClient, HTTPError, default_tls
+from bridge.http1_wire import MAX_BODY, Answer, ResponseTooLarge
 from bridge.transport import EnvProxies
 
 log = logging.getLogger("switchboard.mattermost")
+
+#: Characters left as they are in a request path (the rest is percent-encoded).
+_PATH_SAFE = "/%:@!$&'()*+,;=~"
 
 
 class MattermostError(Exception):
@@ -62,10 +66,16 @@ def retry_after_seconds(value: str | None) -> float | None:
     None when absent or unreadable."""
     if not value:
         return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
     try:
-        return float(Retry().parse_retry_after(value))
-    except InvalidHeader:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class RetryPolicy:
@@ -76,13 +86,49 @@ class RetryPolicy:
         self.max_retry_after = max_retry_after
 
 
+class Headers(Mapping[str, str]):
+    """An answer's headers, looked up by name in any case (the first of repeated ones);
+    `get_all` gives every value of a name, `items` all of them in order."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items = items
+
+    def __getitem__(self, name: str) -> str:
+        wanted = name.lower()
+        for key, value in self._items:
+            if key.lower() == wanted:
+                return value
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        for key, _ in self._items:
+            if key.lower() not in seen:
+                seen.add(key.lower())
+                yield key
+
+    def __len__(self) -> int:
+        return len({key.lower() for key, _ in self._items})
+
+    def get_all(self, name: str) -> list[str]:
+        wanted = name.lower()
+        return [value for key, value in self._items if key.lower() == wanted]
+
+    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
 class Response:
     """A whole answer, read before the connection went back to the pool."""
 
     __slots__ = ("content", "headers", "reason", "status_code")
 
-    def __init__(self, status_code: int, reason: str, headers: CIMultiDictProxy[str],
-                 content: bytes) -> None:
+    def __init__(self, status_code: int, reason: str, headers: Headers, content: bytes) -> None:
         self.status_code = status_code
         self.reason = reason
         self.headers = headers
@@ -117,82 +163,110 @@ def _error(response: Response, path: str) -> MattermostError:
     return cls(response.status_code, error_id, message, path)
 
 
-def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
+def _query(params: Mapping[str, Any] | None) -> str:
     """Query parameters as `requests` encodes them: None dropped, a list repeated, the rest
-    as text."""
+    as text; "" for none."""
     if not params:
-        return None
+        return ""
     pairs: list[tuple[str, str]] = []
     for name, value in params.items():
         values = value if isinstance(value, list | tuple) else [value]
         pairs += [(name, v if isinstance(v, str) else str(v)) for v in values if v is not None]
-    return pairs
+    return urlencode(pairs)
 
 
-def _form(data: Any, files: Mapping[str, Any]) -> aiohttp.FormData:
-    """A multipart body from `requests`-style `data` and `files` (`{field: file}` or
-    `{field: (name, file[, content type])}`)."""
-    form = aiohttp.FormData()
+def _quoted(text: str) -> str:
+    """A form field's name or file name inside a quoted string (as browsers write them)."""
+    return text.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
+
+
+def _multipart(data: Any, files: Mapping[str, Any]) -> tuple[bytes, str]:
+    """A multipart/form-data body and its content type, from `requests`-style `data` and
+    `files` (`{field: file}` or `{field: (name, file[, content type])}`; a file is bytes, text
+    or something with `read()`)."""
+    boundary = secrets.token_hex(16)
+    parts: list[bytes] = []
     fields: Iterable[tuple[str, Any]] = data.items() if isinstance(data, Mapping) else data or ()
     for name, value in fields:
-        form.add_field(name, str(value))
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"'
+                     f"\r\n\r\n{value}\r\n".encode())
     for name, spec in files.items():
         if isinstance(spec, tuple):
             filename, content = spec[0], spec[1]
-            content_type = spec[2] if len(spec) > 2 else None
+            content_type = spec[2] if len(spec) > 2 and spec[2] else None
         else:
             filename, content, content_type = getattr(spec, "name", name), spec, None
-        form.add_field(name, content, filename=str(filename), content_type=content_type)
-    return form
+        if hasattr(content, "read"):
+            content = content.read()
+        if isinstance(content, str):
+            content = content.encode()
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"; '
+                f'filename="{_quoted(str(filename).replace(chr(92), "/").rpartition("/")[2])}"'
+                f"\r\nContent-Type: {content_type or 'application/octet-stream'}\r\n\r\n")
+        parts += (head.encode(), bytes(content), b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def _decoded(answer: Answer, limit: int) -> bytes:
+    """The body without its gzip or deflate coding (not asked for, but a server may send it
+    anyway); other codings are left as they are."""
+    coding = (answer.header("Content-Encoding") or "").strip().lower()
+    if coding in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif coding == "deflate":
+        # zlib-wrapped as the standard says; raw deflate as some servers send it.
+        wbits = zlib.MAX_WBITS if answer.body[:1] == b"\x78" else -zlib.MAX_WBITS
+    else:
+        return answer.body
+    inflater = zlib.decompressobj(wbits)
+    try:
+        body = inflater.decompress(answer.body, limit + 1)
+    except zlib.error as exc:
+        raise HTTPError(f"the answer's {coding} body cannot be decoded: {exc}") from None
+    if len(body) > limit or inflater.unconsumed_tail:
+        raise ResponseTooLarge(f"the answer's decoded body is larger than {limit} bytes")
+    return body
 
 
 class AsyncClient(Client):  # type: ignore[misc]
-    """The driver's client on aiohttp: the endpoint methods return coroutines."""
+    """The driver's client on `bridge.http1`: the endpoint methods return coroutines."""
 
     policy = RetryPolicy(4, 30.0)
     #: Connections (and so calls in flight) at most.
     limit = 8
+    #: The largest answer body read (file downloads included).
+    max_body = MAX_BODY
 
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
-        seconds = self.request_timeout
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=seconds,
-                                              sock_read=seconds)
-        url = URL(self.url)
-        self._headers = {"User-Agent": "Switchboard", "X-Requested-With": "XMLHttpRequest"}
-        self._proxy, self._proxy_headers = EnvProxies().proxy_for(url.scheme, url.host or "")
-        if self._proxy_headers and url.scheme == "http":
-            # A plain request to a proxy carries the proxy's credentials itself; aiohttp sends
-            # `proxy_headers` only on a CONNECT.
-            self._headers.update(self._proxy_headers)
-            self._proxy_headers = None
-        self._session: aiohttp.ClientSession | None = None
+        self._seconds: float = self.request_timeout
+        self._host: str = self._options["url"]
+        self._fixed = [(b"User-Agent", b"Switchboard"), (b"X-Requested-With", b"XMLHttpRequest")]
+        self._proxies = EnvProxies()
+        self._proxy, _ = self._proxies.proxy_for(self._scheme, self._host)
+        self._http: HTTPClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: set[asyncio.Future[None]] = set()
         self._running: set[asyncio.Future[Response]] = set()
 
-    def _ssl(self) -> ssl.SSLContext | bool:
+    def _ssl(self) -> ssl.SSLContext | None:
         if self._scheme != "https":
-            return True
-        if not self._verify:
-            return False
+            return None
         # A CA bundle file, or the certifi bundle as `requests` took it; either is read here,
         # so a missing file fails the first call with an OSError naming it.
-        cafile = self._verify if isinstance(self._verify, str) else certifi.where()
-        return ssl.create_default_context(cafile=cafile)
+        return default_tls(self._verify)
 
-    def _client(self) -> aiohttp.ClientSession:
+    def _client(self) -> HTTPClient:
         loop = asyncio.get_running_loop()
-        if self._session is None or self._loop is not loop:
-            if self._session is not None:
+        if self._http is None or self._loop is not loop:
+            if self._http is not None:
                 self.close()
-            connector = aiohttp.TCPConnector(limit=self.limit, limit_per_host=0,
-                                             ssl=self._ssl())
-            self._session = aiohttp.ClientSession(
-                connector=connector, headers=self._headers, timeout=self._timeout,
-                cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+            tls = self._ssl()
+            self._http = HTTPClient(limit=self.limit, verify=tls or True,
+                                    proxies=self._proxies, max_body=self.max_body)
             self._loop = loop
-        return self._session
+        return self._http
 
     async def make_request(self, method: str, endpoint: str, options: Any = None,
                            params: Any = None, data: Any = None, files: Any = None,
@@ -206,36 +280,46 @@ class AsyncClient(Client):  # type: ignore[misc]
         task.add_done_callback(self._running.discard)
         return await asyncio.shield(task)
 
+    def _body(self, method: str, options: Any, data: Any, files: Any
+              ) -> tuple[bytes, bytes | None]:
+        """The request body and its content type."""
+        # The driver passes `{}` as a JSON body even on GET; send a body only when there is one.
+        if files:
+            body, kind = _multipart(data, files)
+            return body, kind.encode()
+        if options is not None and (options != {} or method in ("POST", "PUT")):
+            return json.dumps(options).encode(), b"application/json"
+        if isinstance(data, Mapping):
+            return urlencode(list(data.items())).encode(), b"application/x-www-form-urlencoded"
+        if isinstance(data, str):
+            return data.encode(), None
+        return bytes(data or b""), None
+
     async def _request(self, method: str, endpoint: str, options: Any, params: Any, data: Any,
                        files: Any, basepath: str | None) -> Response:
         method = method.upper()
-        base = self.url
-        if basepath:
-            base = f"{self._scheme}://{self._options['url']}:{self._port}{basepath}"
-        kwargs: dict[str, Any] = {"params": _query(params), "proxy": self._proxy,
-                                  "proxy_headers": self._proxy_headers}
-        headers = self.auth_header() or {}
-        # The driver passes `{}` as a JSON body even on GET; send a body only when there is one.
-        if files:
-            kwargs["data"] = _form(data, files)
-        elif options is not None and (options != {} or method in ("POST", "PUT")):
-            kwargs["data"] = json.dumps(options).encode()
-            headers = {**headers, "Content-Type": "application/json"}
-        elif data:
-            kwargs["data"] = data
-        kwargs["headers"] = headers
+        path = quote((self._basepath if basepath is None else basepath) + endpoint, _PATH_SAFE)
+        query = _query(params)
+        target = (f"{path}?{query}" if query else path).encode()
+        body, kind = self._body(method, options, data, files)
+        headers = list(self._fixed)
+        for name, value in (self.auth_header() or {}).items():
+            headers.append((name.encode(), value.encode()))
+        if kind is not None:
+            headers.append((b"Content-Type", kind))
         # Creating a post is retried by the caller, which first checks it did not land.
         safe_to_retry = not (method == "POST" and endpoint == "/posts")
-        session = self._client()
+        http = self._client()
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with session.request(method, base + endpoint, **kwargs) as answer:
-                    content = await answer.read()
-                    response = Response(answer.status, answer.reason or "", answer.headers,
-                                        content)
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                answer = await http.request(method, self._scheme, self._host, self._port,
+                                            target, headers, body, connect=self._seconds,
+                                            read=self._seconds)
+                response = Response(answer.status, answer.reason, Headers(answer.headers),
+                                    _decoded(answer, self.max_body))
+            except HTTPError as exc:
                 if not safe_to_retry or attempt > self.policy.retries:
                     # The cause stays in the exception's context (the doctor reads why).
                     raise MattermostError(0, "", type(exc).__name__, endpoint) from None
@@ -289,11 +373,11 @@ class AsyncClient(Client):  # type: ignore[misc]
         detached = self._detach()
         if detached is None:
             return
-        session, loop = detached
+        http, loop = detached
         if loop is asyncio.get_running_loop():
-            await session.close()
+            await http.aclose()
         else:
-            self._close_on(session, loop)
+            self._close_on(http, loop)
 
     def close(self) -> None:
         """Close the pooled connections: in a task on their loop when it runs (the loop must
@@ -302,31 +386,30 @@ class AsyncClient(Client):  # type: ignore[misc]
         if detached is not None:
             self._close_on(*detached)
 
-    def _detach(self) -> tuple[aiohttp.ClientSession, asyncio.AbstractEventLoop] | None:
-        """The open session and its loop, forgotten here (the next call opens another); the
-        calls still running on it are cancelled."""
+    def _detach(self) -> tuple[HTTPClient, asyncio.AbstractEventLoop] | None:
+        """The open pools and their loop, forgotten here (the next call opens others); the
+        calls still running on them are cancelled."""
         for task in list(self._running):
             home = task.get_loop()
             if home.is_running() and not _runs(home):
                 home.call_soon_threadsafe(task.cancel)
             elif not home.is_closed():
                 task.cancel()
-        session, loop = self._session, self._loop
-        self._session = self._loop = None
-        if session is None or loop is None or session.closed or loop.is_closed():
+        http, loop = self._http, self._loop
+        self._http = self._loop = None
+        if http is None or loop is None or loop.is_closed():
             return None
-        return session, loop
+        return http, loop
 
-    def _close_on(self, session: aiohttp.ClientSession,
-                  loop: asyncio.AbstractEventLoop) -> None:
+    def _close_on(self, http: HTTPClient, loop: asyncio.AbstractEventLoop) -> None:
         if not loop.is_running():
-            loop.run_until_complete(session.close())
+            loop.run_until_complete(http.aclose())
         elif _runs(loop):
-            task = loop.create_task(session.close())
+            task = loop.create_task(http.aclose())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         else:
-            asyncio.run_coroutine_threadsafe(session.close(), loop)
+            asyncio.run_coroutine_threadsafe(http.aclose(), loop)
 
 
 def _runs(loop: asyncio.AbstractEventLoop) -> bool:

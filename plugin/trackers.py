@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.tickets import TLSOptions, Tracker
-from bridge.transport import AiohttpTransport
+from bridge.transport import PooledTransport
 
 from .config import GLPISettings, RedmineSettings, Settings, TLSSettings
 from .metrics import watch_upstream
@@ -14,7 +14,7 @@ def _tls(t: TLSSettings) -> TLSOptions:
                       server_name=t.server_name)
 
 
-def tls_transport(t: TLSSettings, limit: int = 8) -> AiohttpTransport:
+def tls_transport(t: TLSSettings, limit: int = 8) -> PooledTransport:
     """The HTTPS transport for an outside system's `tls` settings (trackers and monitoring
     sources alike): the one place certificate checks, CA bundle and server name are applied.
     Its pool holds `limit` connections: give it the client's ceiling of requests in flight."""

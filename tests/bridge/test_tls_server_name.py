@@ -19,7 +19,7 @@ from aiohttp import web
 
 from bridge.alerts import Alert, AlertStatus, Severity, SourceUnavailable
 from bridge.tickets import TLSOptions
-from bridge.transport import AiohttpTransport
+from bridge.transport import PooledTransport
 from plugin.config import AlertSettings, TLSSettings
 from plugin.doctor.report import TLS, TLS_NAME, reach_error, reach_fix
 from plugin.monitoring import build_sources
@@ -115,12 +115,12 @@ async def server(pki: Pki) -> AsyncIterator[Server]:
     await runner.cleanup()
 
 
-async def _get(url: str, transport: AiohttpTransport) -> httpx.Response:
+async def _get(url: str, transport: PooledTransport) -> httpx.Response:
     async with httpx.AsyncClient(transport=transport, timeout=10) as client:
         return await client.get(url + "/ping")
 
 
-async def _refused(url: str, transport: AiohttpTransport) -> httpx.ConnectError:
+async def _refused(url: str, transport: PooledTransport) -> httpx.ConnectError:
     with pytest.raises(httpx.ConnectError) as caught:
         await _get(url, transport)
     return caught.value

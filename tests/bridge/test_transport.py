@@ -1,4 +1,4 @@
-"""The aiohttp-backed httpx transport: what httpx users rely on still holds."""
+"""The pooled httpx transport: what httpx users rely on still holds."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from aiohttp import web
 from bridge.alerts import Alert, AlertStatus, Severity
 from bridge.glpi import GLPITracker
 from bridge.tickets import NewTicket, Person, TrackerUnavailable
-from bridge.transport import AiohttpTransport, EnvProxies, send_plain
+from bridge.transport import EnvProxies, PooledTransport, send_plain
 from plugin.config import AlertSettings, Settings
 from plugin.monitoring import build_sources
 from plugin.sandbox.glpi import GLPISimulator
@@ -60,7 +60,7 @@ async def server() -> AsyncIterator[str]:
 
 
 async def test_requests_bodies_headers_and_encodings(server: str) -> None:
-    async with httpx.AsyncClient(base_url=server, transport=AiohttpTransport()) as client:
+    async with httpx.AsyncClient(base_url=server, transport=PooledTransport()) as client:
         r = await client.post("/echo", params={"a": "1"}, json={"k": "é"},
                               headers={"X-Test": "yes"})
         assert r.status_code == 200
@@ -75,11 +75,11 @@ async def test_requests_bodies_headers_and_encodings(server: str) -> None:
 
 
 async def test_errors_become_httpx_errors(server: str) -> None:
-    async with httpx.AsyncClient(base_url=server, transport=AiohttpTransport(),
+    async with httpx.AsyncClient(base_url=server, transport=PooledTransport(),
                                  timeout=0.3) as client:
         with pytest.raises(httpx.TimeoutException):
             await client.get("/slow")
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with httpx.AsyncClient(transport=PooledTransport()) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{free_port()}/")
 
@@ -89,7 +89,7 @@ async def test_a_tracker_on_the_transport() -> None:
     await sim.start()
     try:
         tracker = GLPITracker(url=sim.api_url, user_token="tok",
-                              transport=AiohttpTransport(limit=4), max_in_flight=4)
+                              transport=PooledTransport(limit=4), max_in_flight=4)
         person = Person("alice", "alice@sandbox.local", "Alice")
         made = await asyncio.gather(*(tracker.create(NewTicket(
             f"t{i}", "x", person, f"ref-{i}")) for i in range(20)))
@@ -125,7 +125,7 @@ async def test_send_plain_is_what_the_client_sends() -> None:
     base = f"http://127.0.0.1:{port}/api"
     try:
         for plain in (False, True):
-            async with httpx.AsyncClient(base_url=base + "/", transport=AiohttpTransport(),
+            async with httpx.AsyncClient(base_url=base + "/", transport=PooledTransport(),
                                          follow_redirects=False, timeout=3) as client:
                 for path, query, body in (("/Ticket", None, {"input": {"name": "é"}}),
                                           ("/search/User", httpx.QueryParams(
@@ -215,7 +215,7 @@ async def proxy(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StubProxy]:
 async def test_http_goes_through_http_proxy(proxy: StubProxy,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with httpx.AsyncClient(transport=PooledTransport()) as client:
         r = await client.post("http://zabbix.example.invalid/api_jsonrpc.php", json={"a": 1})
     assert r.json()["result"] == "7.0.5"
     assert [s.line for s in proxy.seen] == [
@@ -229,7 +229,7 @@ async def test_the_proxy_urls_credentials_go_to_the_proxy_only(
         proxy: StubProxy, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("http_proxy", f"http://relay:p%40ss-w0rd@127.0.0.1:{proxy.port}")
     monkeypatch.setenv("https_proxy", f"http://relay:p%40ss-w0rd@127.0.0.1:{proxy.port}")
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with httpx.AsyncClient(transport=PooledTransport()) as client:
         await client.get("http://zabbix.example.invalid/")
         with pytest.raises(httpx.ProxyError) as caught:
             await client.get("https://zabbix.example.invalid/")
@@ -242,7 +242,7 @@ async def test_the_proxy_urls_credentials_go_to_the_proxy_only(
 async def test_https_is_tunnelled_through_https_proxy(proxy: StubProxy,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", f"127.0.0.1:{proxy.port}")  # no scheme: http:// meant
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with httpx.AsyncClient(transport=PooledTransport()) as client:
         with pytest.raises(httpx.ProxyError, match="refused the connection: HTTP 403"):
             await client.get("https://icinga.example.invalid:5665/v1/status")
         # HTTPS_PROXY is for https:// URLs only: plain http goes direct (and this name does
@@ -257,16 +257,16 @@ async def test_no_proxy_and_loopback_go_direct(proxy: StubProxy, server: str,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     # Loopback is never sent to a proxy, NO_PROXY or not: the local servers answer.
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with httpx.AsyncClient(transport=PooledTransport()) as client:
         assert (await client.get(server + "/echo")).json()["method"] == "GET"
         assert (await client.get(server.replace("127.0.0.1", "localhost") + "/echo")
                 ).status_code == 200
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with httpx.AsyncClient(transport=PooledTransport()) as client:
         assert (await client.get(server + "/echo")).json()["method"] == "GET"
     # A name NO_PROXY lists is reached directly (so here: it does not resolve).
     monkeypatch.setenv("NO_PROXY", "localhost, .example.invalid")
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with httpx.AsyncClient(transport=PooledTransport()) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get("http://zabbix.example.invalid/")
         await client.get("http://zabbix.example.test/")  # not listed: through the proxy
@@ -276,7 +276,7 @@ async def test_no_proxy_and_loopback_go_direct(proxy: StubProxy, server: str,
 async def test_the_environment_is_ignored_when_asked(proxy: StubProxy,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    async with httpx.AsyncClient(transport=AiohttpTransport(trust_env=False)) as client:
+    async with httpx.AsyncClient(transport=PooledTransport(trust_env=False)) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get("http://zabbix.example.invalid/")
     assert proxy.seen == []

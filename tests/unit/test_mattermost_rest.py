@@ -4,12 +4,15 @@ TLS, proxies, caches and idempotent post creation, against the simulator and sma
 from __future__ import annotations
 
 import asyncio
+import gzip
 import shutil
 import ssl
 import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from aiohttp import web
 
 from plugin.doctor.report import REFUSED, TLS, reach_error
 from plugin.mattermost import KEY_PROP, MattermostAPI, MattermostAuthError, MattermostError
+from plugin.mm_http import Headers, retry_after_seconds
 from plugin.sandbox.mattermost import MattermostSimulator
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -404,3 +408,55 @@ def test_close_when_no_loop_runs() -> None:
         api.close()  # the loop is idle: closed on it, at once
     finally:
         loop.close()
+
+
+# --- bodies, encodings and headers ----------------------------------------------------------------
+
+async def test_a_file_upload_is_multipart_and_comes_back_whole(
+        sim: MattermostSimulator, api: MattermostAPI) -> None:
+    helpdesk = sim.channel_id("helpdesk")
+    data = bytes(range(256)) * 9
+    uploaded = await api.call(lambda d: d.files.upload_file(
+        helpdesk, files={"files": ('rapport "été".xdump', data, "application/x-dump")}))
+    info = uploaded["file_infos"][0]
+    assert info["name"] == "rapport %22été%22.xdump" and info["size"] == len(data)
+    got_info, content = await api.file(info["id"])
+    assert content == data and got_info["mime_type"] == "application/x-dump"
+
+
+async def test_a_gzip_answer_is_decoded_though_not_asked_for() -> None:
+    asked: list[str | None] = []
+
+    async def zipped(request: web.Request) -> web.Response:
+        asked.append(request.headers.get("Accept-Encoding"))
+        return web.Response(body=gzip.compress(b'{"id": "me", "username": "z"}'),
+                            headers={"Content-Encoding": "gzip",
+                                     "Content-Type": "application/json"})
+
+    runner, port = await serve(zipped)
+    api = MattermostAPI(f"http://127.0.0.1:{port}", "tok")
+    try:
+        assert (await api.login())["username"] == "z"
+        assert asked == [None]
+    finally:
+        await api.aclose()
+        await runner.cleanup()
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    assert retry_after_seconds("3") == 3.0
+    soon = datetime.now(UTC) + timedelta(seconds=30)
+    waited = retry_after_seconds(format_datetime(soon, usegmt=True))
+    assert waited is not None and 25 < waited <= 30
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # past: no wait
+    assert retry_after_seconds("soon") is None
+    assert retry_after_seconds("") is None and retry_after_seconds(None) is None
+
+
+def test_answer_headers_are_read_in_any_case() -> None:
+    headers = Headers([("Content-Type", "application/json"), ("Set-Cookie", "a=1"),
+                       ("set-cookie", "b=2")])
+    assert headers["content-type"] == headers.get("CONTENT-TYPE") == "application/json"
+    assert headers.get_all("Set-Cookie") == ["a=1", "b=2"]
+    assert "set-COOKIE" in headers and "Retry-After" not in headers
+    assert headers.get("Retry-After") is None and len(headers) == 2
