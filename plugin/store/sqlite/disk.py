@@ -135,7 +135,7 @@ class DiskThread:
                 os.fsync(folder)
             finally:
                 os.close(folder)
-        os.fsync(self._wal)
+        os.fdatasync(self._wal)  # the data and the size: what replaying the log needs
 
     def _checkpoint(self, request: _Checkpoint) -> None:
         try:
