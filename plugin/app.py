@@ -32,7 +32,7 @@ from .rest_watch import RestWatch
 from .router import JobDecl, Router, RouteTable
 from .runtime import Runtime
 from .signing import Signer
-from .store import SQLiteStore, Store
+from .store import SQLiteStore, Store, StoreInUse
 from .stream import EventStream, FatalStreamError
 from .ways_in import WaysIn
 
@@ -40,6 +40,8 @@ log = logging.getLogger("switchboard")
 
 #: Exit status when Mattermost refuses the bot's credentials.
 EXIT_AUTH = 3
+#: Exit status when the set-up stops the bot (restarting it will not help).
+EXIT_CONFIG = 2
 
 
 class BotError(Exception):
@@ -161,7 +163,10 @@ class Bot:
             await self.shutdown()
 
     async def start(self) -> None:
-        await self.store.open()
+        try:
+            await self.store.open()
+        except StoreInUse as exc:
+            raise BotError(f"cannot start: {exc}", EXIT_CONFIG) from None
         self.backfill.fresh = await self.store.kv.get("initialized") is None
         await self.ways_in.read_slash_tokens()
         try:

@@ -208,6 +208,18 @@ class StateSettings(_Model):
                                          "incidents and their notes, closed tickets' seen "
                                          "follow-ups.")
 
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        scheme, sep, _ = v.partition("://")
+        if sep and scheme and "/" not in scheme:
+            # A database URL (postgresql://...) is not a file: it would be taken as a folder.
+            raise ValueError(f"is a {scheme}:// URL; the state store is an SQLite file here, "
+                             f"so give a file path (e.g. ./state/switchboard.db)")
+        if not v.strip():
+            raise ValueError("must name the SQLite file of the state store")
+        return v
+
 
 class StreamSettings(_Model):
     """Websocket supervision. Seconds throughout."""

@@ -17,12 +17,20 @@ from .protocols import (
     Store,
     TicketRepository,
 )
-from .records import AlertRecord, OutboxEntry, PendingClaim, StoreError, TicketLink
+from .records import (
+    AlertRecord,
+    OutboxEntry,
+    PendingClaim,
+    StoreError,
+    StoreInUse,
+    TicketLink,
+)
 from .sqlite import MIGRATIONS, SQLiteStore, change_setting, read_setting
 
 __all__ = [
     "MIGRATIONS", "AlertRecord", "AlertRepository", "ClaimRepository", "CursorRepository",
     "KeyValue", "LeaseRepository", "OutboxEntry", "OutboxRepository",
-    "PendingClaim", "SQLiteStore", "Store", "StoreError", "TicketLink", "TicketRepository",
+    "PendingClaim", "SQLiteStore", "Store", "StoreError", "StoreInUse", "TicketLink",
+    "TicketRepository",
     "change_setting", "read_setting",
 ]

@@ -79,3 +79,7 @@ class AlertRecord:
 
 class StoreError(Exception):
     """The store could not do what was asked (the file or database refused it)."""
+
+
+class StoreInUse(StoreError):
+    """Another running process holds the state: one state file serves one running bot."""

@@ -171,6 +171,36 @@ def test_a_taken_listener_port_exits_with_a_readable_message(sim: MattermostSimu
     assert "Traceback" not in log
 
 
+def test_a_second_bot_on_the_same_state_file_is_refused(sim_thread: SimulatorThread,
+                                                        sim: MattermostSimulator,
+                                                        bot: BotProcess, tmp_path: Path) -> None:
+    """Two processes on one state file would both answer every message: the second is refused
+    at start, named by the holder's process id, and the first goes on alone."""
+    assert bot.proc is not None
+    (tmp_path / "second").mkdir()
+    second = BotProcess(sim, tmp_path / "second",
+                        env={"SWITCHBOARD_DB": bot.env["SWITCHBOARD_DB"]})
+    second.start()
+    code = second.wait_exit(20)
+    log = second.log()
+    assert code == 2, log
+    assert f"in use by another running Switchboard (process {bot.proc.pid})" in log, log
+    assert "SWITCHBOARD_DB" in log and "Traceback" not in log
+    p = say(sim_thread, "helpdesk", "@switchboard ping")
+    one_reply_each(sim, [p])
+
+
+def test_a_database_url_as_the_state_file_is_refused(sim: MattermostSimulator,
+                                                     tmp_path: Path) -> None:
+    b = BotProcess(sim, tmp_path, env={"SWITCHBOARD_DB": "postgresql://sb:pw-secret@db/sb"})
+    b.start()
+    code = b.wait_exit(20)
+    log = b.log()
+    assert code == 2, log
+    assert "postgresql:// URL" in log and "pw-secret" not in log, log
+    assert not (Path.cwd() / "postgresql:").exists()
+
+
 def test_rate_limit_is_retried_after_retry_after(sim_thread: SimulatorThread,
                                                  sim: MattermostSimulator,
                                                  bot: BotProcess) -> None:

@@ -5,6 +5,7 @@ no SQL lives outside the store package."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +31,7 @@ from plugin.store import (
     read_setting,
 )
 from plugin.store.alert_state import AlertState, DigestState
+from plugin.store.records import StoreInUse
 from plugin.store.sqlite.disk import StoreDiskError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -431,6 +433,19 @@ async def test_the_log_is_copied_back_and_does_not_grow_without_bound(tmp_path: 
     db = sqlite3.connect(tmp_path / "s.db")
     assert db.execute("SELECT count(*) FROM handled").fetchone()[0] == 2000
     db.close()
+
+
+async def test_a_second_opening_of_one_state_file_is_refused(tmp_path: Path) -> None:
+    first = SQLiteStore(tmp_path / "s.db")
+    await first.open()
+    second = SQLiteStore(tmp_path / "s.db")
+    with pytest.raises(StoreInUse, match=rf"in use by another running Switchboard "
+                                         rf"\(process {os.getpid()}\)"):
+        await second.open()
+    await first.close()
+    await second.open()  # free again once the first is closed
+    await second.kv.put("k", "v")
+    await second.close()
 
 
 async def test_the_store_is_used_from_its_loop_only(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ durable answer depended on.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..records import StoreInUse
 from .disk import Answers, DiskThread
 from .schema import MIGRATIONS
 
@@ -109,6 +112,8 @@ class SQLiteEngine:
         self._behind: list[_Job] = []
         self._soon = False
         self._timer: asyncio.TimerHandle | None = None
+        #: The descriptor holding the state file's lock while open.
+        self._lock: int | None = None
         #: Commits made, and the count at the last checkpoint; while one runs, commits wait
         #: (the disk thread has the connection) and this is set when it is over.
         self._written = 0
@@ -135,7 +140,12 @@ class SQLiteEngine:
                 raise
             return db
 
-        self._db = await asyncio.get_running_loop().run_in_executor(None, connect)
+        self._lock = await asyncio.get_running_loop().run_in_executor(None, self._take_lock)
+        try:
+            self._db = await asyncio.get_running_loop().run_in_executor(None, connect)
+        except BaseException:
+            self._release_lock()
+            raise
         self._owner = threading.get_ident()
         self._written = self._checkpointed = 0
         self._disk = DiskThread(self.path, _settle)
@@ -152,6 +162,35 @@ class SQLiteEngine:
             await asyncio.get_running_loop().run_in_executor(None, disk.stop)
         self._db.close()
         self._db = None
+        self._release_lock()
+
+    def _take_lock(self) -> int | None:
+        """Hold `<file>.lock` for as long as the engine is open (the system lets it go when
+        the process ends, however it ends); `StoreInUse`, naming the holder, when another
+        process holds it."""
+        if self.path == ":memory:":
+            return None
+        lock_path = Path(self.path + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise StoreInUse(
+                f"the state file {self.path} is in use by another running Switchboard"
+                f"{f' (process {holder})' if holder.isdigit() else ''}; one state file serves "
+                f"one running bot: stop the other one, or give this one its own SWITCHBOARD_DB"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _release_lock(self) -> None:
+        fd, self._lock = self._lock, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor lets the lock go
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run `fn` on the connection, inside a savepoint of this turn's transaction; its
