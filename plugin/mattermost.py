@@ -1,9 +1,10 @@
-"""Mattermost's REST API through mattermostdriver, made fit for a long-running bot.
+"""Mattermost's REST API through mattermostdriver's endpoints, made fit for a long-running bot.
 
-The driver is kept for its endpoint catalogue; its HTTP layer is `mm_http.AsyncClient`, on the
-event loop: pooled connections (at most `connections` calls in flight), a timeout on every call,
-retries on 429 (honouring Retry-After) and on 5xx and connection failures with backoff, and errors
-mapped to `MattermostError` with Mattermost's error id. No call takes a thread.
+Only the driver's endpoint catalogue is used, loaded without the rest of the driver
+(`mm_catalog`); the HTTP layer is `mm_http.AsyncClient`, on the event loop: pooled connections
+(at most `connections` calls in flight), a timeout on every call, retries on 429 (honouring
+Retry-After) and on 5xx and connection failures with backoff, and errors mapped to
+`MattermostError` with Mattermost's error id. No call takes a thread.
 
 Creating a post is not idempotent, so it is never blindly retried: a post carries an idempotency key
 in its props, and after a failure the thread is searched for that key before posting again (a 5.36
@@ -18,11 +19,10 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
-from mattermostdriver import Driver
-
+from .mm_catalog import Endpoints
 from .mm_http import (
     AsyncClient,
     MattermostAuthError,
@@ -43,7 +43,7 @@ KEY_PROP = "switchboard_key"
 
 
 class MattermostAPI:
-    """Async facade over the driver, whose calls run on the caller's event loop.
+    """Async facade over the driver's endpoints, whose calls run on the caller's event loop.
 
     `connections` bounds the calls in flight (the pooled connections)."""
 
@@ -56,17 +56,16 @@ class MattermostAPI:
         client_cls = type("SwitchboardClient", (AsyncClient,), {
             "policy": RetryPolicy(retries, max_retry_after),
             "limit": connections})
-        self.driver = Driver({
+        #: The endpoint groups (`driver.posts`, `driver.users`, ...) over the client.
+        self.driver = Endpoints(client_cls({
             "url": parts.hostname or "localhost",
             "port": port,
             "scheme": scheme,
             "basepath": (parts.path.rstrip("/") or "") + "/api/v4",
             "token": token,
             "verify": verify,
-            "timeout": timeout,
             "request_timeout": timeout,
-        }, client_cls=client_cls)
-        self.driver.client.token = token
+        }))
         self.base_url = url.rstrip("/")
         #: How far back (seconds) a post's idempotency key is looked for outside threads.
         self.lookback = lookback
@@ -77,7 +76,12 @@ class MattermostAPI:
         self._teams: dict[str, dict[str, Any]] = {}
         self.me: dict[str, Any] = {}
 
-    async def call(self, fn: Callable[[Driver], Awaitable[T] | T]) -> T:
+    @overload
+    async def call(self, fn: Callable[[Endpoints], Awaitable[T]]) -> T: ...
+    @overload
+    async def call(self, fn: Callable[[Endpoints], T]) -> T: ...
+
+    async def call(self, fn: Callable[[Endpoints], Awaitable[T] | T]) -> T:
         """One driver call, e.g. `call(lambda d: d.teams.get_team_by_name(name))`: the endpoint
         method's coroutine is awaited here, in the caller's task (and so its log context)."""
         result = fn(self.driver)
@@ -105,7 +109,8 @@ class MattermostAPI:
         return str(self.me.get("id", ""))
 
     async def _cached(self, cache: dict[str, dict[str, Any]], key: str,
-                      fetch: Callable[[Driver], dict[str, Any]]) -> dict[str, Any]:
+                      fetch: Callable[[Endpoints], Awaitable[dict[str, Any]]]
+                      ) -> dict[str, Any]:
         found = cache.get(key)
         if found is None:
             found = cache[key] = dict(await self.call(fetch))

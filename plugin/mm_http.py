@@ -1,9 +1,10 @@
 """The HTTP side of the Mattermost REST client: the driver's endpoints on the event loop.
 
-mattermostdriver's endpoint objects (`driver.posts.create_post(...)`, ...) build each call's
-method, path and body, and hand it to their client. `AsyncClient` is that client, made async: its
-`make_request`, `get`, `post`, `put` and `delete` are coroutines, so every endpoint method returns
-one, awaited on the caller's event loop. No thread and no `requests` session is involved.
+mattermostdriver's endpoint objects (`posts.create_post(...)`, ... see `mm_catalog`) build each
+call's method, path and body, and hand it to their client. `AsyncClient` is that client, made
+async: its `make_request`, `get`, `post`, `put` and `delete` take what the driver's blocking
+`Client` takes, and are coroutines, so every endpoint method returns one, awaited on the caller's
+event loop. No thread and no `requests` session is involved (nor imported).
 
 What the client keeps from the blocking one it replaces: at most `limit` connections at once
 (more calls wait for a free one), a connect and a read timeout on every call, retries with
@@ -28,8 +29,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlencode
-
-from mattermostdriver.client import Client
 
 from bridge.http1 import HTTPClient, HTTPError, default_tls
 from bridge.http1_wire import MAX_BODY, Answer, ResponseTooLarge
@@ -229,8 +228,19 @@ def _decoded(answer: Answer, limit: int) -> bytes:
     return body
 
 
-class AsyncClient(Client):  # type: ignore[misc]
-    """The driver's client on `bridge.http1`: the endpoint methods return coroutines."""
+#: What `AsyncClient` takes, with the defaults mattermostdriver's `Driver` gives them.
+CLIENT_OPTIONS: dict[str, Any] = {"url": None, "scheme": "https", "port": 8065,
+                                  "basepath": "/api/v4", "token": "", "verify": True,
+                                  "request_timeout": None}
+
+
+class AsyncClient:
+    """The endpoints' client on `bridge.http1`: the endpoint methods return coroutines.
+
+    `options` are named as mattermostdriver's `Driver` names them: `url` (the server's host name,
+    required), `scheme` (http or https), `port`, `basepath` (with `/api/v4`), `token`, `verify`
+    (True, False or a CA bundle's path) and `request_timeout` (seconds for connecting, and again
+    for an answer; None for no limit)."""
 
     policy = RetryPolicy(4, 30.0)
     #: Connections (and so calls in flight) at most.
@@ -238,10 +248,37 @@ class AsyncClient(Client):  # type: ignore[misc]
     #: The largest answer body read (file downloads included).
     max_body = MAX_BODY
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        super().__init__(options)
-        self._seconds: float = self.request_timeout
-        self._host: str = self._options["url"]
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - set(CLIENT_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown Mattermost client options: {', '.join(unknown)} "
+                             f"(known: {', '.join(CLIENT_OPTIONS)})")
+        given = {**CLIENT_OPTIONS, **options}
+        host, scheme, port = given["url"], given["scheme"], given["port"]
+        if not isinstance(host, str) or not host:
+            raise ValueError("the Mattermost client needs the server's host name as `url`")
+        if scheme not in ("http", "https"):
+            raise ValueError(f"a Mattermost server is reached over http or https, not {scheme!r}")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ValueError(f"{port!r} is not a TCP port")
+        if not isinstance(given["verify"], bool | str):
+            raise ValueError(f"verify must be True, False or a CA bundle's path, "
+                             f"not {given['verify']!r}")
+        timeout = given["request_timeout"]
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise ValueError(f"request_timeout must be a positive number of seconds or None, "
+                             f"not {timeout!r}")
+        self._scheme: str = scheme
+        self._host: str = host
+        self._port: int = port
+        self._basepath: str = str(given["basepath"])
+        self._verify: bool | str = given["verify"]
+        self._seconds: float | None = timeout
+        #: The bearer token sent with every call ("" for none).
+        self.token: str = str(given["token"] or "")
+        #: Who the token belongs to, as the driver's client kept it (the emoji endpoints read it).
+        self.userid = ""
+        self.username = ""
         self._fixed = [(b"User-Agent", b"Switchboard"), (b"X-Requested-With", b"XMLHttpRequest")]
         self._proxies = EnvProxies()
         self._proxy, _ = self._proxies.proxy_for(self._scheme, self._host)
@@ -249,6 +286,22 @@ class AsyncClient(Client):  # type: ignore[misc]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: set[asyncio.Future[None]] = set()
         self._running: set[asyncio.Future[Response]] = set()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+    @property
+    def url(self) -> str:
+        """The API's base URL (`scheme://host:port/basepath`)."""
+        return f"{self._scheme}://{self._host}:{self._port}{self._basepath}"
+
+    @property
+    def request_timeout(self) -> float | None:
+        return self._seconds
+
+    def auth_header(self) -> dict[str, str]:
+        """The Authorization header for the token (none without one)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _ssl(self) -> ssl.SSLContext | None:
         if self._scheme != "https":
@@ -303,7 +356,7 @@ class AsyncClient(Client):  # type: ignore[misc]
         target = (f"{path}?{query}" if query else path).encode()
         body, kind = self._body(method, options, data, files)
         headers = list(self._fixed)
-        for name, value in (self.auth_header() or {}).items():
+        for name, value in self.auth_header().items():
             headers.append((name.encode(), value.encode()))
         if kind is not None:
             headers.append((b"Content-Type", kind))
