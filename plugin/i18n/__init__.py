@@ -2,9 +2,10 @@
 
 Every text the bot writes to people goes through `_()` (or `ngettext`, `pgettext`). The catalogs
 are the gettext convention's `.po` files, one per language, in `<lang>/LC_MESSAGES/switchboard.po`
-beside this module, with `switchboard.pot` as their template. Babel reads them and compiles each
-in memory when its language is first used, so no generated file is kept in the repository;
-`extract.py` (`make i18n`) keeps them in step with the code.
+beside this module, with `switchboard.pot` as their template. The bot reads each one straight
+into memory when its language is first used (`po.py`, with the standard library alone), so no
+compiled file is kept in the repository; `extract.py` (`make i18n`) keeps them in step with the
+code, with Babel, a development tool the running bot never imports.
 
 The language in force is a context variable: the dispatcher sets it to the Mattermost user's locale
 (or the configured default) before a handler runs, so handlers simply call `_()`. Work done later
@@ -26,6 +27,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .po import CatalogError as CatalogError
+from .po import read as read_translations
+
 if TYPE_CHECKING:
     from babel.messages.catalog import Catalog
 
@@ -41,17 +45,13 @@ _current: contextvars.ContextVar[str] = contextvars.ContextVar("switchboard_loca
 
 
 # --- reading catalogs -----------------------------------------------------------------------------
-class CatalogError(ValueError):
-    """A `.po` file that cannot be read."""
-
-
 def catalog_path(lang: str, folder: Path = HERE) -> Path:
     return folder / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
 
 
 def read_catalog(path: Path) -> Catalog:
-    """A `.po` (or `.pot`) file as a Babel catalog; `CatalogError` when Babel cannot read it."""
-    # Babel is imported on first use: a process that never translates does not pay for it.
+    """A `.po` (or `.pot`) file as a Babel catalog, for the tools (`make i18n`) and the tests;
+    `CatalogError` when Babel cannot read it. Babel is a development dependency."""
     from babel.messages.pofile import PoFileError, read_po
 
     # utf-8-sig: an editor's byte-order mark is not part of the first line.
@@ -63,7 +63,8 @@ def read_catalog(path: Path) -> Catalog:
 
 
 def compile_catalog(catalog: Catalog) -> gettext.GNUTranslations:
-    """The catalog compiled in memory (fuzzy and untranslated entries left out)."""
+    """A Babel catalog compiled in memory (fuzzy and untranslated entries left out), as Babel
+    would write it to a `.mo` file."""
     from babel.messages.mofile import write_mo
 
     mo = io.BytesIO()
@@ -74,11 +75,11 @@ def compile_catalog(catalog: Catalog) -> gettext.GNUTranslations:
 
 @cache
 def translations(lang: str) -> gettext.NullTranslations:
-    """The compiled catalog of a language (identity when it has none)."""
+    """The catalog of a language (identity when it has none)."""
     path = catalog_path(lang)
     if not path.exists():
         return gettext.NullTranslations()
-    return compile_catalog(read_catalog(path))
+    return read_translations(path)
 
 
 # --- which language ------------------------------------------------------------------------------
