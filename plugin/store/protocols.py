@@ -4,9 +4,9 @@ The runtime depends on these protocols only; `sqlite.SQLiteStore` implements the
 file, and a second implementation (a server database, for replicas) plugs in behind the same
 names. Every call is one round trip to the store and durable before it returns: the caller may act
 on its answer at once. The exceptions say so: a claim's completion, an outbox lease, and writes
-made with `durable=False` record what a later run can find again (by looking first), so they may
-reach the disk with the next durable write instead of on their own; they are never lost to a
-crash of the process, only to a power cut before that next write. Every "handle this once"
+made with `durable=False` record what a later run can find again (by looking first), so they
+reach the disk with the next durable write instead of on their own, and the writes are not even
+waited for: lost to a crash or a power cut, they are found again. Every "handle this once"
 decision is a claim — insert-if-absent — never an in-memory set.
 """
 
@@ -95,7 +95,9 @@ class OutboxRepository(Protocol):
                      release: bool = False, durable: bool = True) -> None:
         """Change an entry. Its lease is kept (the run that holds it goes on) unless `release`
         is set or a retry is scheduled: `retry_at` releases it and counts an attempt.
-        `durable=False` for a step its executor finds again when it resumes from before it."""
+        `durable=False` for a step its executor finds again when it resumes from before it:
+        the change is then written with the store's next request, not waited for (a failure
+        is logged)."""
         ...
 
     async def counts(self) -> dict[str, int]:
@@ -127,7 +129,8 @@ class TicketRepository(Protocol):
 
     async def link(self, link: TicketLink, *, durable: bool = True) -> None:
         """Record a ticket's thread; a ticket already linked keeps its first link.
-        `durable=False` when whoever made the ticket links it again if this is lost."""
+        `durable=False` when whoever made the ticket links it again if this is lost: written
+        with the store's next request, not waited for."""
         ...
 
     async def by_root(self, root_id: str) -> TicketLink | None:

@@ -8,7 +8,6 @@ carries an idempotency key: one message is one ticket, whatever fails on the way
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from datetime import UTC, datetime
@@ -86,23 +85,17 @@ class Opening(HelpdeskCore):
             result = {"id": ticket.id, "title": ticket.title, "url": ticket.url,
                       "status": ticket.status.value}
             person = await self._person(p["user_id"])
-            # Neither record needs a disk flush of its own: lost to a power cut, the entry
+            # Neither record is waited for: lost to a crash or a power cut, the entry
             # resumes as queued, finds its ticket by its reference and records both again.
             tickets, outbox = self.rt.store.tickets, self.rt.store.outbox
             link = TicketLink(p["tracker"], ticket.id, p["channel_id"], p["root_id"],
                               p["user_id"], person.username, ticket.title, ticket.url,
                               ticket.status.value, 0, ticket.status.is_open)
             self.linked.add(p["root_id"])
-            files = p.get("file_ids") or []
+            await tickets.link(link, durable=False)
+            await self._attach(tracker, ticket.id, p.get("file_ids") or [])
             # From here on a retry only owes the reply: no second look-up, no second upload.
-            if files:
-                await tickets.link(link, durable=False)
-                await self._attach(tracker, ticket.id, files)
-                await outbox.update(key, state="filed", result=result, durable=False)
-            else:  # both in one transaction
-                await asyncio.gather(tickets.link(link, durable=False),
-                                     outbox.update(key, state="filed", result=result,
-                                                   durable=False))
+            await outbox.update(key, state="filed", result=result, durable=False)
             log.info("filed as %s #%s", tracker.name, ticket.id)
         else:
             result = entry.result
