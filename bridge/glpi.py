@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .limiter import Limiter
+from .responses import ResponseLike
 from .tickets import (
     Attachment,
     Comment,
@@ -384,7 +385,7 @@ class GLPITracker:
             except TrackerError as exc:
                 log.info("GLPI probe session not closed: %s", exc)
 
-    def _session_refused(self, response: httpx.Response) -> TrackerError:
+    def _session_refused(self, response: ResponseLike) -> TrackerError:
         """Why `initSession` gave no session, with the fix in GLPI's own menu names."""
         code = self._error_code(response)
         body = self._json(response)
@@ -596,7 +597,7 @@ class GLPITracker:
 
     async def _call(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
                     json_body: Any = None, data: dict[str, str] | None = None,
-                    files: dict[str, tuple[str, bytes, str]] | None = None) -> httpx.Response:
+                    files: dict[str, tuple[str, bytes, str]] | None = None) -> ResponseLike:
         """One API request with the session; on an expired session, log in again and retry."""
         for attempt in (1, 2):
             token = await self._token()
@@ -616,7 +617,7 @@ class GLPITracker:
     async def _send(self, method: str, path: str, *, headers: dict[str, str],
                     params: list[tuple[str, str]] | None = None, json_body: Any = None,
                     data: dict[str, str] | None = None,
-                    files: dict[str, tuple[str, bytes, str]] | None = None) -> httpx.Response:
+                    files: dict[str, tuple[str, bytes, str]] | None = None) -> ResponseLike:
         where = f"{method} {self._api_path}{path}"
         if self._closed and path != "/killSession":
             raise TrackerUnavailable(f"GLPI: the tracker is closed ({where})")
@@ -636,13 +637,13 @@ class GLPITracker:
                 f"GLPI unreachable ({type(exc).__name__}) on {where}") from exc
 
     @staticmethod
-    def _json(response: httpx.Response) -> Any:
+    def _json(response: ResponseLike) -> Any:
         try:
             return response.json()
         except ValueError:
             return None
 
-    def _new_id(self, response: httpx.Response) -> int | None:
+    def _new_id(self, response: ResponseLike) -> int | None:
         """The id in an add answer (`{"id": N, "message": ...}`), when there is a real one."""
         body = self._json(response)
         new_id = body.get("id") if isinstance(body, dict) else None
@@ -650,7 +651,7 @@ class GLPITracker:
             return None
         return new_id
 
-    def _error_code(self, response: httpx.Response) -> str:
+    def _error_code(self, response: ResponseLike) -> str:
         body = self._json(response)
         if isinstance(body, list) and body and isinstance(body[0], str):
             return body[0]
@@ -662,7 +663,7 @@ class GLPITracker:
                 text = text.replace(secret, "***")
         return text
 
-    def _check(self, response: httpx.Response) -> httpx.Response:
+    def _check(self, response: ResponseLike) -> ResponseLike:
         """Return a successful answer; raise the matching TrackerError for any other."""
         status = response.status_code
         if 200 <= status < 300 and status != 207:

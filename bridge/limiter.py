@@ -34,13 +34,21 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec
+from typing import ParamSpec, Protocol, TypeVar
 
 import httpx
 
 __all__ = ["OVERLOAD_STATUSES", "Limiter"]
 
 P = ParamSpec("P")
+
+
+class _Answer(Protocol):
+    @property
+    def status_code(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Answer)
 
 #: Answers that say "too many at once" (or that a proxy in front gave up waiting).
 OVERLOAD_STATUSES = frozenset({429, 503, 504})
@@ -227,8 +235,8 @@ class Limiter:
 
     # ------------------------------------------------------------------ for HTTP clients
 
-    async def call(self, send: Callable[P, Awaitable[httpx.Response]], *args: P.args,
-                   **kwargs: P.kwargs) -> httpx.Response:
+    async def call(self, send: Callable[P, Awaitable[R]], *args: P.args,
+                   **kwargs: P.kwargs) -> R:
         """`await send(*args, **kwargs)` in a slot, and its outcome told to the limiter: a 2xx or
         3xx answer is a latency sample; 429, 503 and 504, timeouts and failed connections are
         overload; anything else (another answer, another error, a cancellation) gives the slot

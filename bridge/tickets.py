@@ -14,8 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-import httpx
-
+from .responses import ResponseLike
 from .transport import PooledTransport
 
 
@@ -166,7 +165,7 @@ def parse_time(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def short_error(response: httpx.Response, detail: str = "") -> str:
+def short_error(response: ResponseLike, detail: str = "") -> str:
     """`HTTP 422 on POST /issues.json: detail`, never the URL's query or a header."""
     req = response.request
     return f"HTTP {response.status_code} on {req.method} {req.url.path}" + (
