@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,34 +20,17 @@ from bridge.http1 import ConnectFailed, HTTPClient, ProxyFailed
 from bridge.proxies import EnvProxies
 from bridge.transport import PooledTransport
 from plugin.doctor.report import TLS, reach_error
+from tests.pki import make_pki
 
 #: The name in the server's certificate; the proxy takes it to 127.0.0.1.
 NAME = "service.test"
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """A CA, and a certificate it signed for NAME: (CA file, certificate, key)."""
-    assert shutil.which("openssl"), "the openssl command is needed to make test certificates"
-    d = tmp_path_factory.mktemp("proxy-pki")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-             "-subj", "/CN=Switchboard test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={NAME}",
-             cwd=d)
-    (d / "ext.cnf").write_text(f"subjectAltName=DNS:{NAME}\nbasicConstraints=CA:FALSE\n"
-                               "extendedKeyUsage=serverAuth\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf",
-             cwd=d)
-    return d / "ca.crt", d / "server.crt", d / "server.key"
+    made = make_pki(tmp_path_factory.mktemp("proxy-pki"), NAME, f"DNS:{NAME}")
+    return made.ca_file, made.cert_file, made.key_file
 
 
 @dataclass

@@ -5,13 +5,10 @@ throwaway CA, names only `localhost`."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,16 +21,10 @@ from plugin.config import AlertSettings, TLSSettings
 from plugin.doctor.report import TLS, TLS_NAME, reach_error, reach_fix
 from plugin.monitoring import build_sources
 from plugin.trackers import tls_transport
+from tests.pki import Pki, make_pki
 
 #: The only name in the server's certificate.
 CERT_NAME = "localhost"
-
-
-@dataclass
-class Pki:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
 
 
 @dataclass
@@ -50,36 +41,10 @@ class Server:
         return f"https://{host}:{self.port}"
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """A CA and a server certificate for CERT_NAME only (no IP address), made with the
-    `openssl` command line."""
-    # Debian's ca-certificates brings openssl: missing, it is a broken machine, not a skip.
-    assert shutil.which("openssl"), "the openssl command is needed to make test certificates"
-    d = tmp_path_factory.mktemp("pki")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-             "-subj", "/CN=Switchboard test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr",
-             "-subj", f"/CN={CERT_NAME}", cwd=d)
-    (d / "ext.cnf").write_text(f"subjectAltName=DNS:{CERT_NAME}\n"
-                               "basicConstraints=CA:FALSE\n"
-                               "keyUsage=critical,digitalSignature\n"
-                               "extendedKeyUsage=serverAuth\n"
-                               "subjectKeyIdentifier=hash\n"
-                               "authorityKeyIdentifier=keyid\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf",
-             cwd=d)
-    return Pki(d / "ca.crt", d / "server.crt", d / "server.key")
+    """A CA and a server certificate for CERT_NAME only (no IP address)."""
+    return make_pki(tmp_path_factory.mktemp("pki"), CERT_NAME, f"DNS:{CERT_NAME}")
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import shutil
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +20,7 @@ from plugin.doctor.report import REFUSED, TLS, reach_error
 from plugin.mattermost import KEY_PROP, MattermostAPI, MattermostAuthError, MattermostError
 from plugin.mm_http import Headers, retry_after_seconds
 from plugin.sandbox.mattermost import MattermostSimulator
+from tests.pki import make_pki
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -327,29 +326,11 @@ async def test_the_environments_proxy_is_used_with_its_credentials(
     direct.close()
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """A CA, and a certificate it signed for 127.0.0.1: (CA file, certificate, key)."""
-    assert shutil.which("openssl"), "the openssl command is needed to make test certificates"
-    d = tmp_path_factory.mktemp("mm-pki")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-             "-subj", "/CN=Switchboard test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=127.0.0.1", cwd=d)
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-                               "extendedKeyUsage=serverAuth\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf",
-             cwd=d)
-    return d / "ca.crt", d / "server.crt", d / "server.key"
+    made = make_pki(tmp_path_factory.mktemp("mm-pki"), "127.0.0.1", "IP:127.0.0.1")
+    return made.ca_file, made.cert_file, made.key_file
 
 
 async def test_tls_is_verified_against_the_ca_bundle(pki: tuple[Path, Path, Path],
