@@ -37,7 +37,7 @@ from tests.e2e.harness import BOT_TOKEN, ROOT, BotProcess, wait_until
 
 TICKETS = int(os.environ.get("BENCH_TICKETS", "1000"))
 #: Runs of each bot (they alternate).
-RUNS = int(os.environ.get("BENCH_HELPDESK_RUNS", "2"))
+RUNS = int(os.environ.get("BENCH_HELPDESK_RUNS", "3"))
 TRACKER_LATENCY = 0.05
 TRACKER_CONCURRENCY = 16
 GLPI_TOKEN = "bench-glpi-token"
