@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from .http1_wire import ResponseTooLarge
+
 __all__ = ["DECODED", "PlainRequest", "PlainResponse", "RequestLike", "ResponseLike",
            "URLLike", "decode_body"]
 
@@ -77,23 +79,28 @@ class PlainRequest:
 DECODED = frozenset({b"", b"identity", b"gzip", b"deflate"})
 
 
-def decode_body(body: bytes, coding: bytes) -> bytes:
-    """`body` as sent with Content-Encoding `coding` (one of `DECODED`), decoded as httpx
-    decodes it: gzip with its header, deflate as a zlib stream or else raw. A body that is not
-    what its coding says is a `zlib.error`."""
-    if coding == b"gzip":
-        unzip = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        return unzip.decompress(body) + unzip.flush()
+def decode_body(body: bytes, coding: bytes, limit: int | None = None) -> bytes:
+    """`body` as sent with Content-Encoding `coding` (one of `DECODED`, or `x-gzip`), decoded as
+    httpx decodes it: gzip with its header, deflate as a zlib stream or else raw. A body that is
+    not what its coding says is a `zlib.error`; one that decodes to more than `limit` bytes is
+    `ResponseTooLarge`."""
+    if coding in (b"gzip", b"x-gzip"):
+        return _inflate(body, zlib.MAX_WBITS | 16, limit)
     if coding == b"deflate":
-        unzip = zlib.decompressobj()
         try:
-            data = unzip.decompress(body)
+            return _inflate(body, zlib.MAX_WBITS, limit)
         except zlib.error:
             # Servers also send raw deflate data, without the zlib wrapper.
-            unzip = zlib.decompressobj(-zlib.MAX_WBITS)
-            data = unzip.decompress(body)
-        return data + unzip.flush()
+            return _inflate(body, -zlib.MAX_WBITS, limit)
     return body
+
+
+def _inflate(body: bytes, wbits: int, limit: int | None) -> bytes:
+    unzip = zlib.decompressobj(wbits)
+    data = unzip.decompress(body, 0 if limit is None else limit + 1)
+    if limit is not None and (len(data) > limit or unzip.unconsumed_tail):
+        raise ResponseTooLarge(f"the answer's decoded body is larger than {limit} bytes")
+    return data + unzip.flush()
 
 
 def _charset(content_type: str) -> str | None:

@@ -31,7 +31,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from bridge.http1 import HTTPClient, HTTPError, default_tls
-from bridge.http1_wire import MAX_BODY, Answer, ResponseTooLarge
+from bridge.http1_wire import MAX_BODY, Answer
+from bridge.responses import decode_body
 from bridge.transport import EnvProxies
 
 log = logging.getLogger("switchboard.mattermost")
@@ -211,21 +212,10 @@ def _decoded(answer: Answer, limit: int) -> bytes:
     """The body without its gzip or deflate coding (not asked for, but a server may send it
     anyway); other codings are left as they are."""
     coding = (answer.header("Content-Encoding") or "").strip().lower()
-    if coding in ("gzip", "x-gzip"):
-        wbits = 16 + zlib.MAX_WBITS
-    elif coding == "deflate":
-        # zlib-wrapped as the standard says; raw deflate as some servers send it.
-        wbits = zlib.MAX_WBITS if answer.body[:1] == b"\x78" else -zlib.MAX_WBITS
-    else:
-        return answer.body
-    inflater = zlib.decompressobj(wbits)
     try:
-        body = inflater.decompress(answer.body, limit + 1)
+        return decode_body(answer.body, coding.encode("latin-1"), limit)
     except zlib.error as exc:
         raise HTTPError(f"the answer's {coding} body cannot be decoded: {exc}") from None
-    if len(body) > limit or inflater.unconsumed_tail:
-        raise ResponseTooLarge(f"the answer's decoded body is larger than {limit} bytes")
-    return body
 
 
 #: What `AsyncClient` takes, with the defaults mattermostdriver's `Driver` gives them.

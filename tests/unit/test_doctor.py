@@ -521,16 +521,8 @@ async def test_a_self_signed_public_url_warns_when_mattermost_would_refuse_it(
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self_signed(tmp_path))
     await site.start()
     proxy = int(runner.addresses[0][1])
-    path = tmp_path / "plugin.yaml"
-    path.write_text(f"""
-manifest: {{id: io.test.bot, name: T, version: 1.0.0, min_server_version: 5.36.0}}
-settings:
-  mattermost: {{url: "{mattermost.url}", token: "${{MM_BOT_TOKEN}}"}}
-  security: {{secret: signing-secret-0123456789}}
-  listener: {{listen: "127.0.0.1:{listen}", public_url: "https://127.0.0.1:{proxy}"}}
-  stream: {{hello_timeout: 3}}
-""")
-    config = load(path, env={"MM_BOT_TOKEN": "doctor-bot-token-0123"})
+    config, path = doctor_config(mattermost, tmp_path, listen=listen,
+                                 public_url=f"https://127.0.0.1:{proxy}")
     service = mattermost.server_config["ServiceSettings"]
     try:
         lines: list[str] = []
@@ -580,14 +572,18 @@ def test_an_unexpected_error_is_one_masked_fail_line_and_the_next_group_runs() -
         raise KeyboardInterrupt
 
 
-def doctor_config(mattermost: MattermostSimulator, tmp_path: Path, extra: str = "") -> Any:
+def doctor_config(mattermost: MattermostSimulator, tmp_path: Path, extra: str = "", *,
+                  listen: int = 0, public_url: str = "") -> Any:
+    """A configuration for the doctor (and where it is): the bot's listener on `listen` (a
+    free port by default), reached at `public_url` (by default a port nothing listens on)."""
     path = tmp_path / "plugin.yaml"
     path.write_text(f"""
 manifest: {{id: io.test.bot, name: T, version: 1.0.0, min_server_version: 5.36.0}}
 settings:
   mattermost: {{url: "{mattermost.url}", token: "${{MM_BOT_TOKEN}}"}}
   security: {{secret: signing-secret-0123456789}}
-  listener: {{listen: "127.0.0.1:{free_port()}", public_url: "http://127.0.0.1:{free_port()}"}}
+  listener: {{listen: "127.0.0.1:{listen or free_port()}",
+              public_url: "{public_url or f'http://127.0.0.1:{free_port()}'}"}}
   stream: {{hello_timeout: 3}}
 {extra}""")
     return load(path, env={"MM_BOT_TOKEN": "doctor-bot-token-0123"}), str(path)
@@ -756,16 +752,8 @@ async def test_the_doctor_tells_the_limits_the_running_bot_settled_on(
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", listen).start()
-    path = tmp_path / "plugin.yaml"
-    path.write_text(f"""
-manifest: {{id: io.test.bot, name: T, version: 1.0.0, min_server_version: 5.36.0}}
-settings:
-  mattermost: {{url: "{mattermost.url}", token: "${{MM_BOT_TOKEN}}"}}
-  security: {{secret: signing-secret-0123456789}}
-  listener: {{listen: "127.0.0.1:{listen}", public_url: "http://127.0.0.1:{listen}"}}
-  stream: {{hello_timeout: 3}}
-""")
-    config = load(path, env={"MM_BOT_TOKEN": "doctor-bot-token-0123"})
+    config, path = doctor_config(mattermost, tmp_path, listen=listen,
+                                 public_url=f"http://127.0.0.1:{listen}")
     try:
         lines: list[str] = []
         assert await doctor(config, lines.append, config_path=str(path)) == 0, lines

@@ -61,9 +61,8 @@ class DiskThread:
         #: The last commit known to be on disk (written by the thread, read by the loop).
         self.synced = 0
 
-    def start(self, written: int) -> None:
-        """Serve requests; commits up to `written` are on disk already."""
-        self.synced = written
+    def start(self) -> None:
+        """Serve requests."""
         self._thread = threading.Thread(target=self._work, name="store-disk", daemon=True)
         self._thread.start()
 

@@ -149,7 +149,7 @@ class SQLiteEngine:
         self._owner = threading.get_ident()
         self._written = self._checkpointed = 0
         self._disk = DiskThread(self.path, _settle)
-        self._disk.start(self._written)
+        self._disk.start()
 
     async def close(self) -> None:
         disk, self._disk = self._disk, None
@@ -198,6 +198,15 @@ class SQLiteEngine:
         future: asyncio.Future[T] = self._loop().create_future()
         self._turn.append((fn, future, durable))
         return await future
+
+    async def write(self, fn: Callable[[sqlite3.Connection], object], *,
+                    durable: bool = True) -> None:
+        """A write with no answer: waited for (until it is on disk) when `durable`, else
+        handed to `later`."""
+        if durable:
+            await self.run(fn)
+        else:
+            self.later(fn)
 
     def later(self, fn: Callable[[sqlite3.Connection], object]) -> None:
         """Queue a write whose caller does not wait for it and which needs no flush of its own

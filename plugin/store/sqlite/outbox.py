@@ -71,10 +71,7 @@ class SQLiteOutbox(SQLiteRepository):
             return
         args.append(key)
         sql = f"UPDATE outbox SET {', '.join(sets)} WHERE key = ?"
-        if durable:
-            await self._engine.run(lambda db: db.execute(sql, args))
-        else:  # nobody waits: it travels with the store's next request
-            self._engine.later(lambda db: db.execute(sql, args))
+        await self._engine.write(lambda db: db.execute(sql, args), durable=durable)
 
     async def counts(self) -> dict[str, int]:
         rows = await self._engine.run(lambda db: db.execute(

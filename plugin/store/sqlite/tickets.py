@@ -22,18 +22,12 @@ def _link(row: tuple[Any, ...]) -> TicketLink:
 class SQLiteTickets(SQLiteRepository):
     async def link(self, link: TicketLink, *, durable: bool = True) -> None:
         now = time.time()
-        def write(db: sqlite3.Connection) -> None:
-            db.execute(
+        await self._engine.write(lambda db: db.execute(
             f"INSERT OR IGNORE INTO tickets({_COLUMNS}, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (link.tracker, link.ticket_id, link.channel_id, link.root_id, link.requester_id,
              link.requester, link.title, link.url, link.status, link.status_changes,
-             int(link.open), now))
-
-        if durable:
-            await self._engine.run(write)
-        else:  # nobody waits: it travels with the store's next request
-            self._engine.later(write)
+             int(link.open), now)), durable=durable)
 
     async def by_root(self, root_id: str) -> TicketLink | None:
         row = await self._engine.run(lambda db: db.execute(
