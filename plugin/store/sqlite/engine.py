@@ -152,12 +152,12 @@ class SQLiteEngine:
         self._disk.start()
 
     async def close(self) -> None:
-        disk, self._disk = self._disk, None
         if self._db is None:
             return
         if self._checkpoint is not None:
             await asyncio.shield(self._checkpoint)
-        self._commit()
+        self._commit()  # what is left, its durable answers flushed before they are given
+        disk, self._disk = self._disk, None
         if disk is not None:
             await asyncio.get_running_loop().run_in_executor(None, disk.stop)
         self._db.close()
@@ -239,7 +239,7 @@ class SQLiteEngine:
         jobs = self._behind + self._turn if self._behind else self._turn
         self._turn, self._behind = [], []
         db, disk = self._db, self._disk
-        if not jobs or db is None:
+        if not jobs or db is None or disk is None:
             return
         before = db.total_changes
         results = self._execute(db, jobs)
@@ -247,7 +247,7 @@ class SQLiteEngine:
             self._written += 1
         # What a durable answer could have seen is on disk before it is given.
         mark, now, waiting = self._written, [], []
-        durable_ok = disk is not None and disk.synced >= mark
+        durable_ok = disk.synced >= mark
         for (_, future, durable), (ok, value) in zip(jobs, results, strict=True):
             if future is None:
                 if not ok:
@@ -257,14 +257,11 @@ class SQLiteEngine:
             else:
                 now.append((future, ok, value))
         _settle(now)
-        if disk is None:
-            _settle(waiting)
-            return
+        loop = asyncio.get_running_loop()
         if waiting:
-            disk.flush(mark, waiting, asyncio.get_running_loop())
+            disk.flush(mark, waiting, loop)
         if self._written - self._checkpointed >= self.checkpoint_every:
             self._checkpointed = self._written
-            loop = asyncio.get_running_loop()
             self._checkpoint = loop.create_future()
             disk.checkpoint(db, self._checkpoint_over, loop)
 
