@@ -24,12 +24,13 @@ import random
 import secrets
 import ssl
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from bridge.headers import Headers
 from bridge.http1 import HTTPClient, HTTPError, default_tls
 from bridge.http1_wire import MAX_BODY, Answer
 from bridge.responses import decode_body
@@ -86,43 +87,6 @@ class RetryPolicy:
         self.max_retry_after = max_retry_after
 
 
-class Headers(Mapping[str, str]):
-    """An answer's headers, looked up by name in any case (the first of repeated ones);
-    `get_all` gives every value of a name, `items` all of them in order."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: list[tuple[str, str]]) -> None:
-        self._items = items
-
-    def __getitem__(self, name: str) -> str:
-        wanted = name.lower()
-        for key, value in self._items:
-            if key.lower() == wanted:
-                return value
-        raise KeyError(name)
-
-    def __iter__(self) -> Iterator[str]:
-        seen: set[str] = set()
-        for key, _ in self._items:
-            if key.lower() not in seen:
-                seen.add(key.lower())
-                yield key
-
-    def __len__(self) -> int:
-        return len({key.lower() for key, _ in self._items})
-
-    def get_all(self, name: str) -> list[str]:
-        wanted = name.lower()
-        return [value for key, value in self._items if key.lower() == wanted]
-
-    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
-        return list(self._items)
-
-    def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
-
-
 class Response:
     """A whole answer, read before the connection went back to the pool."""
 
@@ -144,7 +108,7 @@ class Response:
 
     @property
     def is_json(self) -> bool:
-        kind = self.headers.get("Content-Type", "")
+        kind: str = self.headers.get("Content-Type", "")
         return kind.partition(";")[0].strip().lower() == "application/json"
 
 

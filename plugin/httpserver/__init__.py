@@ -4,8 +4,9 @@
 on host:port, within `Limits`; see `server` for what the limits do.
 """
 
+from bridge.headers import Headers
+
 from .request import (
-    Headers,
     HTTPError,
     Request,
     Response,

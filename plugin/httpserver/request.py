@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
+
+from bridge.headers import Headers
 
 #: Fields a form may hold; more is refused as unreadable.
 MAX_FORM_FIELDS = 1000
@@ -30,44 +32,6 @@ class HTTPError(Exception):
         self.status = status
         self.message = message
         self.headers = headers
-
-
-class Headers(Mapping[str, str]):
-    """A request's header fields: looked up in any case; iterated (and copied with `dict()`)
-    under the name as the client wrote it. A repeated field reads as its first value;
-    `get_all` has every one."""
-
-    __slots__ = ("_first", "_items")
-
-    def __init__(self, items: list[tuple[str, str]]) -> None:
-        self._items = items
-        first: dict[str, tuple[str, str]] = {}
-        for name, value in items:
-            first.setdefault(name.lower(), (name, value))
-        self._first = first
-
-    def __getitem__(self, name: str) -> str:
-        return self._first[name.lower()][1]
-
-    def get(self, name: str, default: Any = None) -> Any:  # the fast path of Mapping.get
-        found = self._first.get(name.lower())
-        return default if found is None else found[1]
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._first
-
-    def __iter__(self) -> Iterator[str]:
-        return (original for original, _ in self._first.values())
-
-    def __len__(self) -> int:
-        return len(self._first)
-
-    def get_all(self, name: str) -> list[str]:
-        wanted = name.lower()
-        return [value for key, value in self._items if key.lower() == wanted]
-
-    def __repr__(self) -> str:  # names only: values carry credentials
-        return f"<Headers {sorted(self)}>"
 
 
 def parse_content_type(value: str) -> tuple[str, dict[str, str]]:

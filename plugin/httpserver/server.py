@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
+from bridge.headers import Headers
+
 from .parse import BadRequest, Head, TooLarge, parse_head, read_chunked
-from .request import Headers, HTTPError, Request, Response, error_response
+from .request import HTTPError, Request, Response, error_response
 
 log = logging.getLogger("switchboard.http")
 

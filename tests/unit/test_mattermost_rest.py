@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from bridge.headers import Headers
 from plugin.doctor.report import REFUSED, TLS, reach_error
 from plugin.mattermost import KEY_PROP, MattermostAPI, MattermostAuthError, MattermostError
-from plugin.mm_http import Headers, retry_after_seconds
+from plugin.mm_http import retry_after_seconds
 from plugin.sandbox.mattermost import MattermostSimulator
 from tests.pki import make_pki
 
