@@ -340,9 +340,11 @@ class Receiver:
                 if match(alert):
                     return alert
             if time.monotonic() > deadline:
+                diagnosis = await asyncio.to_thread(server.diagnosis)
                 raise AssertionError(
-                    f"no {what} within {timeout:.0f} s; received {self.bodies!r}\n"
-                    f"--- zabbix_server.log ---\n{server.logtail(40)}")
+                    f"no {what} within {timeout:.0f} s; received {self.bodies!r} "
+                    f"(refused {self.refused}, unauthorized {self.unauthorized})\n"
+                    f"{diagnosis}\n--- zabbix_server.log ---\n{server.logtail(40)}")
             await asyncio.sleep(0.2)
 
 

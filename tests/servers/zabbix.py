@@ -479,10 +479,14 @@ class ZabbixServer(ServerContext):
         tarball = golden_database(self.log_path)
         self._start_postgres(tarball)
         self.database_seconds = time.monotonic() - began
-        self._start_server()
+        # The server starts only once everything is provisioned: its first configuration sync
+        # then holds the item, the trigger and the action together. Provisioned beside a
+        # running server, a periodic sync could take the item without the action yet, and a
+        # problem sent at once fired no action at all.
+        self.server_port = free_low_port()
         self._start_frontend()
         self._provision()
-        self._reload_config()
+        self._start_server()
         self._wait_item_known()
         self.start_seconds = time.monotonic() - began
         return self
@@ -534,7 +538,6 @@ class ZabbixServer(ServerContext):
     def _start_server(self) -> None:
         run = self.workdir / "zabbix"
         run.mkdir(exist_ok=True)
-        self.server_port = free_low_port()
         self.conf_path.write_text(_server_conf(self.workdir, self.db_port, self.server_port))
         chown_tree(run, ZABBIX_USER)
         proc = self._spawn("server", ["zabbix_server", "-f", "-c", str(self.conf_path)],
@@ -702,14 +705,9 @@ class ZabbixServer(ServerContext):
         return {"mediatypeid": self.mediatypeid, "sendto": sendto, "active": 0,
                 "severity": 63, "period": "1-7,00:00-24:00"}
 
-    def _reload_config(self) -> None:
-        with open(self.log_path, "a") as log:
-            run_logged(["zabbix_server", "-c", str(self.conf_path), "-R", "config_cache_reload"],
-                       log, env=_plain_env(), user=ZABBIX_USER, timeout=30)
-
     def _wait_item_known(self) -> None:
-        """Sends an OK value until the server knows the item (the configuration has synced);
-        the trigger and the action come with the same sync."""
+        """Sends an OK value until the server knows the item: its first configuration sync is
+        done, and it brought the trigger and the action with the item."""
         poll_until(lambda: self.send_value(0, check=False), timeout=self.start_timeout,
                    interval=0.3,
                    timed_out=lambda: _fail("zabbix_server never accepted a value for the "
@@ -761,6 +759,24 @@ class ZabbixServer(ServerContext):
 
     def logtail(self, lines: int = 60) -> str:
         return tail(self.server_log, lines)
+
+    def diagnosis(self) -> str:
+        """What Zabbix itself recorded of the trigger's events and the webhook's deliveries
+        (status, attempts, error), for a test's failure message: it tells a problem that never
+        fired from one whose deliveries failed."""
+        try:
+            events = self.api("event.get", {
+                "objectids": [self.triggerid], "source": 0, "object": 0,
+                "output": ["eventid", "clock", "value", "acknowledged"],
+                "sortfield": ["eventid"], "sortorder": "DESC", "limit": 10})
+            alerts = self.api("alert.get", {
+                "actionids": [self.actionid],
+                "output": ["alertid", "eventid", "clock", "status", "retries", "error"],
+                "sortfield": ["alertid"], "sortorder": "DESC", "limit": 10})
+        except Exception as exc:  # a diagnosis must not hide the failure it explains
+            return f"(no diagnosis: {type(exc).__name__}: {exc})"
+        return (f"trigger events (newest first): {events}\n"
+                f"webhook alerts (newest first; status 0 queued, 1 sent, 2 failed): {alerts}")
 
 
 __all__ = ["HOST", "ITEM_KEY", "MEDIA_TYPE_FILE", "MEDIA_TYPE_NAME", "NOTIFY_LOGIN",
