@@ -17,14 +17,20 @@ TLS goes through an `ssl.SSLContext`; `server_name` is checked in the certificat
 SNI in place of the URL's host. http:// requests through a proxy go in absolute form with the
 proxy's `Proxy-Authorization`; https:// ones through a CONNECT tunnel (the proxy's headers on
 the CONNECT only), TLS inside it.
+
+`requests_wait_for(waiter)` holds back every request made in the current context (a task and the
+tasks it starts) until `waiter()` returns: work whose record was written without waiting for the
+disk sends nothing out before that record is on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from .http1_wire import (
     MAX_BODY,
@@ -47,12 +53,27 @@ from .proxies import EnvProxies, ProxyAddress
 
 __all__ = ["Answer", "ConnectFailed", "ConnectTimeout", "HTTPClient", "HTTPError",
            "HTTPTimeout", "PoolTimeout", "ProtocolError", "ProxyFailed", "ReadFailed",
-           "ReadTimeout", "ResponseTooLarge", "SendFailed"]
+           "ReadTimeout", "ResponseTooLarge", "SendFailed", "requests_wait_for"]
 
 #: Methods a request may be sent twice with.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 _DEFAULT_PORT = {"http": 80, "https": 443}
+
+
+_BEFORE_REQUEST: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = \
+    contextvars.ContextVar("http1_before_request", default=None)
+
+
+@contextlib.contextmanager
+def requests_wait_for(waiter: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    """Within the block (and in tasks started from it), every request first awaits `waiter()`,
+    which must be cheap once satisfied; an exception from it fails the request unsent."""
+    token = _BEFORE_REQUEST.set(waiter)
+    try:
+        yield
+    finally:
+        _BEFORE_REQUEST.reset(token)
 
 
 def default_tls(verify: bool | str | ssl.SSLContext = True) -> ssl.SSLContext:
@@ -100,6 +121,9 @@ class HTTPClient:
                       read: float | None = None, pool: float | None = None) -> Answer:
         """Send `method target` (the path and query, as bytes) to `scheme://host:port` and read
         the whole answer. `headers` must not hold Host, Content-Length or Transfer-Encoding."""
+        waiter = _BEFORE_REQUEST.get()
+        if waiter is not None:
+            await waiter()
         if asyncio.get_running_loop() is not self._loop:
             self._forget_pools()
             self._loop = asyncio.get_running_loop()

@@ -15,6 +15,8 @@ import logging
 import time
 from typing import Any
 
+from bridge.http1 import requests_wait_for
+
 from . import arguments, logs
 from .config import Settings
 from .context import Context, ThreadAnswer
@@ -130,15 +132,28 @@ class Pipeline:
         # Jobs run one after another in their conversation's task: each names its own post,
         # and the tasks its handler spawns inherit it.
         logs.set_subject(post=post.id, alert="")
+        # The claim of a post read from Mattermost is not waited onto the disk: the handler's
+        # requests wait for it instead (a durable write it makes carries it along for free).
+        # Lost to a power cut, with everything written after it, the post is read again. An
+        # outgoing webhook's call is answered in its response, which nothing can hold back.
+        lazy = msg.source != "webhook"
         try:
-            claimed = True if msg.attempt > 1 else await self.store.claims.claim(post.id,
-                                                                          post.channel_id)
+            claimed = True if msg.attempt > 1 else await self.store.claims.claim(
+                post.id, post.channel_id, durable=not lazy)
         finally:
             self.cursors.release(post.channel_id, post.id)
             self.metrics.in_flight.dec()
         if not claimed:
             self.metrics.duplicates.inc()
             return
+        if lazy and msg.attempt == 1:
+            with requests_wait_for(self.store.barrier()):
+                await self._run(msg, match, received)
+        else:
+            await self._run(msg, match, received)
+
+    async def _run(self, msg: Message, match: Match, received: float) -> None:
+        post = msg.post
         ctx = Context(self.runtime, key=post.id, user_id=post.user_id,
                       channel_id=post.channel_id, root_id=post.thread_id, post_id=post.id,
                       attempt=msg.attempt, message=msg,

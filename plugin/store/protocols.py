@@ -12,6 +12,7 @@ decision is a claim — insert-if-absent — never an in-memory set.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .alert_state import AlertState, DigestState
@@ -21,8 +22,9 @@ from .records import AlertRecord, OutboxEntry, PendingClaim, TicketLink
 class ClaimRepository(Protocol):
     """Which posts were taken on, and which of those are finished."""
 
-    async def claim(self, post_id: str, channel_id: str) -> bool:
-        """Claim a post for handling; False when it was claimed before (by anyone, ever)."""
+    async def claim(self, post_id: str, channel_id: str, *, durable: bool = True) -> bool:
+        """Claim a post for handling; False when it was claimed before (by anyone, ever).
+        Not `durable`: answered before the claim is on disk (see `Store.barrier`)."""
         ...
 
     async def reclaim(self, post_id: str) -> int:
@@ -214,6 +216,12 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    def barrier(self) -> Callable[[], Awaitable[None]]:
+        """A waiter that returns once everything written so far is on disk: what an effect
+        outside (a post, a request) awaits when it must not get ahead of a write made without
+        waiting for the disk. Cheap once satisfied."""
+        ...
 
     async def prune(self, older_than: float) -> int:
         """Forget finished work older than a point in time (seconds since the epoch), in every

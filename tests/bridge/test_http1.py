@@ -19,6 +19,7 @@ from bridge.http1 import (
     ReadTimeout,
     ResponseTooLarge,
     SendFailed,
+    requests_wait_for,
 )
 
 
@@ -128,6 +129,39 @@ async def test_one_connection_carries_sequential_requests(serve) -> None:
     assert post.headers["content-length"] == "8" and post.body == b'{"a": 1}'
     assert post.headers["x-test"] == "1"
     assert "content-length" not in server.seen[0].headers  # a GET without a body
+
+
+async def test_requests_wait_for_the_waiter_of_their_context(serve) -> None:
+    """Within `requests_wait_for`, a request (also one made by a task started there) is sent
+    only once the waiter returns; a failing waiter fails it unsent; outside, nothing waits."""
+    server = await serve(lambda request: _now(ok()))
+    client = HTTPClient(limit=4)
+    release = asyncio.Event()
+    waited = 0
+
+    async def waiter() -> None:
+        nonlocal waited
+        waited += 1
+        await release.wait()
+
+    async def broken() -> None:
+        raise OSError(5, "cannot flush")
+
+    try:
+        with requests_wait_for(waiter):
+            held = asyncio.ensure_future(get(client, server))
+            child = asyncio.create_task(get(client, server, "/child"))
+        assert await get(client, server, "/free") == (200, b"hello")  # outside the block
+        await asyncio.sleep(0.05)
+        assert [r.line for r in server.seen] == ["GET /free HTTP/1.1"]
+        assert waited == 2 and not held.done() and not child.done()
+        release.set()
+        assert await held == (200, b"hello") and await child == (200, b"hello")
+        with requests_wait_for(broken), pytest.raises(OSError, match="cannot flush"):
+            await get(client, server, "/never")
+    finally:
+        await client.aclose()
+    assert "GET /never HTTP/1.1" not in [r.line for r in server.seen]
 
 
 async def test_the_limit_holds_under_concurrency_and_waiters_are_served(serve) -> None:

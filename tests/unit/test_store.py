@@ -405,6 +405,49 @@ async def test_durable_answers_wait_for_the_disk_and_share_a_flush(tmp_path: Pat
     await s.close()
 
 
+async def test_a_lazy_claim_is_answered_before_the_disk_and_a_barrier_waits_for_it(
+        tmp_path: Path) -> None:
+    """A claim made with durable=False is answered with no flush; the barrier taken after it
+    waits for one flush that covers it (and for none once it is on disk); a durable request
+    made after it carries it to the disk too."""
+    s = SQLiteStore(tmp_path / "s.db")
+    await s.open()
+    flushes = count_flushes(s)
+    assert await s.claims.claim("p", "c", durable=False)
+    assert not await s.claims.claim("p", "c", durable=False)  # once, lazily or not
+    assert len(flushes) == 0
+    on_disk = s.barrier()
+    await on_disk()
+    assert len(flushes) == 1
+    await on_disk()  # satisfied: no second flush
+    await s.barrier()()
+    assert len(flushes) == 1
+    # A durable write after a lazy claim: one flush covers both, and the barrier is then free.
+    assert await s.claims.claim("q", "c", durable=False)
+    after_q = s.barrier()
+    assert await s.outbox.put("ticket:q", "ticket", {})
+    assert len(flushes) == 2
+    await after_q()
+    assert len(flushes) == 2
+    await s.close()
+
+
+async def test_a_barrier_fails_when_the_disk_does(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "s.db")
+    await s.open()
+    disk = s.engine._disk
+    assert disk is not None
+    assert await s.claims.claim("p", "c", durable=False)
+
+    def broken() -> None:
+        raise OSError(5, "Input/output error")
+
+    disk._fsync = broken  # type: ignore[method-assign]
+    with pytest.raises(StoreDiskError, match="cannot flush the state file to disk"):
+        await s.barrier()()
+    await s.close()
+
+
 async def test_a_failed_flush_fails_the_durable_answers(tmp_path: Path) -> None:
     s = SQLiteStore(tmp_path / "s.db")
     await s.open()

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge import http1
 from plugin import commands
 from plugin import filters as F
 from plugin.app import Bot
@@ -80,6 +81,10 @@ def test_tokens_compare_against_every_candidate() -> None:
 # --- the bot, in-process ------------------------------------------------------------------------
 calls: list[tuple[str, str]] = []
 stamps: list[int] = []
+#: Per handler run: None when its requests wait for nothing, else (was its claim on disk when it
+#: began, was it once the requests' waiter returned).
+gates: list[tuple[bool, bool] | None] = []
+stores: list[SQLiteStore] = []
 router = Router("test")
 
 
@@ -87,6 +92,16 @@ router = Router("test")
 async def ticket(ctx: Context, text: str, event: Message) -> None:
     calls.append((event.post.id, text))
     stamps.append(event.post.create_at)
+    waiter = http1._BEFORE_REQUEST.get()  # what every request made here awaits first
+    if waiter is None:
+        gates.append(None)
+    else:
+        engine = stores[-1].engine
+        assert engine._disk is not None
+        mark = engine._written
+        began = engine._disk.synced >= mark
+        await waiter()
+        gates.append((began, engine._disk.synced >= mark))
     if text == "late":
         await asyncio.sleep(0.5)
     await ctx.reply(f"filing: {text}")
@@ -136,7 +151,9 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                 ) -> AsyncIterator[tuple[Bot, httpx.AsyncClient, FakeREST]]:
     calls.clear()
     stamps.clear()
+    gates.clear()
     store = SQLiteStore(tmp_path / "state.db")
+    stores.append(store)
     bot = Bot(config(action_timeout=0.3), [router], store=store)
     rest = FakeREST()
     for name in ("get_post", "channel", "user", "create_post"):
@@ -174,6 +191,22 @@ async def test_a_webhook_call_is_handled_once_and_answered_as_a_comment(
     assert bot.pipeline.ingest(msg, 0.0)
     await bot.dispatcher.join(2)
     assert len(calls) == 1
+    assert gates == [None]  # the call's claim was on disk before its handler ran
+
+
+async def test_a_streamed_post_is_claimed_without_the_disk_and_its_requests_wait_for_it(
+        world: tuple[Bot, httpx.AsyncClient, FakeREST]) -> None:
+    bot, _, rest = world
+    rest.text = "112 streamed"
+    msg = Message.from_frame({"post": json.dumps(await rest.get_post("p" * 26)),
+                              "channel_type": "O"})
+    assert bot.pipeline.ingest(msg, 0.0)
+    await bot.dispatcher.join(2)
+    assert calls == [("p" * 26, "streamed")]
+    # Not on disk when the handler began; on disk before any request it makes leaves.
+    assert gates == [(False, True)]
+    assert [p["message"] for p in rest.posted] == ["filing: streamed"]
+    assert await bot.store.claims.is_handled("p" * 26)
 
 
 async def test_form_calls_and_several_replies(

@@ -10,11 +10,12 @@ from .engine import SQLiteRepository
 
 
 class SQLiteClaims(SQLiteRepository):
-    async def claim(self, post_id: str, channel_id: str) -> bool:
+    async def claim(self, post_id: str, channel_id: str, *, durable: bool = True) -> bool:
         now = time.time()
         return await self._engine.run(lambda db: db.execute(
             "INSERT OR IGNORE INTO handled(post_id, channel_id, state, claimed_at) "
-            "VALUES (?, ?, 'pending', ?)", (post_id, channel_id, now)).rowcount == 1)
+            "VALUES (?, ?, 'pending', ?)", (post_id, channel_id, now)).rowcount == 1,
+            durable=durable)
 
     async def reclaim(self, post_id: str) -> int:
         def go(db: sqlite3.Connection) -> int:

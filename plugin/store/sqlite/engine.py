@@ -24,7 +24,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -207,6 +207,21 @@ class SQLiteEngine:
             await self.run(fn)
         else:
             self.later(fn)
+
+    def barrier(self) -> Callable[[], Awaitable[None]]:
+        """A waiter that returns once everything committed so far is on disk (at once when it
+        already is): for an effect that must not get ahead of a write made without waiting."""
+        mark = self._written
+
+        async def on_disk() -> None:
+            disk = self._disk
+            if disk is None or disk.synced >= mark:
+                return
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            disk.flush(mark, [(future, True, None)], asyncio.get_running_loop())
+            await future
+
+        return on_disk
 
     def later(self, fn: Callable[[sqlite3.Connection], object]) -> None:
         """Queue a write whose caller does not wait for it and which needs no flush of its own

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ..protocols import (
@@ -63,6 +64,9 @@ class SQLiteStore:
 
     async def close(self) -> None:
         await self.engine.close()
+
+    def barrier(self) -> Callable[[], Awaitable[None]]:
+        return self.engine.barrier()
 
     async def prune(self, older_than: float) -> int:
         # One request for all: pruning costs one round trip and one commit.
