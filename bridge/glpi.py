@@ -116,7 +116,7 @@ def _plain(value: Any) -> str:
 
 
 def _stored_width(text: str) -> int:
-    return sum(_ENCODED_WIDTH.get(ch, 1) for ch in text)
+    return len(text) + sum((width - 1) * text.count(ch) for ch, width in _ENCODED_WIDTH.items())
 
 
 def _fit_title(text: str, limit: int) -> str:

@@ -86,6 +86,19 @@ class Outbox:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Work until `stopping` is set; in-flight entries finish or resume after a restart."""
+        async def relay() -> None:  # stopping wakes the worker like any kick
+            await stopping.wait()
+            self._kick.set()
+
+        relay_task = asyncio.create_task(relay(), name="outbox-stopping")
+        try:
+            await self._work(stopping)
+        finally:
+            relay_task.cancel()
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=5)
+
+    async def _work(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             self._kick.clear()
             free = self.concurrency * 2 - len(self._running)
@@ -105,16 +118,14 @@ class Outbox:
                 if len(due) >= free:
                     await asyncio.sleep(0)
                     continue
-            waits = [asyncio.ensure_future(self._kick.wait()),
-                     asyncio.ensure_future(stopping.wait())]
-            await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
-            if self._kick.is_set():
+            try:
+                async with asyncio.timeout(1.0):  # entries retried later come due meanwhile
+                    await self._kick.wait()
+            except TimeoutError:
+                continue
+            if not stopping.is_set():
                 # Requests come in bursts: gather a few before reading the store again.
                 await asyncio.sleep(self.coalesce)
-        if self._running:
-            await asyncio.wait(list(self._running.values()), timeout=5)
 
     def _start(self, entry: OutboxEntry) -> None:
         key = entry.key

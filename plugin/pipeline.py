@@ -54,12 +54,22 @@ class Pipeline:
         #: Outgoing webhook calls waiting for their post's handler, by post id.
         self.hook_answers: dict[str, ThreadAnswer] = {}
         self.seen_live: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # The metrics every post touches, bound once (a lookup by label costs more than the
+        # count itself).
+        self._received: dict[str, Any] = {}
+        self._handled = metrics.handled.labels("message")
+        self._failed = metrics.handler_errors.labels("message")
+        self._latency = metrics.latency.labels("message")
 
     # --- ways a post arrives --------------------------------------------------------------------
     def on_frame(self, frame: dict[str, Any]) -> None:
         """Every websocket event; runs on the receive loop, so it stays cheap."""
         event = frame.get("event")
-        self.metrics.events_received.labels(event if isinstance(event, str) else "?").inc()
+        counter = self._received.get(event) if isinstance(event, str) else None
+        if counter is None:
+            name = event if isinstance(event, str) else "?"
+            counter = self._received[name] = self.metrics.events_received.labels(name)
+        counter.inc()
         self.metrics.last_event.set(time.time())
         if event != "posted":
             if event == "user_updated":
@@ -162,16 +172,16 @@ class Pipeline:
         try:
             await self.locales.speak_to(post.user_id)
             await match.route.call(arguments.for_message(ctx, msg, match.captured))
-            self.metrics.handled.labels("message").inc()
+            self._handled.inc()
         except Exception:
-            self.metrics.handler_errors.labels("message").inc()
+            self._failed.inc()
             log.exception("handler %s failed on post %s", name, post.id)
             try:
                 await ctx.reply(self.runtime.apology())
             except Exception as exc:
                 log.error("could not send the apology for post %s: %s", post.id, exc)
         finally:
-            self.metrics.latency.labels("message").observe(time.monotonic() - received)
+            self._latency.observe(time.monotonic() - received)
         await self.store.claims.complete(post.id)
 
     # --- posts read over REST -------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """The SQLite engine under every repository: one connection, used on the event loop.
 
 Requests made during one turn of the event loop are committed together at the end of that turn,
-in one transaction, each inside a savepoint of its own, so one failing request changes nothing
-and fails alone. The statements are small (a row or a few, by key) and run on the loop itself:
-no thread hand-off per request. The disk is never waited for on the loop: a commit is written to
-the write-ahead log (`synchronous=NORMAL`), and the flush to disk runs on the store's disk thread
-(`disk.py`), one flush for every commit waiting.
+in one transaction; when one of them fails, the turn runs again with each request in a savepoint
+of its own, so a failing request changes nothing and fails alone (a request's function touches
+only the connection, so it may run twice, the first run undone). The statements are small (a row
+or a few, by key) and run on the loop itself: no thread hand-off per request. The disk is never
+waited for on the loop: a commit is written to the write-ahead log (`synchronous=NORMAL`), and
+the flush to disk runs on the store's disk thread (`disk.py`), one flush for every commit
+waiting.
 
 Durability is chosen per request. A durable request (the default) hears back only once the log is
 on disk up to the last commit it could have seen: what it wrote, and what it read. A request made
@@ -193,8 +195,9 @@ class SQLiteEngine:
             os.close(fd)  # closing the last descriptor lets the lock go
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
-        """Run `fn` on the connection, inside a savepoint of this turn's transaction; its
-        answer comes once the turn is committed (and flushed to disk, when `durable`)."""
+        """Run `fn` on the connection, in this turn's transaction (it may run twice, see
+        `_execute`: it must touch nothing but the connection); its answer comes once the turn
+        is committed (and flushed to disk, when `durable`)."""
         future: asyncio.Future[T] = self._loop().create_future()
         self._turn.append((fn, future, durable))
         return await future
@@ -288,29 +291,41 @@ class SQLiteEngine:
 
     @staticmethod
     def _execute(db: sqlite3.Connection, jobs: list[_Job]) -> list[tuple[bool, Any]]:
-        results: list[tuple[bool, Any]] = []
+        """Run the turn's requests in one transaction. They run side by side first; when one
+        fails, the transaction is rolled back and they run again, each in a savepoint, so
+        that one failing request fails alone. (A request's function touches nothing but the
+        connection: running it twice, the first run undone, is running it once.)"""
         try:
             db.execute("BEGIN IMMEDIATE")
-            alone = len(jobs) == 1
-            for fn, _, _ in jobs:
-                if alone:  # the transaction is its savepoint
-                    results.append((True, fn(db)))
-                    continue
-                db.execute("SAVEPOINT request")
-                try:
-                    value = fn(db)
-                except Exception as exc:
-                    db.execute("ROLLBACK TO request")
-                    results.append((False, exc))
-                else:
-                    results.append((True, value))
-                db.execute("RELEASE request")
+            try:
+                results: list[tuple[bool, Any]] = [(True, fn(db)) for fn, _, _ in jobs]
+            except Exception as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if len(jobs) == 1:
+                    return [(False, exc)]
+                db.execute("BEGIN IMMEDIATE")
+                results = [SQLiteEngine._alone(db, fn) for fn, _, _ in jobs]
             db.execute("COMMIT")
         except Exception as exc:  # the transaction itself failed: nothing of it was kept
             if db.in_transaction:
                 db.execute("ROLLBACK")
             results = [(False, exc)] * len(jobs)
         return results
+
+    @staticmethod
+    def _alone(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]
+               ) -> tuple[bool, Any]:
+        """One request in a savepoint of its own: undone alone when it fails."""
+        db.execute("SAVEPOINT request")
+        try:
+            value = fn(db)
+        except Exception as exc:
+            db.execute("ROLLBACK TO request")
+            db.execute("RELEASE request")
+            return (False, exc)
+        db.execute("RELEASE request")
+        return (True, value)
 
 
 class SQLiteRepository:
