@@ -12,6 +12,7 @@ a ticket's filing carries the chat post it came from and every line about an ale
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
@@ -60,6 +61,12 @@ class Outbox:
         self._again: set[str] = set()
         self._releases: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)
+        #: The worker runs: a new entry may start at once, without waiting for a read.
+        self._working = False
+        #: The worker's last look found no free slot for what may be due: an entry ending
+        #: wakes it (otherwise nothing is owed to a free slot).
+        self._full = False
+        self._context = contextvars.copy_context()
 
     def register(self, kind: str, executor: Executor,
                  on_retry: Callable[[OutboxEntry, str], Awaitable[None]] | None = None) -> None:
@@ -69,9 +76,19 @@ class Outbox:
             self._on_retry[kind] = on_retry
 
     async def put(self, key: str, kind: str, payload: dict[str, object]) -> bool:
-        """Durably queue a request (once per key) and wake the worker."""
+        """Durably queue a request (once per key) and start it, or wake the worker when it is
+        busy."""
         if kind not in self._executors:
             raise ValueError(f"no executor for outbox entries of kind {kind!r}")
+        if self._working and len(self._running) < self.concurrency * 2:
+            # Written leased to this run and started from here: no read of the store, no
+            # wait for the worker's next turn.
+            entry = await self.store.outbox.put_leased(key, kind, payload, self.lease)
+            if entry is not None:
+                # In the worker's context, as if it had read the entry: nothing of the caller's
+                # (its language, its log subject, what its requests wait for) comes along.
+                self._start(entry, self._context)
+            return entry is not None
         inserted = await self.store.outbox.put(key, kind, payload)
         self._kick.set()
         return inserted
@@ -91,9 +108,12 @@ class Outbox:
             self._kick.set()
 
         relay_task = asyncio.create_task(relay(), name="outbox-stopping")
+        self._context = contextvars.copy_context()
+        self._working = True
         try:
             await self._work(stopping)
         finally:
+            self._working = False
             relay_task.cancel()
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=5)
@@ -102,6 +122,7 @@ class Outbox:
         while not stopping.is_set():
             self._kick.clear()
             free = self.concurrency * 2 - len(self._running)
+            self._full = free <= 0
             if free > 0:
                 try:
                     due = await self.store.outbox.due(time.time(), self.lease, free)
@@ -127,9 +148,10 @@ class Outbox:
                 # Requests come in bursts: gather a few before reading the store again.
                 await asyncio.sleep(self.coalesce)
 
-    def _start(self, entry: OutboxEntry) -> None:
+    def _start(self, entry: OutboxEntry, context: contextvars.Context | None = None) -> None:
         key = entry.key
-        task = asyncio.create_task(self._process(entry), name=f"outbox-{key}")
+        task = asyncio.create_task(self._process(entry), name=f"outbox-{key}",
+                                   context=None if context is None else context.copy())
         self._running[key] = task
 
         def forget(_: asyncio.Task[None]) -> None:
@@ -139,7 +161,8 @@ class Outbox:
                 release = asyncio.ensure_future(self._release(key))
                 self._releases.add(release)
                 release.add_done_callback(self._releases.discard)
-            self._kick.set()  # a slot is free
+            if self._full:
+                self._kick.set()  # a slot is free for what waited
 
         task.add_done_callback(forget)
 

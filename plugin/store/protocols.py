@@ -84,6 +84,12 @@ class OutboxRepository(Protocol):
         """Queue a request once; False when the key was queued before."""
         ...
 
+    async def put_leased(self, key: str, kind: str, payload: dict[str, Any],
+                         lease: float) -> OutboxEntry | None:
+        """Queue a request once, leased to the caller for `lease` seconds (to run it at once,
+        with no read of it); the entry as stored, or None when the key was queued before."""
+        ...
+
     async def get(self, key: str) -> OutboxEntry | None: ...
 
     async def due(self, now: float, lease: float, limit: int) -> list[OutboxEntry]:

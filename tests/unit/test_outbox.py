@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from plugin.outbox import Outbox, Retry
@@ -115,4 +116,59 @@ async def test_ticket_links_and_comments(tmp_path: Path) -> None:
     assert await store.leases.take("w", "me", 60)
     assert not await store.leases.take("w", "other", 60)
     assert await store.leases.take("w", "me", 60)
+    await store.close()
+
+
+async def test_an_entry_put_while_the_worker_runs_starts_at_once_in_the_workers_context(
+        tmp_path: Path) -> None:
+    """While the worker runs, a new entry is written leased and started by `put` itself (no
+    read of the store, none of the caller's context); beyond the worker's capacity, entries
+    wait for a free slot and are read then; a key queued before is not started again."""
+    import contextvars
+
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    caller = contextvars.ContextVar("caller", default="worker")
+    seen: list[tuple[str, str]] = []
+    gate = asyncio.Event()
+
+    async def execute(entry: OutboxEntry) -> None:
+        seen.append((entry.key, caller.get()))
+        await gate.wait()
+        await store.outbox.update(entry.key, state="done")
+
+    box = Outbox(store, concurrency=1)  # at most two entries started at a time
+    box.register("job", execute)
+    reads = 0
+    due = store.outbox.due
+
+    async def counted(now: float, lease: float, limit: int) -> list[OutboxEntry]:
+        nonlocal reads
+        reads += 1
+        return await due(now, lease, limit)
+
+    store.outbox.due = counted  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    worker = asyncio.create_task(box.run(stop))
+    await asyncio.sleep(0.05)
+    reads_before = reads
+    caller.set("handler")
+    assert await box.put("a", "job", {})
+    assert not await box.put("a", "job", {})
+    await asyncio.sleep(0.05)
+    assert seen == [("a", "worker")] and reads == reads_before
+    entry = await store.outbox.get("a")
+    assert entry is not None and entry.state == "queued"
+    assert not await store.outbox.due(time.time(), 60, 5)  # leased to this run
+    assert await box.put("b", "job", {}) and await box.put("c", "job", {})
+    await asyncio.sleep(0.05)
+    assert sorted(box._running) == ["a", "b"]  # "c" waits for the worker to find a slot
+    gate.set()
+    deadline = asyncio.get_running_loop().time() + 5
+    while await store.outbox.counts() != {"done": 3}:
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(worker, 5)
+    assert sorted(seen) == [("a", "worker"), ("b", "worker"), ("c", "worker")]
     await store.close()

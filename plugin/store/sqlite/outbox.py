@@ -27,6 +27,18 @@ class SQLiteOutbox(SQLiteRepository):
             "INSERT OR IGNORE INTO outbox(key, kind, payload, state, next_at, created_at) "
             "VALUES (?, ?, ?, 'queued', ?, ?)", (key, kind, body, now, now)).rowcount == 1)
 
+    async def put_leased(self, key: str, kind: str, payload: dict[str, Any],
+                         lease: float) -> OutboxEntry | None:
+        now = time.time()
+        body = json.dumps(payload)
+        inserted = await self._engine.run(lambda db: db.execute(
+            "INSERT OR IGNORE INTO outbox(key, kind, payload, state, next_at, created_at, "
+            "lease_until) VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+            (key, kind, body, now, now, now + lease)).rowcount == 1)
+        if not inserted:
+            return None
+        return OutboxEntry(key, kind, json.loads(body), "queued", 0, False, {}, now)
+
     async def get(self, key: str) -> OutboxEntry | None:
         row = await self._engine.run(lambda db: db.execute(
             f"SELECT {_COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone())
