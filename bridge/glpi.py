@@ -77,6 +77,7 @@ _DOC_SUFFIX = re.compile(r";\s*view documentation in your browser at .*$", re.S)
 _BREAK = re.compile(r"<br\s*/?>|</(?:div|li|tr|h[1-6]|pre|blockquote)\s*>", re.I)
 _PARAGRAPH = re.compile(r"</p\s*>", re.I)
 _TAG = re.compile(r"<[^>]*>")
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _SAFE_REF = re.compile(r"[A-Za-z0-9_.:/-]+")
 _ENCODED_WIDTH = {"&": 5, "<": 5, ">": 5}  # GLPI 10 stores them as `&#38;`, `&#60;`, `&#62;`
 
@@ -85,10 +86,9 @@ def _text_to_html(text: str) -> str:
     """Chat text as HTML paragraphs: blank lines part paragraphs, other newlines become `<br>`,
     and every `&`, `<`, `>` is escaped so nothing in the text is read as markup."""
     text = clean_text(text).replace("\r\n", "\n").replace("\r", "\n").strip("\n")
-    paragraphs = [p for p in re.split(r"\n[ \t]*\n", text) if p.strip()]
-    return "".join(
-        "<p>" + "<br>".join(html.escape(line, quote=False) for line in p.split("\n")) + "</p>"
-        for p in paragraphs)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "".join("<p>" + p.replace("\n", "<br>") + "</p>"
+                   for p in _PARAGRAPH_BREAK.split(text) if p.strip())
 
 
 def _decode_stored(value: str) -> str:
