@@ -164,6 +164,7 @@ def _alert(entry: Any, index: int, external_url: str) -> Alert:
         severity=map_severity(labels.get("severity", "")),
         title=_first(annotations.get("summary", ""), annotations.get("title", ""),
                      labels.get("alertname", "")) or f"Alert {fingerprint}",
+        name=labels.get("alertname", "")[:200],
         host=_first(labels.get("instance", ""), labels.get("host", ""),
                     labels.get("nodename", "")),
         service=_first(labels.get("job", ""), labels.get("service", "")),

@@ -67,6 +67,9 @@ class Alert:
     status: AlertStatus
     severity: Severity
     title: str
+    #: What fired: the rule, trigger or check (Alertmanager's `alertname`, a Zabbix trigger, a
+    #: Nagios or Icinga service); "" when the title is all there is.
+    name: str = ""
     host: str = ""
     service: str = ""
     text: str = ""

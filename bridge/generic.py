@@ -81,6 +81,7 @@ def parse_generic(body: Any) -> list[Alert]:
     if isinstance(callback, str) and callback.startswith(("http://", "https://")):
         ref["callback_url"] = callback[:1000]
     return [Alert(source="generic", key=key, status=status, severity=severity, title=title,
+                  name=_text(body, "name", "alertname", "check", "rule", limit=200),
                   host=host, service=service, text=_text(body, "text", "detail", "output"),
                   labels=labels, links=tuple(links[:10]), started_at=datetime.now(UTC),
                   ref=ref)]

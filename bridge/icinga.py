@@ -245,6 +245,7 @@ def parse_nagios(body: Any) -> list[Alert]:
         status=status,
         severity=severity_of(state),
         title=f"{what} is {state}",
+        name=service,
         host=host,
         service=service,
         text=text,

@@ -228,6 +228,7 @@ def parse_zabbix(body: Any) -> list[Alert]:
 
     return [Alert(
         source=SOURCE, key=event_id, status=status, severity=severity, title=title,
+        name=_field(body, "trigger_name", MAX_TITLE),
         host=host, service=_field(body, "trigger_key", 255), text=_field(body, "detail"),
         labels=labels, links=links, started_at=_started_at(body), kind=kind,
         update=_update_text(body) if kind is AlertKind.UPDATE else "", ref=ref)]

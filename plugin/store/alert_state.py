@@ -20,6 +20,8 @@ DIGEST_SOURCE = "digest"
 
 def alert_to_json(alert: Alert) -> dict[str, Any]:
     d = dataclasses.asdict(alert)
+    if not alert.name:
+        del d["name"]  # as stored before alerts had names: such records read back unchanged
     d["started_at"] = alert.started_at.isoformat() if alert.started_at else None
     d["links"] = [list(x) for x in alert.links]
     return d
@@ -29,7 +31,8 @@ def alert_from_json(d: dict[str, Any]) -> Alert:
     started = d.get("started_at")
     return Alert(
         source=d["source"], key=d["key"], status=AlertStatus(d["status"]),
-        severity=Severity(d["severity"]), title=d["title"], host=d.get("host", ""),
+        severity=Severity(d["severity"]), title=d["title"], name=d.get("name", ""),
+        host=d.get("host", ""),
         service=d.get("service", ""), text=d.get("text", ""), labels=d.get("labels") or {},
         links=tuple((str(a), str(b)) for a, b in d.get("links") or []),
         started_at=datetime.fromisoformat(started) if started else None,

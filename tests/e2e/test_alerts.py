@@ -305,11 +305,15 @@ def test_a_real_alertmanager_from_alert_to_silence_to_recovery(
     try:
         am.set_receiver(f"{e.bot.url}/alerts/alertmanager", bearer=ALERTS_TOKEN)
         labels = {"alertname": "HighLatency", "severity": "warning", "instance": "api1:9100",
-                  "job": "api"}
+                  "job": "api", "team": "payments"}
         annotations = {"summary": "API latency above 2 s", "description": "p99 is 2.4 s"}
         am.inject(labels, annotations)
         post = e.post("API latency above 2 s", timeout=30)
+        # What fired, where, how bad and from where: the rule's name beside its summary.
+        assert field(post, "Alert") == "HighLatency" and field(post, "Severity") == "warning"
         assert field(post, "Host") == "api1:9100" and field(post, "Service") == "api"
+        assert field(post, "Labels") == "`team=payments`"
+        assert post["props"]["attachments"][0]["footer"] == "alertmanager alert"
         assert set(e.buttons(post)) == {"Acknowledge", "Open ticket", "Silence"}
         # Acknowledge = one silence in Alertmanager, made after the click was answered.
         assert e.click("alice", post, "Acknowledge")[0] == 200

@@ -54,6 +54,14 @@ STORED_NEW: dict[str, Any] = {
     "ack": None, "pending": None, "epoch": 0, "silence": None, "ticket": None, "error": "",
     "first_seen": 1714557000.0, "mention": ""}
 
+#: An alert with a name (what fired), stored since alerts have one.
+STORED_NAMED: dict[str, Any] = {
+    **STORED_NEW, "alert": {
+        "source": "alertmanager", "key": "fp2", "status": "firing", "severity": "warning",
+        "title": "API latency above 2 s", "name": "HighLatency", "host": "api1:9100",
+        "service": "api", "text": "", "labels": {"alertname": "HighLatency", "team": "web"},
+        "links": [], "started_at": None, "kind": "alert", "update": "", "ref": {}}}
+
 #: Acknowledged in the monitoring system itself.
 STORED_EXTERNAL_ACK: dict[str, Any] = {
     **STORED_NEW, "ack": {"by": "", "at": 1714557100.0, "handle": "", "external": True},
@@ -71,7 +79,8 @@ def through_json(d: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.parametrize("stored", [STORED_INCIDENT, STORED_NEW, STORED_EXTERNAL_ACK])
+@pytest.mark.parametrize("stored", [STORED_INCIDENT, STORED_NEW, STORED_EXTERNAL_ACK,
+                                    STORED_NAMED])
 def test_a_stored_incident_round_trips_unchanged(stored: dict[str, Any]) -> None:
     original = copy.deepcopy(stored)
     state = AlertState.from_json(through_json(stored))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bridge.alerts import AlertStatus
+from bridge.alerts import Alert, AlertStatus
 
 from ... import i18n, markdown
 from ...context import Context
@@ -51,6 +51,29 @@ def digest_post(digest: DigestState) -> tuple[str, dict[str, Any]]:
                           "Alert storm: {count} more alerts from {source} ({firing} firing)",
                           count).format(count=count, source=source, firing=firing),
         "text": text}]}
+
+
+#: Labels the post shows in fields of their own (or that say nothing a reader needs).
+_SHOWN_LABELS = frozenset({"alertname", "severity", "instance", "job", "host", "hostname",
+                           "nodename", "service", "state", "status", "notification_type",
+                           "trigger_id", "event_status", "event_recovery_id"})
+#: At most this many labels, each value cut to this many characters: one or two lines on a phone.
+LABELS_SHOWN, LABEL_WIDTH = 12, 60
+
+
+def label_line(alert: Alert) -> str:
+    """The alert's other labels, compact (`name=value · …`, sorted by name), as inline code so
+    no value is read as markdown; "" when none is left. Values the post already shows (its
+    host, service, name) are left out."""
+    shown = {alert.host, alert.service, alert.name, alert.title}
+    pairs = [(k, v) for k, v in sorted(alert.labels.items())
+             if k not in _SHOWN_LABELS and v and v not in shown]
+    items = [markdown.code(f"{k}={v if len(v) <= LABEL_WIDTH else v[:LABEL_WIDTH - 1] + '…'}")
+             for k, v in pairs[:LABELS_SHOWN]]
+    if len(pairs) > LABELS_SHOWN:
+        items.append(ngettext("and {count} more", "and {count} more",
+                              len(pairs) - LABELS_SHOWN).format(count=len(pairs) - LABELS_SHOWN))
+    return " · ".join(items)
 
 
 class Rendering(AlertsCore):
@@ -111,10 +134,17 @@ class Rendering(AlertsCore):
             status += " · " + (_(PENDING[pending]) if pending in PENDING else _("Working…"))
         fields = [{"short": True, "title": _("Status"), "value": status},
                   {"short": True, "title": _("Severity"), "value": severity_name(alert.severity)}]
+        if alert.name and alert.name != alert.title and alert.name != alert.service:
+            # TRANSLATORS: the field naming what fired (a rule, a trigger, a check).
+            fields.append({"short": True, "title": _("Alert"),
+                           "value": markdown.without_bare_urls(alert.name)})
         if alert.host:
             fields.append({"short": True, "title": _("Host"), "value": alert.host})
         if alert.service:
             fields.append({"short": True, "title": _("Service"), "value": alert.service})
+        labels = label_line(alert)
+        if labels:
+            fields.append({"short": False, "title": _("Labels"), "value": labels})
         silence = active_silence(state)
         if silence and not resolved:
             fields.append({"short": True, "title": _("Silenced until"),
