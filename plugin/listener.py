@@ -62,6 +62,9 @@ class Handlers(Protocol):
                         ) -> dict[str, Any]: ...
     def intake_prefixes(self) -> list[str]: ...
     def health(self) -> tuple[bool, dict[str, Any]]: ...
+    async def refresh_metrics(self) -> None:
+        """Bring the metrics read from durable state up to date (for /metrics)."""
+        ...
 
 
 class App:
@@ -149,6 +152,7 @@ def build(handlers: Handlers, max_body: int) -> App:
         return json_response(detail | {"status": "ok" if ok else "unhealthy"}, 200 if ok else 503)
 
     async def metrics_page(request: Request) -> Response:
+        await handlers.refresh_metrics()
         return Response(generate_latest(handlers.metrics.registry), 200, CONTENT_TYPE_LATEST)
 
     router = Router()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Iterable
 
@@ -10,6 +11,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from bridge.limiter import Limiter
+
+from .store import Store
 
 #: The name of the gauge holding each outside system's limit of requests in flight.
 UPSTREAM_LIMIT = "switchboard_upstream_limit"
@@ -85,4 +88,41 @@ class Metrics:
         self.listener_requests = Counter(
             "switchboard_listener_requests", "Requests to the HTTP listener", ["route", "status"],
             registry=r)
+        self.alerts_received = Counter(
+            "switchboard_alerts_received", "Alerts accepted from monitoring systems, by source "
+            "and status (firing, resolved)", ["source", "status"], registry=r)
+        self.alert_actions = Counter(
+            "switchboard_alert_actions", "Decisions carried back to monitoring systems, by "
+            "source, action (ack, unack, silence, unsilence, resolve) and outcome (done, "
+            "failed, retried)", ["source", "action", "outcome"], registry=r)
+        self.tickets = Counter(
+            "switchboard_tickets", "Ticket requests by tracker and outcome (filed, failed)",
+            ["tracker", "outcome"], registry=r)
+        # Read from the store when /metrics is asked for (`refresh`): what is, not what was.
+        self.alerts_kept = Gauge(
+            "switchboard_alerts", "Incidents kept, by source and state (firing, acknowledged, "
+            "silenced, resolved)", ["source", "state"], registry=r)
+        self.outbox_entries = Gauge(
+            "switchboard_outbox_entries", "Unfinished requests to outside systems, by kind and "
+            "state (queued, filed)", ["kind", "state"], registry=r)
+        self.outbox_oldest = Gauge(
+            "switchboard_outbox_oldest_seconds", "Age of the oldest unfinished request, by kind",
+            ["kind"], registry=r)
         r.register(_Upstreams())
+
+    async def refresh(self, store: Store) -> None:
+        """Set the gauges read from the store (those of kinds and sources now gone drop)."""
+        now = time.time()
+        alerts = await store.alerts.by_state(now)
+        backlog = await store.outbox.backlog()
+        self.alerts_kept.clear()
+        for source, state, count in alerts:
+            self.alerts_kept.labels(source, state).set(count)
+        self.outbox_entries.clear()
+        self.outbox_oldest.clear()
+        oldest: dict[str, float] = {}
+        for kind, state, count, queued_at in backlog:
+            self.outbox_entries.labels(kind, state).set(count)
+            oldest[kind] = min(queued_at, oldest.get(kind, queued_at))
+        for kind, queued_at in oldest.items():
+            self.outbox_oldest.labels(kind).set(max(0.0, now - queued_at))

@@ -17,6 +17,7 @@ from . import i18n
 from .dispatch import Dispatcher
 from .locales import Locales
 from .mattermost import MattermostAPI
+from .metrics import Metrics
 from .outbox import Outbox
 from .signing import Signer
 from .store import Store
@@ -24,13 +25,16 @@ from .store import Store
 
 class Runtime:
     """What features may use: the Mattermost API, the store, the outbox, signing, languages,
-    background tasks and the bot's lifetime."""
+    metrics, background tasks and the bot's lifetime."""
 
     def __init__(self, *, api: MattermostAPI, store: Store, outbox: Outbox, signer: Signer,
                  locales: Locales, tasks: Dispatcher, stopping: asyncio.Event,
                  public_url: str, ephemeral_permission: bool, stream_enabled: bool,
-                 help_text: Callable[[], str], apology: str = "") -> None:
+                 help_text: Callable[[], str], apology: str = "",
+                 metrics: Metrics | None = None) -> None:
         self.api = api
+        #: The bot's Prometheus metrics: a feature counts what it does there.
+        self.metrics = metrics if metrics is not None else Metrics()
         self.store = store
         self.outbox = outbox
         self.signer = signer

@@ -138,6 +138,12 @@ class WaysIn:
     def health(self) -> tuple[bool, dict[str, Any]]:
         return self._health()
 
+    async def refresh_metrics(self) -> None:
+        try:
+            await self.metrics.refresh(self.store)
+        except Exception as exc:  # the page still shows what the process counts itself
+            log.warning("cannot read the store for /metrics: %s", exc)
+
     async def on_outgoing(self, hook: OutgoingWebhook) -> dict[str, Any]:
         return await self.outgoing.on_outgoing(hook)
 

@@ -112,6 +112,11 @@ class OutboxRepository(Protocol):
         """How many entries are in each state."""
         ...
 
+    async def backlog(self) -> list[tuple[str, str, int, float]]:
+        """Unfinished entries (`queued`, `filed`) as (kind, state, how many, when the oldest
+        was queued), for the metrics."""
+        ...
+
     async def open(self, kind: str) -> list[OutboxEntry]:
         """Entries of a kind not done yet (queued or half-way), oldest first."""
         ...
@@ -196,6 +201,11 @@ class AlertRepository(Protocol):
 
     async def created_since(self, channel_id: str, since: float) -> int:
         """How many incidents of a channel were first seen at or after `since`."""
+        ...
+
+    async def by_state(self, now: float) -> list[tuple[str, str, int]]:
+        """(source, state, how many) of the incidents kept, digests aside; state is `firing`,
+        `acknowledged`, `silenced` (a silence running at `now`) or `resolved`."""
         ...
 
     async def prune(self, older_than: float) -> int:

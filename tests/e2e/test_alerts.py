@@ -88,6 +88,13 @@ def field(post: dict[str, Any], name: str) -> str:
                  if f["title"] == name), "")
 
 
+def metric(env: Env, sample: str) -> float | None:
+    """One sample of the bot's /metrics (`name{labels}` as Prometheus prints it), or None."""
+    text = httpx.get(env.bot.url + "/metrics", timeout=5).text
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else None
+
+
 def test_senders_must_authenticate_and_send_well_formed_alerts(env: Env) -> None:
     assert env.send(DISK, token="").status_code == 401
     wrong = env.send(DISK, token="not-the-token")
@@ -121,6 +128,12 @@ def test_one_live_post_per_alert_from_firing_to_resolved(env: Env) -> None:
     assert field(post, "Status").startswith("Acknowledged by @alice at ")
     wait_until(lambda: any("Acknowledged by @alice" in m for m in env.thread(post)), 10,
                "the thread note")
+    # The metrics count it: by source and status, by action and outcome, and what is kept.
+    assert metric(env, 'switchboard_alerts_received_total{source="generic",status="firing"}'
+                  ) == 1
+    assert metric(env, 'switchboard_alert_actions_total{action="ack",outcome="done",'
+                       'source="generic"}') == 1
+    assert metric(env, 'switchboard_alerts{source="generic",state="acknowledged"}') == 1
     # Resolved: green, no buttons, and the thread says so; one post throughout.
     env.send(dict(DISK, status="resolved"))
     post = wait_until(lambda: (p := env.post("Disk full on db1"))
@@ -130,6 +143,10 @@ def test_one_live_post_per_alert_from_firing_to_resolved(env: Env) -> None:
         not post["props"]["attachments"][0]["actions"]
     wait_until(lambda: any("Resolved at" in m for m in env.thread(post)), 10, "resolved note")
     assert len(env.alert_posts()) == 1
+    assert metric(env, 'switchboard_alerts{source="generic",state="resolved"}') == 1
+    assert metric(env, 'switchboard_alerts{source="generic",state="acknowledged"}') is None
+    assert metric(env, 'switchboard_alerts_received_total{source="generic",status="resolved"}'
+                  ) == 1
     # A recovery for an alert never seen is dropped.
     assert env.send({"key": "never", "title": "Ghost", "status": "resolved"}).json() == {
         "accepted": 0, "ignored": 1}

@@ -160,8 +160,11 @@ class Decisions(AlertsCore):
                 await source.resolve(alert, who)
         except Exception as exc:
             retryable = bool(getattr(exc, "retryable", False))
+            counted = self.rt.metrics.alert_actions
             if retryable and entry.attempts < self.ACTION_ATTEMPTS:
+                counted.labels(rec.source, op, "retried").inc()
                 raise Retry(str(exc)) from None
+            counted.labels(rec.source, op, "failed").inc()
             # The operator's record; people are told in their language by `_failed`.
             reason = str(exc) if isinstance(exc, SourceError) else \
                 f"unexpected error ({type(exc).__name__})"
@@ -185,6 +188,7 @@ class Decisions(AlertsCore):
             if op == "unsilence":
                 state = dataclasses.replace(state, silence=None)
             await self._save(rec.source, rec.key, rec.channel_id, state, [])
+        self.rt.metrics.alert_actions.labels(rec.source, op, "done").inc()
         await outbox.update(entry.key, state="done")
 
     async def _failed(self, rec: AlertRecord, op: str, who: str, user_id: str,

@@ -69,6 +69,8 @@ class Intake(AlertsCore):
             with logs.about(alert=f"{alert.source}:{alert.key}"):
                 if await self._take(alert):
                     accepted += 1
+                    self.rt.metrics.alerts_received.labels(alert.source,
+                                                           alert.status.value).inc()
                     log.info("%s accepted (%s, %s): %s", alert.kind.value, alert.status.value,
                              alert.severity.value, alert.title)
                 else:

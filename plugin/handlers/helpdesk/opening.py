@@ -97,6 +97,7 @@ class Opening(HelpdeskCore):
             # From here on a retry only owes the reply: no second look-up, no second upload.
             await outbox.update(key, state="filed", result=result, durable=False)
             log.info("filed as %s #%s", tracker.name, ticket.id)
+            self.rt.metrics.tickets.labels(tracker.name, "filed").inc()
         else:
             result = entry.result
         if self.rt.stream_enabled:
@@ -195,6 +196,7 @@ class Opening(HelpdeskCore):
                     tracker=label(tracker.name), error=markdown.without_bare_urls(str(exc))),
                 root_id=p["root_id"], key=f"{entry.key}:refused", check_first=True)
             await self.rt.store.outbox.update(entry.key, state="failed", error=str(exc))
+            self.rt.metrics.tickets.labels(tracker.name, "failed").inc()
             return None
 
     async def _queued_notice(self, entry: OutboxEntry, reason: str) -> None:

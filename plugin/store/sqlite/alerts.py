@@ -7,7 +7,7 @@ import sqlite3
 import time
 from typing import Any
 
-from ..alert_state import AlertState, DigestState, state_from_json
+from ..alert_state import DIGEST_SOURCE, AlertState, DigestState, state_from_json
 from ..records import AlertRecord
 from .engine import SQLiteRepository, transaction
 
@@ -74,6 +74,17 @@ class SQLiteAlerts(SQLiteRepository):
             "SELECT count(*) FROM alerts WHERE channel_id = ? AND created_at >= ?",
             (channel_id, since)).fetchone())
         return int(row[0])
+
+    async def by_state(self, now: float) -> list[tuple[str, str, int]]:
+        # Counted in SQL from the stored state, no row read into Python.
+        rows = await self._engine.run(lambda db: db.execute(
+            "SELECT source, CASE "
+            "WHEN json_extract(state, '$.alert.status') = 'resolved' THEN 'resolved' "
+            "WHEN json_extract(state, '$.silence.until') > ? THEN 'silenced' "
+            "WHEN json_extract(state, '$.ack') IS NOT NULL THEN 'acknowledged' "
+            "ELSE 'firing' END AS st, count(*) FROM alerts WHERE source != ? "
+            "GROUP BY source, st", (now, DIGEST_SOURCE)).fetchall(), durable=False)
+        return [(str(source), str(state), int(n)) for source, state, n in rows]
 
     def prune_rows(self, db: sqlite3.Connection, older_than: float) -> int:
         # An incident whose post still has an edit queued in the outbox (the chat was down) is

@@ -90,6 +90,13 @@ class SQLiteOutbox(SQLiteRepository):
             "SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
         return {state: int(n) for state, n in rows}
 
+    async def backlog(self) -> list[tuple[str, str, int, float]]:
+        rows = await self._engine.run(lambda db: db.execute(
+            "SELECT kind, state, count(*), min(created_at) FROM outbox "
+            "WHERE state IN ('queued', 'filed') GROUP BY kind, state").fetchall(),
+            durable=False)
+        return [(str(kind), str(state), int(n), float(oldest)) for kind, state, n, oldest in rows]
+
     async def open(self, kind: str) -> list[OutboxEntry]:
         rows = await self._engine.run(lambda db: db.execute(
             f"SELECT {_COLUMNS} FROM outbox WHERE kind = ? "
