@@ -28,6 +28,9 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.alerts import Severity
+from bridge.snmptrap import SnmpRules, TrapPair
+
 DEFAULT_CONFIG = "plugin.yaml"
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -506,6 +509,51 @@ class AlertRoute(_Model):
         "critical", description="The least severity that gets the mention.")
 
 
+SeverityName = Literal["critical", "high", "warning", "info", "unknown"]
+
+
+class TrapPairSettings(_Model):
+    """A trap that resolves another's post."""
+
+    problem: str = Field(description="The trap OID that opens the post (numeric).")
+    clear: str = Field(description="The trap OID that resolves it.")
+    match: list[str] = Field(default_factory=list,
+                             description="Variable OIDs (prefixes) whose values both traps "
+                                         "must share, e.g. `1.3.6.1.2.1.2.2.1.1` (ifIndex).")
+
+
+class SnmpSettings(_Model):
+    """How SNMP traps (`sendevt --format snmptrap`, route `/alerts/snmp`) become alerts."""
+
+    severities: dict[str, SeverityName] = Field(
+        default_factory=dict, description="Severity by trap OID (numeric), over the built-in "
+                                          "ones (linkDown and authenticationFailure warning; "
+                                          "coldStart, warmStart and linkUp info).")
+    default_severity: SeverityName = Field("warning", description="Of traps not listed.")
+    key_variables: dict[str, list[str]] = Field(
+        default_factory=dict, description="By trap OID: the variable OIDs (prefixes) whose "
+                                          "values tell one incident from another (default: "
+                                          "the agent and the trap OID alone).")
+    pairs: list[TrapPairSettings] = Field(
+        default_factory=list, description="Traps that resolve another's post, beside the "
+                                          "built-in linkUp for linkDown of the same ifIndex.")
+
+    def rules(self) -> SnmpRules:
+        base = SnmpRules()
+        severities = {**base.severities, **{_oid(k): Severity(v)
+                                            for k, v in self.severities.items()}}
+        pairs = base.pairs + tuple(TrapPair(_oid(p.problem), _oid(p.clear),
+                                            tuple(_oid(m) for m in p.match)) for p in self.pairs)
+        return SnmpRules(severities=severities, default_severity=Severity(self.default_severity),
+                         key_variables={_oid(k): tuple(_oid(v) for v in vs)
+                                        for k, vs in self.key_variables.items()},
+                         pairs=pairs)
+
+
+def _oid(text: str) -> str:
+    return text.strip().lstrip(".")
+
+
 class AlertSettings(_Model):
     """Monitoring alerts as live posts with buttons."""
 
@@ -531,6 +579,8 @@ class AlertSettings(_Model):
     silence_hours: list[float] = Field(default_factory=lambda: [1.0, 4.0, 24.0],
                                        description="Silence durations offered in the menu, in "
                                                    "hours.")
+    snmp: SnmpSettings = Field(default_factory=lambda: SnmpSettings(),
+                               description="How SNMP traps become alerts.")
 
 
 class LoggingSettings(_Model):

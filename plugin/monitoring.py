@@ -20,12 +20,15 @@ Parser = Callable[[Any], list[Alert]]
 SOURCE_MAX_IN_FLIGHT = 32
 
 
-def build_parsers() -> dict[str, Parser]:
+def build_parsers(settings: AlertSettings | None = None) -> dict[str, Parser]:
     from bridge.alertmanager import parse_alertmanager
     from bridge.icinga import parse_nagios
+    from bridge.snmptrap import parse_snmptrap
     from bridge.zabbix import parse_zabbix
+    rules = (settings or AlertSettings()).snmp.rules()
     return {"generic": parse_generic, "alertmanager": parse_alertmanager,
-            "zabbix": parse_zabbix, "nagios": parse_nagios}
+            "zabbix": parse_zabbix, "nagios": parse_nagios,
+            "snmp": lambda body: parse_snmptrap(body, rules)}
 
 
 def build_sources(settings: AlertSettings) -> dict[str, AlertSource]:

@@ -1,9 +1,10 @@
 """`switchboard sendevt [key=value ...]`: send one event to the bot's generic alert route.
 
 With pairs, they are the event (`title=... severity=critical host=db1`). Without, standard input
-is the event: its first non-empty line the title, the whole the text — as snmptrapd's
-`traphandle` or a mail alias deliver it. The token comes from the environment
-(`SWITCHBOARD_ALERTS_TOKEN` or `ALERTS_TOKEN`), never from the command line.
+is the event: its first non-empty line the title, the whole the text. With `--format snmptrap`,
+standard input is a trap as snmptrapd hands its `traphandle`; it goes to the `snmp` route,
+where the bot names it, rates it and keys it (`settings.alerts.snmp`). The token comes from the
+environment (`SWITCHBOARD_ALERTS_TOKEN` or `ALERTS_TOKEN`), never from the command line.
 """
 
 from __future__ import annotations
@@ -17,11 +18,22 @@ from typing import IO, Any
 
 import httpx
 
+from bridge.alerts import AlertParseError
+from bridge.snmptrap import read_traphandle
+
 EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3, 4
 
 
-def build_event(pairs: list[str], stdin: IO[str]) -> dict[str, Any]:
-    """The event from key=value pairs, or from standard input when there are none."""
+def build_event(pairs: list[str], stdin: IO[str], form: str = "event") -> dict[str, Any]:
+    """The event from key=value pairs, or from standard input when there are none (in
+    snmptrapd's trap handler format with `form` "snmptrap")."""
+    if form == "snmptrap":
+        if pairs:
+            raise ValueError("--format snmptrap reads the trap from standard input only")
+        try:
+            return read_traphandle(stdin.read(1_000_000)).to_json()
+        except AlertParseError as exc:
+            raise ValueError(str(exc)) from None
     event: dict[str, Any] = {}
     if pairs:
         for pair in pairs:
@@ -48,7 +60,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("pairs", nargs="*", metavar="key=value")
     p.add_argument("-c", "--config", help="plugin.yaml to read the listener's URL from")
     p.add_argument("--server", help="the bot's URL (default: its public URL from the config)")
-    p.add_argument("--source", default="generic", help="alert route (default: generic)")
+    p.add_argument("--source", help="alert route (default: generic; snmp for traps)")
+    p.add_argument("--format", choices=["event", "snmptrap"], default="event",
+                   help="what standard input holds: an event's text (default), or a trap "
+                        "from snmptrapd's traphandle")
     p.add_argument("--max-retry", type=int, default=3)
     p.add_argument("--retry-interval", type=float, default=5.0)
     p.add_argument("--timeout", type=float, default=10.0)
@@ -72,7 +87,7 @@ def main(argv: list[str], stdin: IO[str] | None = None, out: IO[str] | None = No
     args = parser().parse_args(argv)
     out = out or sys.stdout
     try:
-        event = build_event(args.pairs, stdin or sys.stdin)
+        event = build_event(args.pairs, stdin or sys.stdin, args.format)
     except ValueError as exc:
         print(f"sendevt: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -83,7 +98,8 @@ def main(argv: list[str], stdin: IO[str] | None = None, out: IO[str] | None = No
     if not token:
         print("sendevt: set SWITCHBOARD_ALERTS_TOKEN (or ALERTS_TOKEN)", file=sys.stderr)
         return EXIT_USAGE
-    url = f"{_server(args)}/alerts/{args.source}"
+    source = args.source or ("snmp" if args.format == "snmptrap" else "generic")
+    url = f"{_server(args)}/alerts/{source}"
     verify: bool | str = False if args.insecure else (args.cacert or True)
     last = ""
     for attempt in range(args.max_retry + 1):

@@ -30,7 +30,7 @@ def default_features(config: Config, trackers: dict[str, Tracker]) -> list[Route
     from ..monitoring import build_parsers, build_sources
     s = config.settings
     return [Helpdesk(s.helpdesk, trackers),
-            Alerts(s.alerts, build_parsers(), build_sources(s.alerts), trackers), *BUILT_IN]
+            Alerts(s.alerts, build_parsers(s.alerts), build_sources(s.alerts), trackers), *BUILT_IN]
 
 
 def default_routers() -> list[Router]:

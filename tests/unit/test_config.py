@@ -305,3 +305,22 @@ def test_settings_no_variable_sets_are_named_by_their_key_path(tmp_path: Path) -
         "cannot sign in with it (set settings.alerts.sources.nagios.username)",
         "settings.alerts.channel: is empty and not every alert matches a route, so the others "
         "are refused (set settings.alerts.channel)"]
+
+
+def test_snmp_settings_add_to_the_built_in_trap_rules() -> None:
+    from bridge.alerts import Severity
+    from bridge.snmptrap import TrapPair
+
+    snmp = config.SnmpSettings.model_validate({
+        "severities": {".1.3.6.1.4.1.318.0.5": "critical"}, "default_severity": "info",
+        "key_variables": {"1.3.6.1.4.1.9.0.1": ["1.3.6.1.4.1.9.2.1"]},
+        "pairs": [{"problem": "1.3.6.1.4.1.318.0.5", "clear": ".1.3.6.1.4.1.318.0.9"}]})
+    rules = snmp.rules()
+    assert rules.severities["1.3.6.1.4.1.318.0.5"] is Severity.CRITICAL
+    assert rules.severities["1.3.6.1.6.3.1.1.5.3"] is Severity.WARNING  # built in, kept
+    assert rules.default_severity is Severity.INFO
+    assert rules.key_variables == {"1.3.6.1.4.1.9.0.1": ("1.3.6.1.4.1.9.2.1",)}
+    assert TrapPair("1.3.6.1.4.1.318.0.5", "1.3.6.1.4.1.318.0.9") in rules.pairs
+    assert rules.pairs[0].problem == "1.3.6.1.6.3.1.1.5.3"  # linkDown/linkUp stays
+    with pytest.raises(ValueError):
+        config.SnmpSettings.model_validate({"severities": {"1.2": "dire"}})
