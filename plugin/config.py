@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from bridge.alerts import Severity
+from bridge.mail import MailRules
 from bridge.snmptrap import SnmpRules, TrapPair
 
 DEFAULT_CONFIG = "plugin.yaml"
@@ -554,6 +555,41 @@ def _oid(text: str) -> str:
     return text.strip().lstrip(".")
 
 
+class MailSettings(_Model):
+    """How monitoring mail (`sendevt --format mail`, route `/alerts/mail`) becomes alerts."""
+
+    key: str = Field("subject", pattern=r"^(subject|thread|pattern|header:[!-9;-~]+)$",
+                     description="What tells one incident from another: `subject` (without "
+                                 "its status words and reply prefixes), `thread` (the mail it "
+                                 "answers), `header:<name>`, or `pattern`.")
+    key_pattern: str = Field("", description="With `key: pattern`: a regular expression; its "
+                                             "first group in the subject is the key.")
+    resolve_words: list[str] = Field(
+        default_factory=lambda: list(MailRules().resolve_words),
+        description="Words in the subject that make the mail a recovery.")
+    severity_words: dict[str, SeverityName] = Field(
+        default_factory=lambda: {w: s.value for w, s in MailRules().severity_words},
+        description="Words in the subject and the severity they mean; the first listed "
+                    "that appears wins.")
+    default_severity: SeverityName = Field("warning", description="When no word says.")
+
+    @field_validator("key_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    def rules(self) -> MailRules:
+        return MailRules(key=self.key, key_pattern=self.key_pattern,
+                         resolve_words=tuple(self.resolve_words),
+                         severity_words=tuple((w, Severity(v))
+                                              for w, v in self.severity_words.items()),
+                         default_severity=Severity(self.default_severity))
+
+
 class AlertSettings(_Model):
     """Monitoring alerts as live posts with buttons."""
 
@@ -581,6 +617,8 @@ class AlertSettings(_Model):
                                                    "hours.")
     snmp: SnmpSettings = Field(default_factory=lambda: SnmpSettings(),
                                description="How SNMP traps become alerts.")
+    mail: MailSettings = Field(default_factory=lambda: MailSettings(),
+                               description="How monitoring mail becomes alerts.")
 
 
 class LoggingSettings(_Model):

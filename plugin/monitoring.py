@@ -23,12 +23,15 @@ SOURCE_MAX_IN_FLIGHT = 32
 def build_parsers(settings: AlertSettings | None = None) -> dict[str, Parser]:
     from bridge.alertmanager import parse_alertmanager
     from bridge.icinga import parse_nagios
+    from bridge.mail import parse_mail
     from bridge.snmptrap import parse_snmptrap
     from bridge.zabbix import parse_zabbix
-    rules = (settings or AlertSettings()).snmp.rules()
+    settings = settings or AlertSettings()
+    traps, mail = settings.snmp.rules(), settings.mail.rules()
     return {"generic": parse_generic, "alertmanager": parse_alertmanager,
             "zabbix": parse_zabbix, "nagios": parse_nagios,
-            "snmp": lambda body: parse_snmptrap(body, rules)}
+            "snmp": lambda body: parse_snmptrap(body, traps),
+            "mail": lambda body: parse_mail(body, mail)}
 
 
 def build_sources(settings: AlertSettings) -> dict[str, AlertSource]:

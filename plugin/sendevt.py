@@ -19,19 +19,31 @@ from typing import IO, Any
 import httpx
 
 from bridge.alerts import AlertParseError
+from bridge.mail import MAX_MAIL, read_mail
 from bridge.snmptrap import read_traphandle
 
 EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3, 4
+#: For `--format mail`, the statuses a mail server reads (sysexits.h): not a mail (bounced),
+#: refused by the bot (bounced), the bot not reachable (the mail server tries again later).
+MAIL_EXITS = {EXIT_USAGE: 65, EXIT_REFUSED: 77, EXIT_UNREACHABLE: 75}
 
 
 def build_event(pairs: list[str], stdin: IO[str], form: str = "event") -> dict[str, Any]:
     """The event from key=value pairs, or from standard input when there are none (in
     snmptrapd's trap handler format with `form` "snmptrap")."""
+    if form in ("snmptrap", "mail") and pairs:
+        raise ValueError(f"--format {form} reads standard input only")
     if form == "snmptrap":
-        if pairs:
-            raise ValueError("--format snmptrap reads the trap from standard input only")
         try:
             return read_traphandle(stdin.read(1_000_000)).to_json()
+        except AlertParseError as exc:
+            raise ValueError(str(exc)) from None
+    if form == "mail":
+        binary = getattr(stdin, "buffer", None)
+        raw = binary.read(MAX_MAIL + 1) if binary is not None else \
+            stdin.read(MAX_MAIL + 1).encode("utf-8", "surrogateescape")
+        try:
+            return read_mail(raw).to_json()
         except AlertParseError as exc:
             raise ValueError(str(exc)) from None
     event: dict[str, Any] = {}
@@ -61,9 +73,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="plugin.yaml to read the listener's URL from")
     p.add_argument("--server", help="the bot's URL (default: its public URL from the config)")
     p.add_argument("--source", help="alert route (default: generic; snmp for traps)")
-    p.add_argument("--format", choices=["event", "snmptrap"], default="event",
-                   help="what standard input holds: an event's text (default), or a trap "
-                        "from snmptrapd's traphandle")
+    p.add_argument("--format", choices=["event", "snmptrap", "mail"], default="event",
+                   help="what standard input holds: an event's text (default), a trap from "
+                        "snmptrapd's traphandle, or a mail piped by a mail server (exit "
+                        "statuses then as sysexits: 65 not a mail, 75 try again later, 77 "
+                        "refused)")
     p.add_argument("--max-retry", type=int, default=3)
     p.add_argument("--retry-interval", type=float, default=5.0)
     p.add_argument("--timeout", type=float, default=10.0)
@@ -85,7 +99,11 @@ def _server(args: argparse.Namespace) -> str:
 
 def main(argv: list[str], stdin: IO[str] | None = None, out: IO[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    out = out or sys.stdout
+    status = _send(args, stdin, out or sys.stdout)
+    return MAIL_EXITS.get(status, status) if args.format == "mail" else status
+
+
+def _send(args: argparse.Namespace, stdin: IO[str] | None, out: IO[str]) -> int:
     try:
         event = build_event(args.pairs, stdin or sys.stdin, args.format)
     except ValueError as exc:
@@ -98,7 +116,7 @@ def main(argv: list[str], stdin: IO[str] | None = None, out: IO[str] | None = No
     if not token:
         print("sendevt: set SWITCHBOARD_ALERTS_TOKEN (or ALERTS_TOKEN)", file=sys.stderr)
         return EXIT_USAGE
-    source = args.source or ("snmp" if args.format == "snmptrap" else "generic")
+    source = args.source or {"snmptrap": "snmp", "mail": "mail"}.get(args.format, "generic")
     url = f"{_server(args)}/alerts/{source}"
     verify: bool | str = False if args.insecure else (args.cacert or True)
     last = ""

@@ -4,7 +4,9 @@ real `snmptrap`."""
 
 from __future__ import annotations
 
+import base64
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,10 +69,56 @@ def test_snmp_traps_become_named_alerts_and_link_up_resolves_link_down(
         e.close()
 
 
-def test_a_handler_given_no_trap_exits_with_a_clear_error(tmp_path: Path) -> None:
-    import subprocess
-    bad = subprocess.run([sys.executable, "-m", "plugin.cli", "sendevt", "--format", "snmptrap",
-                          "--server", "http://127.0.0.1:9"], input="not a trap\n", cwd=ROOT,
-                         capture_output=True, text=True, timeout=60, check=False,
-                         env={"PATH": "/usr/bin:/bin", "SWITCHBOARD_ALERTS_TOKEN": "t"})
-    assert bad.returncode == 2 and "not a trap from snmptrapd" in bad.stderr
+def sendevt(*args: str, data: bytes, token: str = "t") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "plugin.cli", "sendevt", *args], input=data,
+                          cwd=ROOT, capture_output=True, timeout=60, check=False,
+                          env={"PATH": "/usr/bin:/bin", "SWITCHBOARD_ALERTS_TOKEN": token})
+
+
+def test_a_handler_given_no_trap_exits_with_a_clear_error() -> None:
+    bad = sendevt("--format", "snmptrap", "--server", "http://127.0.0.1:9",
+                  data=b"not a trap\n")
+    assert bad.returncode == 2 and b"not a trap from snmptrapd" in bad.stderr
+
+
+JAPANESE_SUBJECT = "【障害】db1 ディスク使用率 95%"
+
+
+def japanese_mail(subject: str, body: str) -> bytes:
+    word = base64.b64encode(subject.encode("iso2022_jp")).decode()
+    head = (f"From: monitor@example.jp\r\nTo: alerts@localhost\r\n"
+            f"Subject: =?ISO-2022-JP?B?{word}?=\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=ISO-2022-JP\r\n"
+            "Content-Transfer-Encoding: 7bit\r\n\r\n")
+    return head.encode("ascii") + body.encode("iso2022_jp")
+
+
+def test_monitoring_mail_through_sendevt_shows_its_japanese_subject(tmp_path: Path) -> None:
+    e = Env(tmp_path)
+    try:
+        sent = sendevt("--format", "mail", "--server", e.bot.url, token=ALERTS_TOKEN,
+                       data=b"From monitor@example.jp  Mon Dec  7 21:00:00 2026\n"
+                            + japanese_mail(JAPANESE_SUBJECT, "使用率が閾値を超えました\n"))
+        assert sent.returncode == 0, sent.stderr
+        post = e.post(JAPANESE_SUBJECT, timeout=15)
+        assert field(post, "Severity") == "high"  # 障害
+        assert post["props"]["attachments"][0]["text"] == "使用率が閾値を超えました"
+        assert post["props"]["attachments"][0]["footer"] == "mail alert"
+        # The recovery mail of the same subject resolves the same post.
+        recovered = sendevt("--format", "mail", "--server", e.bot.url, token=ALERTS_TOKEN,
+                            data=japanese_mail("【復旧】db1 ディスク使用率 95%", "戻りました\n"))
+        assert recovered.returncode == 0, recovered.stderr
+        wait_until(lambda: any(field(p, "Status") == "Resolved" for p in e.alert_posts()),
+                   15, "the recovery")
+        assert len(e.alert_posts()) == 1
+    finally:
+        e.close()
+
+
+def test_mail_exit_statuses_tell_the_mail_server_what_to_do() -> None:
+    # Not a mail: bounced (65), nothing sent; the bot unreachable: deferred and retried (75).
+    bad = sendevt("--format", "mail", "--server", "http://127.0.0.1:9", data=b"hello\n")
+    assert bad.returncode == 65 and b"not a mail" in bad.stderr
+    down = sendevt("--format", "mail", "--server", "http://127.0.0.1:9", "--max-retry", "0",
+                   data=japanese_mail("PROBLEM: x", "y"))
+    assert down.returncode == 75 and b"gave up" in down.stderr

@@ -324,3 +324,19 @@ def test_snmp_settings_add_to_the_built_in_trap_rules() -> None:
     assert rules.pairs[0].problem == "1.3.6.1.6.3.1.1.5.3"  # linkDown/linkUp stays
     with pytest.raises(ValueError):
         config.SnmpSettings.model_validate({"severities": {"1.2": "dire"}})
+
+
+def test_mail_settings_make_the_rules_and_refuse_a_bad_pattern() -> None:
+    from bridge.alerts import Severity
+
+    mail = config.MailSettings.model_validate({
+        "key": "header:X-Incident", "resolve_words": ["CLEARED"],
+        "severity_words": {"SEV1": "critical", "SEV3": "info"}, "default_severity": "high"})
+    rules = mail.rules()
+    assert rules.key == "header:X-Incident" and rules.resolve_words == ("CLEARED",)
+    assert rules.severity_words == (("SEV1", Severity.CRITICAL), ("SEV3", Severity.INFO))
+    assert rules.default_severity is Severity.HIGH
+    assert config.MailSettings().rules().key == "subject"
+    for bad in ({"key": "body"}, {"key": "pattern", "key_pattern": "(unclosed"}):
+        with pytest.raises(ValueError):
+            config.MailSettings.model_validate(bad)
