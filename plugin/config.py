@@ -490,6 +490,9 @@ class AlertSourceSettings(_Model):
     tls: TLSSettings = Field(default_factory=lambda: TLSSettings(),
                              description="Certificate checks for `url`.")
     timeout: float = Field(10.0, gt=0, description="Seconds to wait for one API call.")
+    command_file: str = Field("", description="Nagios 4 and Naemon (`nagios`): the core's "
+                                              "external command file, which decisions are "
+                                              "written to (instead of Icinga 2's `url`).")
 
 
 class AlertRoute(_Model):

@@ -62,7 +62,10 @@ def build_sources(settings: AlertSettings) -> dict[str, AlertSource]:
         watch_upstream("source", "zabbix", zabbix.limiter)
         out["zabbix"] = zabbix
     ic = conf.get("nagios")
-    if ic is not None and ic.url and ic.api_username:
+    if ic is not None and ic.command_file:
+        from bridge.nagios_cmd import NagiosCommandFile
+        out["nagios"] = NagiosCommandFile(ic.command_file, name="nagios")
+    elif ic is not None and ic.url and ic.api_username:
         from bridge.icinga import IcingaClient
         icinga = IcingaClient(url=ic.url, username=ic.api_username,
                               password=ic.api_password.get_secret_value(),
