@@ -14,6 +14,7 @@ import pytest
 
 from tests.servers.icinga import NODE_NAME as ICINGA_NODE
 from tests.servers.icinga_fixture import IcingaFactory
+from tests.servers.nagios_fixture import NagiosFactory
 from tests.servers.zabbix import HOST as ZABBIX_HOST
 from tests.servers.zabbix import ITEM_KEY, ZabbixServer
 
@@ -227,5 +228,77 @@ def test_a_real_icinga_from_problem_to_acknowledgement_silence_and_recovery(
         assert "TLS certificate made for another host name" in refused
         assert "settings.alerts.sources.nagios.tls.server_name" in refused
         print(f"\nIcinga 2 end to end: {clock.report()}")
+    finally:
+        e.close()
+
+
+def test_a_real_nagios_acknowledged_and_silenced_through_its_command_file(
+        tmp_path: Any, nagios_factory: NagiosFactory) -> None:
+    # The core runs switchboard-notify (the contrib script) for its notifications, reading the
+    # bot's URL from a file written once the bot is up; the bot writes its decisions to the
+    # core's external command file.
+    url_file, token_file = tmp_path / "bot-url", tmp_path / "notify.token"
+    token_file.write_text(ALERTS_TOKEN + "\n")
+    token_file.chmod(0o600)
+    notify = tmp_path / "notify"
+    notify.write_text(
+        "#!/bin/sh\n"
+        f'exec /usr/bin/python3 {harness.ROOT / "contrib/nagios/switchboard-notify"} '
+        f'--url "$(cat {url_file})" --token-file {token_file} "$@" '
+        f">> {tmp_path / 'notify.log'} 2>&1\n")
+    notify.chmod(0o755)
+    nagios = nagios_factory([str(notify)])
+    clock = Clock()
+    e = Env(tmp_path, alerts={"sources": {"nagios": {"command_file": str(nagios.command_file)}}})
+    try:
+        url_file.write_text(e.bot.url)
+        clock.mark("bot up")
+        nagios.set_state(2, "DISK CRITICAL - 97% used")
+        post = e.post("disk on web01 is CRITICAL", timeout=30)
+        clock.mark("problem posted")
+        assert field(post, "Host") == "web01" and field(post, "Service") == "disk"
+        assert set(e.buttons(post)) == {"Acknowledge", "Open ticket", "Silence"}
+        assert nagios.service_status()["problem_has_been_acknowledged"] == "0"
+
+        # Acknowledge as alice: the core has it, and its acknowledgement notification comes
+        # back to the same post's thread.
+        status, body = e.click("alice", post, "Acknowledge")
+        assert status == 200, body
+        wait_until(lambda: nagios.service_status().get("problem_has_been_acknowledged") == "1",
+                   20, "the acknowledgement in Nagios")
+        clock.mark("acknowledged in Nagios")
+        post = wait_until(lambda: (p := settled(e, post["id"])) and "Unacknowledge"
+                          in e.buttons(p) and p, 15, "the acknowledged post")
+        assert field(post, "Status").startswith("Acknowledged by @alice at ")
+        wait_until(lambda: any(m.startswith(":memo:") and "alice" in m for m in e.thread(post)),
+                   20, "Nagios's acknowledgement notification in the thread")
+        clock.mark("acknowledgement notification in thread")
+
+        # Unacknowledge, then Silence: the core drops the acknowledgement and schedules a
+        # downtime.
+        assert e.click("bob", post, "Unacknowledge")[0] == 200
+        wait_until(lambda: nagios.service_status().get("problem_has_been_acknowledged") == "0",
+                   20, "the acknowledgement removed")
+        post = wait_until(lambda: (p := settled(e, post["id"])) and "Silence" in e.buttons(p)
+                          and p, 15, "the unacknowledged post")
+        assert e.click("carol", post, "Silence", option="1")[0] == 200
+        wait_until(lambda: nagios.downtimes() == 1, 20, "the downtime in Nagios")
+        clock.mark("downtime in Nagios")
+        post = wait_until(lambda: (p := settled(e, post["id"])) and "Unsilence"
+                          in e.buttons(p) and p, 15, "the silenced post")
+        assert "by @carol" in field(post, "Silenced until")
+
+        # A core in downtime tells nobody of a recovery: the silence is ended first.
+        assert e.click("carol", post, "Unsilence")[0] == 200
+        wait_until(lambda: nagios.downtimes() == 0, 20, "the downtime ended in Nagios")
+
+        # The recovery turns the same post green.
+        nagios.set_state(0, "DISK OK - 40% used")
+        post = wait_until(lambda: resolved(e, post["id"]), 30, "the recovery")
+        clock.mark("resolved")
+        assert_resolved(e, post)
+        assert len(e.alert_posts()) == 1
+        assert ALERTS_TOKEN not in (tmp_path / "notify.log").read_text()
+        print(f"\nNagios 4 end to end: {clock.report()}")
     finally:
         e.close()
