@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -179,6 +180,19 @@ def incident_key(host: str, service: str, problem_start: float | None = None,
     return base
 
 
+def _uuids(body: Mapping[str, Any], is_service: bool) -> dict[str, str]:
+    """`host_uuid` and (for a service) `service_uuid`, when the notification has them."""
+    out = {}
+    for key in ("host_uuid", "service_uuid") if is_service else ("host_uuid",):
+        value = body.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str) or not _UUID.match(value.strip()):
+            raise AlertParseError(f"{key} is not an object id")
+        out[key] = value.strip()
+    return out
+
+
 def _update_text(kind: str, author: str, comment: str) -> str:
     words = _UPDATES[kind]
     if author:
@@ -188,8 +202,13 @@ def _update_text(kind: str, author: str, comment: str) -> str:
     return words
 
 
-def parse_nagios(body: Any) -> list[Alert]:
-    """The one `Alert` of a Nagios-family notification (see the module's documentation).
+_UUID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
+
+
+def parse_nagios(body: Any, source: str = SOURCE) -> list[Alert]:
+    """The one `Alert` of a Nagios-family notification (see the module's documentation), as
+    an alert of `source` (`openitcockpit` for openITCOCKPIT's, whose objects are named by
+    UUID: `host_uuid` and `service_uuid` are kept for acting on them).
 
     Raises `AlertParseError` with a short reason when the body is not such a notification;
     keys it does not know are ignored."""
@@ -240,7 +259,7 @@ def parse_nagios(body: Any) -> list[Alert]:
         labels["service"] = service
     started = problem_start or (sent if kind == "PROBLEM" else None)
     return [Alert(
-        source=SOURCE,
+        source=source,
         key=incident_key(host, service, problem_start, problem_id),
         status=status,
         severity=severity_of(state),
@@ -253,7 +272,8 @@ def parse_nagios(body: Any) -> list[Alert]:
         started_at=datetime.fromtimestamp(started, UTC) if started else None,
         kind=AlertKind.ALERT if kind in ("PROBLEM", "RECOVERY") else AlertKind.UPDATE,
         update=_update_text(kind, author, comment) if kind in _UPDATES else "",
-        ref={"type": "Service" if is_service else "Host", "host": host, "service": service},
+        ref={"type": "Service" if is_service else "Host", "host": host, "service": service,
+             **_uuids(body, is_service)},
     )]
 
 

@@ -45,9 +45,12 @@ class NagiosCommandFile:
     can_silence = True
     can_resolve = False
 
-    def __init__(self, path: str, *, name: str = "nagios") -> None:
+    def __init__(self, path: str, *, name: str = "nagios", sticky: bool = True,
+                 notify: bool = True) -> None:
         self.name = name
         self.path = path
+        #: The acknowledgement's flags: sticky (2) or not (0); notifying the contacts or not.
+        self._flags = f"{2 if sticky else 0};{1 if notify else 0};0"
 
     async def aclose(self) -> None:
         return None
@@ -110,9 +113,10 @@ class NagiosCommandFile:
         author = _arg(who or "switchboard")
         text = _arg(comment or f"Acknowledged by {who}", 1000)
         if service:
-            await self._write(f"ACKNOWLEDGE_SVC_PROBLEM;{host};{service};2;1;0;{author};{text}")
+            await self._write(f"ACKNOWLEDGE_SVC_PROBLEM;{host};{service};{self._flags};"
+                              f"{author};{text}")
         else:
-            await self._write(f"ACKNOWLEDGE_HOST_PROBLEM;{host};2;1;0;{author};{text}")
+            await self._write(f"ACKNOWLEDGE_HOST_PROBLEM;{host};{self._flags};{author};{text}")
         return ""
 
     async def unacknowledge(self, alert: Alert, handle: str, who: str) -> None:

@@ -493,6 +493,12 @@ class AlertSourceSettings(_Model):
     command_file: str = Field("", description="Nagios 4 and Naemon (`nagios`): the core's "
                                               "external command file, which decisions are "
                                               "written to (instead of Icinga 2's `url`).")
+    ack_sticky: bool = Field(True, description="Nagios 4, Naemon, openITCOCKPIT: an "
+                                               "acknowledgement lasts until the check is OK "
+                                               "(not only until the state changes).")
+    ack_notify: bool = Field(True, description="Nagios 4, Naemon, openITCOCKPIT: an "
+                                               "acknowledgement notifies the contacts (and so "
+                                               "comes back to the alert's thread).")
 
 
 class AlertRoute(_Model):

@@ -30,6 +30,7 @@ def build_parsers(settings: AlertSettings | None = None) -> dict[str, Parser]:
     traps, mail = settings.snmp.rules(), settings.mail.rules()
     return {"generic": parse_generic, "alertmanager": parse_alertmanager,
             "zabbix": parse_zabbix, "nagios": parse_nagios,
+            "openitcockpit": lambda body: parse_nagios(body, source="openitcockpit"),
             "snmp": lambda body: parse_snmptrap(body, traps),
             "mail": lambda body: parse_mail(body, mail)}
 
@@ -64,7 +65,8 @@ def build_sources(settings: AlertSettings) -> dict[str, AlertSource]:
     ic = conf.get("nagios")
     if ic is not None and ic.command_file:
         from bridge.nagios_cmd import NagiosCommandFile
-        out["nagios"] = NagiosCommandFile(ic.command_file, name="nagios")
+        out["nagios"] = NagiosCommandFile(ic.command_file, name="nagios",
+                                          sticky=ic.ack_sticky, notify=ic.ack_notify)
     elif ic is not None and ic.url and ic.api_username:
         from bridge.icinga import IcingaClient
         icinga = IcingaClient(url=ic.url, username=ic.api_username,
@@ -73,4 +75,13 @@ def build_sources(settings: AlertSettings) -> dict[str, AlertSource]:
                               transport=tls_transport(ic.tls, most), name="nagios")
         watch_upstream("source", "nagios", icinga.limiter)
         out["nagios"] = icinga
+    oitc = conf.get("openitcockpit")
+    if oitc is not None and oitc.url and oitc.api_token.get_secret_value():
+        from bridge.openitcockpit import OpenITCockpitClient
+        client = OpenITCockpitClient(
+            url=oitc.url, api_key=oitc.api_token.get_secret_value(), sticky=oitc.ack_sticky,
+            notify=oitc.ack_notify, timeout=oitc.timeout, max_in_flight=most,
+            transport=tls_transport(oitc.tls, most))
+        watch_upstream("source", "openitcockpit", client.limiter)
+        out["openitcockpit"] = client
     return out

@@ -7,11 +7,14 @@ notification that comes back lands in the post's thread, and the recovery turns 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Any
 
 import pytest
 
+from plugin.sandbox.openitcockpit import OpenITCockpitSimulatorThread
 from tests.servers.icinga import NODE_NAME as ICINGA_NODE
 from tests.servers.icinga_fixture import IcingaFactory
 from tests.servers.nagios_fixture import NagiosFactory
@@ -302,3 +305,50 @@ def test_a_real_nagios_acknowledged_and_silenced_through_its_command_file(
         print(f"\nNagios 4 end to end: {clock.report()}")
     finally:
         e.close()
+
+
+def test_openitcockpit_acknowledged_through_its_api(tmp_path: Any) -> None:
+    """openITCOCKPIT's notifications (through switchboard-notify, with its object UUIDs) make
+    one post; Acknowledge goes back through its API (the simulator of its command endpoint),
+    with the API key in a header only; its acknowledgement and recovery edit the same post."""
+    key = "oitc-api-key-for-tests-0123456789"
+    host_uuid, service_uuid = "c36b8048-93ce-4385-ac19-ab5c90574b77", "74fd8f59-1348-4e16"
+    sim_thread = OpenITCockpitSimulatorThread(api_key=key, hosts={host_uuid: [service_uuid]})
+    sim = sim_thread.start()
+    e = Env(tmp_path, alerts={"sources": {"openitcockpit": {"url": sim.url, "api_token": key}}})
+
+    def notify(kind: str, state: str, *extra: str) -> None:
+        sent = subprocess.run(
+            [sys.executable, str(harness.ROOT / "contrib/nagios/switchboard-notify"),
+             "--url", e.bot.url, "--source", "openitcockpit", "--type", "Service",
+             "--notification-type", kind, "--host", "web01", "--service", "disk",
+             "--host-uuid", host_uuid, "--service-uuid", service_uuid, "--state", state,
+             "--output", f"DISK {state}", "--problem-id", "41", *extra],
+            env={"PATH": "/usr/bin:/bin", "SWITCHBOARD_TOKEN": ALERTS_TOKEN},
+            capture_output=True, text=True, timeout=30, check=False)
+        assert sent.returncode == 0, sent.stderr
+
+    try:
+        notify("PROBLEM", "CRITICAL")
+        post = e.post("disk on web01 is CRITICAL", timeout=15)
+        assert set(e.buttons(post)) == {"Acknowledge", "Open ticket", "Silence"}
+        assert e.click("alice", post, "Acknowledge")[0] == 200
+        wait_until(lambda: sim_thread.call(lambda: list(sim.commands)), 15,
+                   "the command in openITCOCKPIT")
+        [command] = sim_thread.call(lambda: list(sim.commands))
+        assert command["command"] == "ACKNOWLEDGE_SVC_PROBLEM"
+        assert (command["hostUuid"], command["serviceUuid"]) == (host_uuid, service_uuid)
+        assert command["author"] == "alice" and command["sticky"] == 2
+        post = wait_until(lambda: (p := settled(e, post["id"])) and "Unacknowledge"
+                          in e.buttons(p) and p, 15, "the acknowledged post")
+        # openITCOCKPIT's own acknowledgement notification, then the recovery: same post.
+        notify("ACKNOWLEDGEMENT", "CRITICAL", "--ack-author", "alice", "--ack-comment", "on it")
+        wait_until(lambda: any(m.startswith(":memo:") and "alice" in m for m in e.thread(post)),
+                   15, "the acknowledgement in the thread")
+        notify("RECOVERY", "OK")
+        post = wait_until(lambda: resolved(e, post["id"]), 15, "the recovery")
+        assert len(e.alert_posts()) == 1
+        assert key not in e.bot.log()
+    finally:
+        e.close()
+        sim_thread.stop()
