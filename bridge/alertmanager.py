@@ -173,6 +173,7 @@ def _alert(entry: Any, index: int, external_url: str) -> Alert:
         links=tuple(links),
         started_at=started_at,
         ref={"labels": dict(labels), "fingerprint": fingerprint},
+        identity=fingerprint,
     )
 
 

@@ -83,6 +83,10 @@ class Alert:
     #: What the source's client needs to act on the incident (event id, matchers, object
     #: names). Kept server-side; never put in a post or a button.
     ref: dict[str, Any] = field(default_factory=dict)
+    #: What stays the same when the same thing fires again with a new key (Alertmanager's
+    #: fingerprint, the Zabbix trigger, the Nagios or Icinga check): a new event of an open or
+    #: lately resolved incident goes to that incident's post. "" when the key says it all.
+    identity: str = ""
 
 
 class AlertSource(Protocol):

@@ -274,6 +274,7 @@ def parse_nagios(body: Any, source: str = SOURCE) -> list[Alert]:
         update=_update_text(kind, author, comment) if kind in _UPDATES else "",
         ref={"type": "Service" if is_service else "Host", "host": host, "service": service,
              **_uuids(body, is_service)},
+        identity=incident_key(host, service),
     )]
 
 

@@ -231,7 +231,9 @@ def parse_zabbix(body: Any) -> list[Alert]:
         name=_field(body, "trigger_name", MAX_TITLE),
         host=host, service=_field(body, "trigger_key", 255), text=_field(body, "detail"),
         labels=labels, links=links, started_at=_started_at(body), kind=kind,
-        update=_update_text(body) if kind is AlertKind.UPDATE else "", ref=ref)]
+        update=_update_text(body) if kind is AlertKind.UPDATE else "", ref=ref,
+        identity=f"trigger:{trigger}" if (trigger := _field(body, "trigger_id", 40)).isdigit()
+        else "")]
 
 
 # --------------------------------------------------------------------------- the client

@@ -624,6 +624,15 @@ class AlertSettings(_Model):
     silence_hours: list[float] = Field(default_factory=lambda: [1.0, 4.0, 24.0],
                                        description="Silence durations offered in the menu, in "
                                                    "hours.")
+    refire_window: float = Field(3600.0, ge=0, description="Seconds after its recovery during "
+                                                         "which an alert that fires again goes "
+                                                         "back to its post (after: a new "
+                                                         "post).")
+    flap_changes: int = Field(5, ge=2, description="Changes of status within `flap_window` "
+                                                   "that make an incident flapping: shown on "
+                                                   "its post, no note per change.")
+    flap_window: float = Field(1800.0, gt=0, description="Seconds over which changes of status "
+                                                         "are counted for flapping.")
     snmp: SnmpSettings = Field(default_factory=lambda: SnmpSettings(),
                                description="How SNMP traps become alerts.")
     mail: MailSettings = Field(default_factory=lambda: MailSettings(),

@@ -20,8 +20,9 @@ DIGEST_SOURCE = "digest"
 
 def alert_to_json(alert: Alert) -> dict[str, Any]:
     d = dataclasses.asdict(alert)
-    if not alert.name:
-        del d["name"]  # as stored before alerts had names: such records read back unchanged
+    for optional in ("name", "identity"):  # as stored before they existed, when empty
+        if not d[optional]:
+            del d[optional]
     d["started_at"] = alert.started_at.isoformat() if alert.started_at else None
     d["links"] = [list(x) for x in alert.links]
     return d
@@ -37,7 +38,7 @@ def alert_from_json(d: dict[str, Any]) -> Alert:
         links=tuple((str(a), str(b)) for a, b in d.get("links") or []),
         started_at=datetime.fromisoformat(started) if started else None,
         kind=AlertKind(d.get("kind", "alert")), update=d.get("update", ""),
-        ref=d.get("ref") or {})
+        ref=d.get("ref") or {}, identity=str(d.get("identity") or ""))
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,12 @@ class AlertState:
     mention: str = ""
     #: The key of the storm digest that lists the incident instead of a post of its own, or "".
     digest_key: str = ""
+    #: When it was last resolved (0: firing, or resolved before this was kept).
+    resolved_at: float = 0.0
+    #: When its status changed lately (within the flapping window), oldest first.
+    changes: tuple[float, ...] = ()
+    #: Changing status too often: shown as flapping, its thread spared a note per change.
+    flapping: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -124,6 +131,13 @@ class AlertState:
             "error": self.error, "first_seen": self.first_seen, "mention": self.mention}
         if self.digest_key:
             d["digest"] = self.digest_key
+        # Kept only when set: a record without them reads back unchanged.
+        if self.resolved_at:
+            d["resolved_at"] = self.resolved_at
+        if self.changes:
+            d["changes"] = list(self.changes)
+        if self.flapping:
+            d["flapping"] = True
         return d
 
     @classmethod
@@ -136,7 +150,10 @@ class AlertState:
             silence=Silence.from_json(silence) if silence else None,
             ticket=TicketRef.from_json(ticket) if ticket else None,
             error=str(d.get("error") or ""), mention=str(d.get("mention") or ""),
-            digest_key=str(d.get("digest") or ""))
+            digest_key=str(d.get("digest") or ""),
+            resolved_at=float(d.get("resolved_at") or 0),
+            changes=tuple(float(t) for t in d.get("changes") or ()),
+            flapping=bool(d.get("flapping")))
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,11 @@ class AlertRepository(Protocol):
 
     async def get(self, source: str, key: str) -> AlertRecord | None: ...
 
+    async def by_identity(self, source: str, identity: str) -> AlertRecord | None:
+        """The latest incident of `source` whose alert has this identity (what stays the same
+        when it fires again), if any."""
+        ...
+
     async def save(self, source: str, key: str, channel_id: str,
                    state: AlertState | DigestState,
                    notes: list[str] | None = None) -> AlertRecord:

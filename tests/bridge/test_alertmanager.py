@@ -111,6 +111,7 @@ def test_parse_firing_group() -> None:
     assert first.severity is Severity.CRITICAL
     assert first.title == "p99 latency above 2 s on api-1"
     assert first.name == first.labels["alertname"]
+    assert first.identity == "4f1c2b3a5d6e7f80"  # the fingerprint: the same when it fires again
     assert first.host == "api-1:8080"
     assert first.service == "api"
     assert first.text == "p99 has been 3.4 s for 10 minutes."

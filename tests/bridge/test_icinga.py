@@ -57,6 +57,7 @@ def test_problem_is_a_firing_alert() -> None:
     assert alert.kind is AlertKind.ALERT
     assert (alert.host, alert.service) == ("web01", "disk")
     assert alert.title == "disk on web01 is CRITICAL" and alert.name == "disk"
+    assert alert.identity == "web01!disk"  # the check, whatever problem it is in
     assert alert.text == "DISK CRITICAL - 97% used\n/ 97%\n/var 40%"
     assert alert.started_at is not None and alert.started_at.timestamp() == 1700000000
     assert alert.ref == {"type": "Service", "host": "web01", "service": "disk"}

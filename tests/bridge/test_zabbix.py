@@ -87,6 +87,7 @@ def test_problem() -> None:
     assert alert.severity is Severity.HIGH
     assert alert.title == "Load is too high on web-01"
     assert alert.name == "Load is too high on web-01"  # the trigger
+    assert alert.identity == f"trigger:{PROBLEM['trigger_id']}"
     assert alert.host == "web-01" and alert.service == "system.cpu.load"
     assert alert.text == "system.cpu.load: 95"
     assert alert.started_at == datetime(2024, 5, 1, 10, 42, 7, tzinfo=UTC)

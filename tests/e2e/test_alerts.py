@@ -4,6 +4,7 @@ clicks go through the Mattermost simulator's click path."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -362,6 +363,13 @@ def test_a_real_alertmanager_from_alert_to_silence_to_recovery(
         assert post["props"]["attachments"][0]["color"] == "#2e7d32"
         assert not post["props"]["attachments"][0].get("actions")
         assert len(e.alert_posts()) == 1
+        # The rule fires again (a new startsAt, so a new key): the same post, firing again.
+        am.inject(labels, annotations)
+        post = wait_until(lambda: (p := e.post("API latency above 2 s"))
+                          and field(p, "Status") == "Firing" and p, 30, "the re-fire")
+        assert len(e.alert_posts()) == 1
+        wait_until(lambda: any("Firing again at" in m for m in e.thread(post)), 10,
+                   "the note that it fires again")
     finally:
         e.close()
 
@@ -481,5 +489,42 @@ def test_simultaneous_clicks_and_a_simultaneous_storm(tmp_path: Path) -> None:
         singles = [p for p in e.alert_posts() if "Storm " in
                    p["props"]["attachments"][0]["title"]]
         assert len(singles) == 4
+    finally:
+        e.close()
+
+
+def test_refires_stay_on_one_post_flapping_shows_there_and_a_late_one_gets_a_new_post(
+        tmp_path: Path) -> None:
+    e = Env(tmp_path, alerts={"refire_window": 3, "flap_changes": 4, "flap_window": 600})
+    try:
+        assert e.send(DISK).json()["accepted"] == 1
+        post = e.post("Disk full on db1")
+        # Resolved and firing again, within the window: the same post, and its thread says so.
+        for status in ("resolved", "firing", "resolved"):
+            assert e.send(dict(DISK, status=status)).json()["accepted"] == 1
+        wait_until(lambda: len(e.thread(post)) >= 3, 10, "three notes")
+        assert [m.split(" at ")[0] for m in e.thread(post)] == [
+            ":white_check_mark: Resolved", ":rotating_light: Firing again",
+            ":white_check_mark: Resolved"]
+        # The fourth change makes it flapping: said once in the thread, then on the post only.
+        assert e.send(DISK).json()["accepted"] == 1
+        post = wait_until(lambda: (p := e.post("Disk full on db1"))
+                          and "flapping" in field(p, "Status") and p, 10, "flapping shown")
+        assert field(post, "Status") == "Firing · flapping"
+        wait_until(lambda: len(e.thread(post)) == 4, 10, "the flapping note")
+        assert e.thread(post)[-1].startswith(":twisted_rightwards_arrows: Flapping: 4 changes")
+        for status in ("resolved", "firing", "resolved"):
+            assert e.send(dict(DISK, status=status)).json()["accepted"] == 1
+        wait_until(lambda: field(e.post("Disk full on db1"), "Status") == "Resolved", 10,
+                   "resolved")
+        assert len(e.thread(post)) == 4 and len(e.alert_posts()) == 1
+        # Firing again after the window: a new incident, with a post of its own.
+        time.sleep(3.5)
+        assert e.send(DISK).json()["accepted"] == 1
+        wait_until(lambda: len(e.alert_posts()) == 2, 10, "a second post")
+        newest = max(e.alert_posts(), key=lambda p: p["create_at"])
+        assert newest["id"] != post["id"] and field(newest, "Status") == "Firing"
+        first = next(p for p in e.alert_posts() if p["id"] == post["id"])
+        assert field(first, "Status") == "Resolved"  # the old post stays as it was
     finally:
         e.close()

@@ -82,23 +82,53 @@ class Intake(AlertsCore):
 
     async def _take(self, alert: Alert) -> bool:
         """Save what the alert changes; False when it changes nothing."""
-        async with self._lock(alert.source, alert.key):
+        if not alert.identity:
+            async with self._lock(alert.source, alert.key):
+                return await self._take_locked(alert)
+        # What fires again comes with a new key: one identity at a time finds its incident.
+        async with self._lock(f"identity:{alert.source}", alert.identity):
             rec = await self.rt.store.alerts.get(alert.source, alert.key)
-            now = time.time()
-            if alert.kind == AlertKind.UPDATE:
-                if rec is None:
-                    log.info("update for unknown %s alert %s dropped", alert.source, alert.key)
-                    return False
-                await self._note_update(rec, alert, now)
-                return True
             if rec is None:
-                if alert.status == AlertStatus.RESOLVED:
-                    log.info("recovery for an unseen %s alert %s dropped", alert.source,
-                             alert.key)
-                    return False
-                await self._open(alert, now)
-                return True
-            return await self._change(rec, alert, now)
+                found = await self.rt.store.alerts.by_identity(alert.source, alert.identity)
+                if found is not None and self._same_incident(found, time.time()):
+                    # The event speaks for the incident it belongs to, under that one's key.
+                    alert = dataclasses.replace(alert, key=found.key)
+            async with self._lock(alert.source, alert.key):
+                return await self._take_locked(alert)
+
+    def _same_incident(self, rec: AlertRecord, now: float) -> bool:
+        """Whether a new event of this incident's identity belongs to it: it is still open, or
+        it was resolved within the re-fire window."""
+        if rec.source == DIGEST_SOURCE:
+            return False
+        state = rec.incident
+        if state.alert.status != AlertStatus.RESOLVED:
+            return True
+        return bool(state.resolved_at) and now - state.resolved_at <= self.settings.refire_window
+
+    async def _take_locked(self, alert: Alert) -> bool:
+        rec = await self.rt.store.alerts.get(alert.source, alert.key)
+        now = time.time()
+        if alert.kind == AlertKind.UPDATE:
+            if rec is None:
+                log.info("update for unknown %s alert %s dropped", alert.source, alert.key)
+                return False
+            await self._note_update(rec, alert, now)
+            return True
+        if rec is None:
+            if alert.status == AlertStatus.RESOLVED:
+                log.info("recovery for an unseen %s alert %s dropped", alert.source,
+                         alert.key)
+                return False
+            await self._open(alert, now)
+            return True
+        if alert.status == AlertStatus.FIRING and not self._same_incident(rec, now):
+            # Resolved longer ago than the re-fire window: a new incident, with a post of its
+            # own (the old post stays as it was).
+            await self.rt.store.alerts.set_post(rec.source, rec.key, "")
+            await self._open(alert, now)
+            return True
+        return await self._change(rec, alert, now)
 
     async def _note_update(self, rec: AlertRecord, alert: Alert, now: float) -> None:
         """Something happened to a known incident: a note in its thread (an acknowledgement
@@ -115,14 +145,34 @@ class Intake(AlertsCore):
         state = rec.incident
         old = state.alert
         notes = []
+        s = self.settings
         with i18n.use(None):  # the thread belongs to the channel: its language
             if alert.status != old.status:
-                if alert.status == AlertStatus.RESOLVED:
+                changes = (*(t for t in state.changes if now - t <= s.flap_window), now)
+                flapping = len(changes) >= s.flap_changes
+                if flapping and not state.flapping:
+                    notes.append(":twisted_rightwards_arrows: " + _(
+                        "Flapping: {count} changes in {minutes} min. Further changes show on "
+                        "the post only.").format(count=len(changes),
+                                                 minutes=round(s.flap_window / 60)))
+                elif state.flapping and not flapping:
+                    notes.append(_("No longer flapping."))
+                if flapping:
+                    pass  # the post shows it; the thread is spared a note per change
+                elif alert.status == AlertStatus.RESOLVED:
                     notes.append(":white_check_mark: " + _("Resolved at {time}.").format(
                         time=hhmm(now)))
                 else:
                     notes.append(":rotating_light: " + _("Firing again at {time}.").format(
                         time=hhmm(now)))
+                state = dataclasses.replace(
+                    state, changes=changes[-s.flap_changes:], flapping=flapping,
+                    resolved_at=now if alert.status == AlertStatus.RESOLVED else 0.0)
+                if alert.status == AlertStatus.FIRING:
+                    # A new problem: the last one's acknowledgement was for that one, and the
+                    # buttons drawn for it are out of date.
+                    state = dataclasses.replace(state, ack=None, error="",
+                                                epoch=state.epoch + 1)
             elif (alert.title, alert.severity, alert.text) == (old.title, old.severity,
                                                                old.text):
                 return False  # a repeat of what the post already shows

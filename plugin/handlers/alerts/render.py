@@ -91,8 +91,12 @@ class Rendering(AlertsCore):
             message, props = (digest_post(rec.digest) if rec.source == DIGEST_SOURCE
                               else self._post(rec))
         if not rec.post_id:
-            post = await api.create_post(rec.channel_id, message, props=props,
-                                         key=f"alert:{rec.source}:{rec.key}",
+            # An incident that fired again after its window gets a post of its own: its first
+            # sight tells the two apart.
+            key = f"alert:{rec.source}:{rec.key}"
+            if rec.source != DIGEST_SOURCE and rec.incident.first_seen - rec.created_at > 1:
+                key += f":{rec.incident.first_seen:.3f}"
+            post = await api.create_post(rec.channel_id, message, props=props, key=key,
                                          check_first=resumed)
             post_id = str(post["id"])
             await alerts.set_post(rec.source, rec.key, post_id)
@@ -130,6 +134,8 @@ class Rendering(AlertsCore):
                           time=hhmm(ack.at)))
         else:
             color, status = COLORS.get(alert.severity.value, COLORS["unknown"]), _("Firing")
+        if state.flapping and not resolved:
+            status += " · " + _("flapping")
         if pending:
             status += " · " + (_(PENDING[pending]) if pending in PENDING else _("Working…"))
         fields = [{"short": True, "title": _("Status"), "value": status},

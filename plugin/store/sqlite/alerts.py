@@ -28,6 +28,13 @@ class SQLiteAlerts(SQLiteRepository):
             (source, key)).fetchone())
         return None if row is None else _alert(row)
 
+    async def by_identity(self, source: str, identity: str) -> AlertRecord | None:
+        row = await self._engine.run(lambda db: db.execute(
+            f"SELECT {_COLUMNS} FROM alerts WHERE source = ? "
+            "AND json_extract(state, '$.alert.identity') = ? "
+            "ORDER BY created_at DESC LIMIT 1", (source, identity)).fetchone())
+        return None if row is None else _alert(row)
+
     async def save(self, source: str, key: str, channel_id: str,
                    state: AlertState | DigestState,
                    notes: list[str] | None = None) -> AlertRecord:

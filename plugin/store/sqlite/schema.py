@@ -93,4 +93,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX alert_notes_pending ON alert_notes(source, key, posted);
     """,
+    # An incident found by what stays the same when it fires again (the alert's identity).
+    """
+    CREATE INDEX alerts_identity ON alerts(source, json_extract(state, '$.alert.identity'));
+    """,
 ]
