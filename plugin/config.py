@@ -501,6 +501,18 @@ class AlertSourceSettings(_Model):
                                                "comes back to the alert's thread).")
 
 
+class EscalationStep(_Model):
+    """What happens when an alert is still not acknowledged, silenced or resolved."""
+
+    after_minutes: float = Field(gt=0, description="Minutes after the alert fired.")
+    mention: str = Field("", description="Who is mentioned in the alert's thread (e.g. "
+                                         "`@oncall`, `@here`).")
+    channel: str = Field("", description="`team/channel` (or a channel id) where the alert "
+                                         "is posted again, linking to its post.")
+    dm: list[str] = Field(default_factory=list, description="User names told in a direct "
+                                                             "message.")
+
+
 class AlertRoute(_Model):
     """Where alerts go: the first route whose conditions all hold wins."""
 
@@ -517,6 +529,9 @@ class AlertRoute(_Model):
                                          "severity is at least `mention_from`.")
     mention_from: Literal["critical", "high", "warning", "info", "unknown"] = Field(
         "critical", description="The least severity that gets the mention.")
+    escalation: list[EscalationStep] = Field(
+        default_factory=list, description="Steps taken while an alert is not acknowledged, "
+                                          "silenced or resolved; each once.")
 
 
 SeverityName = Literal["critical", "high", "warning", "info", "unknown"]

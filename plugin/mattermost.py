@@ -119,6 +119,11 @@ class MattermostAPI:
     async def user(self, user_id: str) -> dict[str, Any]:
         return await self._cached(self._users, user_id, lambda d: d.users.get_user(user_id))
 
+    async def user_by_name(self, username: str) -> dict[str, Any]:
+        """A user by user name (without the `@`)."""
+        name = username.lstrip("@")
+        return dict(await self.call(lambda d: d.users.get_user_by_username(name)))
+
     def forget_user(self, user_id: str) -> None:
         """Drop a cached user (their profile changed), so the next look-up fetches it."""
         self._users.pop(user_id, None)

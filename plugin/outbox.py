@@ -75,11 +75,14 @@ class Outbox:
         if on_retry is not None:
             self._on_retry[kind] = on_retry
 
-    async def put(self, key: str, kind: str, payload: dict[str, object]) -> bool:
+    async def put(self, key: str, kind: str, payload: dict[str, object], *,
+                  due_at: float | None = None) -> bool:
         """Durably queue a request (once per key) and start it, or wake the worker when it is
-        busy."""
+        busy; one `due_at` a time to come is carried out then (to within a second)."""
         if kind not in self._executors:
             raise ValueError(f"no executor for outbox entries of kind {kind!r}")
+        if due_at is not None and due_at > time.time():
+            return await self.store.outbox.put(key, kind, payload, due_at=due_at)
         if self._working and len(self._running) < self.concurrency * 2:
             # Written leased to this run and started from here: no read of the store, no
             # wait for the worker's next turn.

@@ -80,8 +80,10 @@ class OutboxRepository(Protocol):
     `done` or `failed`; reading due entries leases them to the reader, and any update releases
     the lease."""
 
-    async def put(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
-        """Queue a request once; False when the key was queued before."""
+    async def put(self, key: str, kind: str, payload: dict[str, Any], *,
+                  due_at: float | None = None) -> bool:
+        """Queue a request once (due now, or at `due_at`); False when the key was queued
+        before."""
         ...
 
     async def put_leased(self, key: str, kind: str, payload: dict[str, Any],

@@ -528,3 +528,51 @@ def test_refires_stay_on_one_post_flapping_shows_there_and_a_late_one_gets_a_new
         assert field(first, "Status") == "Resolved"  # the old post stays as it was
     finally:
         e.close()
+
+
+def test_an_unanswered_alert_escalates_once_per_step_across_a_sigkill(tmp_path: Path) -> None:
+    """Step 1 mentions @oncall in the thread, step 2 posts in another channel and tells bob in a
+    direct message; the bot is killed before step 1 is due and started again: each step
+    speaks once. An acknowledged alert does not escalate."""
+    steps = [{"after_minutes": 0.05, "mention": "@oncall"},
+             {"after_minutes": 0.1, "channel": "sandbox/helpdesk", "dm": ["bob"]}]
+    e = Env(tmp_path, alerts={"routes": [{"channels": ["sandbox/town-square"],
+                                          "escalation": steps}]})
+    try:
+        assert e.send(DISK).json()["accepted"] == 1
+        post = e.post("Disk full on db1")
+        e.bot.kill()  # long before step 1 is due (3 s)
+        e.bot.start()
+        e.bot.wait_ready()
+        wait_until(lambda: any("@oncall" in m for m in e.thread(post)), 15, "step 1")
+
+        def escalated() -> list[dict[str, Any]]:
+            return [p for p in e.mm.posts("helpdesk") if p["user_id"] == e.mm.bot_id]
+
+        wait_until(escalated, 15, "step 2 in the other channel")
+        [elsewhere] = escalated()
+        assert "Not acknowledged after 0.1 min: **Disk full on db1**" in elsewhere["message"]
+        assert f"/pl/{post['id']}" in elsewhere["message"]
+        direct = "__".join(sorted([e.mm.user_id("bob"), e.mm.bot_id]))
+
+        def told_bob() -> list[dict[str, Any]]:
+            try:
+                return [p for p in e.mm.posts(direct) if "Not acknowledged" in p["message"]]
+            except (KeyError, LookupError, ValueError):
+                return []  # the direct channel does not exist yet
+
+        dms = wait_until(told_bob, 15, "the DM to bob")
+        time.sleep(2)  # nothing more comes
+        assert len([m for m in e.thread(post) if "@oncall" in m]) == 1
+        assert len(escalated()) == 1 and len(dms) == 1 == len(told_bob())
+
+        # An alert acknowledged in time is not escalated.
+        other = dict(DISK, key="cpu-db1", title="CPU hot on db1")
+        assert e.send(other).json()["accepted"] == 1
+        second = e.post("CPU hot on db1")
+        assert e.click("alice", second, "Acknowledge")[0] == 200
+        time.sleep(8)  # past both steps
+        assert not [m for m in e.thread(second) if "@oncall" in m]
+        assert len(escalated()) == 1
+    finally:
+        e.close()

@@ -18,6 +18,7 @@ from ...config import AlertSettings
 from ...events import Click
 from ...i18n import N_, _, pgettext
 from ...listener import HTTPError
+from ...mattermost import MattermostError
 from ...signing import Payload
 from ...store import AlertRecord
 from ...store.alert_state import AlertState
@@ -83,6 +84,30 @@ class AlertsCore:
                     del self._locks[k]
             lock = self._locks[(scope, key)] = asyncio.Lock()
         return lock
+
+    async def _channel(self, ref: str) -> str:
+        """The id of a channel given as `team/channel` or an id (HTTPError 503 when there is
+        none or it cannot be found)."""
+        if not ref:
+            raise HTTPError(503, "no channel for this alert: set ALERTS_CHANNEL or a route")
+        cached = self._channels.get(ref)
+        if cached:
+            return cached
+        api = self.rt.api
+        try:
+            if "/" in ref:
+                team_name, _sep, channel_name = ref.partition("/")
+                team = await api.call(lambda d: d.teams.get_team_by_name(team_name))
+                channel = await api.call(lambda d: d.channels.get_channel_by_name(
+                    team["id"], channel_name))
+                cid = str(channel["id"])
+            else:
+                cid = str((await api.channel(ref))["id"])
+        except MattermostError as exc:
+            log.error("alert channel %s cannot be found: %s", ref, exc)
+            raise HTTPError(503, f"the alert channel {ref!r} cannot be found") from None
+        self._channels[ref] = cid
+        return cid
 
     async def _save(self, source: str, key: str, channel_id: str, state: AlertState,
                     notes: list[str]) -> AlertRecord:

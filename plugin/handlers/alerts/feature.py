@@ -12,6 +12,7 @@ from ...config import AlertSettings
 from ...router import Router
 from .core import Parser, log
 from .decisions import Decisions
+from .escalation import KIND as ESCALATE
 from .intake import Intake
 from .render import Rendering
 from .tickets import Tickets
@@ -34,6 +35,7 @@ class Alerts(Intake, Rendering, Decisions, Tickets):
         r.executor("alert-render")(self._render)
         r.executor("alert-action")(self._act)
         r.executor("alert-ticket")(self._file_ticket)
+        r.executor(ESCALATE)(self._escalate)
         r.action("alertack")(self.on_ack)
         r.action("alertunack")(self.on_unack)
         r.action("alertsilence")(self.on_silence)

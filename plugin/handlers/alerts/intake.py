@@ -20,16 +20,16 @@ from ... import i18n, logs, markdown
 from ...config import AlertRoute
 from ...i18n import _
 from ...listener import HTTPError
-from ...mattermost import MattermostError
 from ...store import AlertRecord
 from ...store.alert_state import DIGEST_SOURCE, Ack, AlertState, DigestMember, DigestState
-from .core import AlertsCore, hhmm, log, severity_name
+from .core import hhmm, log, severity_name
+from .escalation import Escalation
 
 #: Alerts listed by name in a storm's digest post; the others are counted.
 DIGEST_SHOWN = 30
 
 
-class Intake(AlertsCore):
+class Intake(Escalation):
     """`/alerts/<source>`: from a monitoring system's notification to saved states."""
 
     def authorize(self, source: str, headers: dict[str, str]) -> None:
@@ -187,6 +187,8 @@ class Intake(AlertsCore):
             # The digest counts firing and resolved members: only a change of status moves it.
             await self._digest_member_changed(state.digest_key, alert)
         await self._save(rec.source, rec.key, rec.channel_id, state, notes)
+        if alert.status == AlertStatus.FIRING and old.status == AlertStatus.RESOLVED:
+            await self._schedule_escalation(rec.source, rec.key, self._route(alert), now)
         return True
 
     async def _open(self, alert: Alert, now: float) -> None:
@@ -202,6 +204,7 @@ class Intake(AlertsCore):
                 state = dataclasses.replace(
                     state, digest_key=await self._digest(alert, channel_id, now))
             await self._save(alert.source, alert.key, channel_id, state, [])
+        await self._schedule_escalation(alert.source, alert.key, route, now)
 
     def _route(self, alert: Alert) -> AlertRoute | None:
         for route in self.settings.routes:
@@ -215,28 +218,6 @@ class Intake(AlertsCore):
                 continue
             return route
         return None
-
-    async def _channel(self, ref: str) -> str:
-        if not ref:
-            raise HTTPError(503, "no channel for this alert: set ALERTS_CHANNEL or a route")
-        cached = self._channels.get(ref)
-        if cached:
-            return cached
-        api = self.rt.api
-        try:
-            if "/" in ref:
-                team_name, _sep, channel_name = ref.partition("/")
-                team = await api.call(lambda d: d.teams.get_team_by_name(team_name))
-                channel = await api.call(lambda d: d.channels.get_channel_by_name(
-                    team["id"], channel_name))
-                cid = str(channel["id"])
-            else:
-                cid = str((await api.channel(ref))["id"])
-        except MattermostError as exc:
-            log.error("alert channel %s cannot be found: %s", ref, exc)
-            raise HTTPError(503, f"the alert channel {ref!r} cannot be found") from None
-        self._channels[ref] = cid
-        return cid
 
     # --- storms ---------------------------------------------------------------------------------
     async def _digest(self, alert: Alert, channel_id: str, now: float) -> str:

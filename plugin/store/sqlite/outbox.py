@@ -20,12 +20,14 @@ def _entry(row: tuple[Any, ...]) -> OutboxEntry:
 
 
 class SQLiteOutbox(SQLiteRepository):
-    async def put(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
+    async def put(self, key: str, kind: str, payload: dict[str, Any], *,
+                  due_at: float | None = None) -> bool:
         now = time.time()
         body = json.dumps(payload)
+        due = now if due_at is None else due_at
         return await self._engine.run(lambda db: db.execute(
             "INSERT OR IGNORE INTO outbox(key, kind, payload, state, next_at, created_at) "
-            "VALUES (?, ?, ?, 'queued', ?, ?)", (key, kind, body, now, now)).rowcount == 1)
+            "VALUES (?, ?, ?, 'queued', ?, ?)", (key, kind, body, due, now)).rowcount == 1)
 
     async def put_leased(self, key: str, kind: str, payload: dict[str, Any],
                          lease: float) -> OutboxEntry | None:
