@@ -164,15 +164,21 @@ class DigestMember:
     title: str
     host: str
     status: AlertStatus
+    #: Who acknowledged it from the digest, or "".
+    acked_by: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "title": self.title, "host": self.host,
-                "status": self.status.value}
+        d = {"key": self.key, "title": self.title, "host": self.host,
+             "status": self.status.value}
+        if self.acked_by:
+            d["acked_by"] = self.acked_by
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DigestMember:
         return cls(key=str(d["key"]), title=str(d.get("title") or ""),
-                   host=str(d.get("host") or ""), status=AlertStatus(d.get("status", "firing")))
+                   host=str(d.get("host") or ""), status=AlertStatus(d.get("status", "firing")),
+                   acked_by=str(d.get("acked_by") or ""))
 
 
 @dataclass(frozen=True)

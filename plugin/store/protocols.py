@@ -187,6 +187,10 @@ class AlertRepository(Protocol):
         when it fires again), if any."""
         ...
 
+    async def in_digest(self, digest_key: str) -> list[AlertRecord]:
+        """The incidents a storm digest groups, oldest first."""
+        ...
+
     async def save(self, source: str, key: str, channel_id: str,
                    state: AlertState | DigestState,
                    notes: list[str] | None = None) -> AlertRecord:

@@ -281,6 +281,25 @@ def test_an_alert_storm_is_grouped(tmp_path: Path) -> None:
         e.send({"key": "cpu6", "title": "CPU high on web6", "severity": "critical"})
         e.send({"key": "cpu7", "title": "CPU high on web7", "status": "firing"})
         wait_until(lambda: "(6 firing)" in title(), 10, "6 firing again")
+
+        # The digest can be acted on: one member from its menu, then all the others at once.
+        def current() -> dict[str, Any]:
+            return next(p for p in e.alert_posts() if p["id"] == digest["id"])
+
+        menu = wait_until(lambda: e.buttons(current()).get("Acknowledge one…"), 10, "the menu")
+        assert [o["value"] for o in menu["options"]] == [
+            f"cpu{i}" for i in (3, 4, 6, 7, 8, 9)]  # the firing members (cpu5 is resolved)
+        def told(user: str) -> list[str]:
+            return [p["message"] for p in e.mm.ephemerals(user)]
+
+        assert e.click("bob", current(), "Acknowledge one…", option="cpu8")[0] == 200
+        wait_until(lambda: "Acknowledged." in told("bob"), 10, "bob told")
+        wait_until(lambda: "CPU high on web8 (acknowledged by @bob)" in text(), 10, "web8")
+        assert e.click("alice", current(), "Acknowledge all")[0] == 200
+        wait_until(lambda: "Acknowledged 5 alerts." in told("alice"), 10, "alice told")
+        wait_until(lambda: text().count("(acknowledged by @alice)") == 5, 10, "the others")
+        assert "CPU high on web8 (acknowledged by @bob)" in text()
+        wait_until(lambda: not e.buttons(current()), 10, "no buttons left")
     finally:
         e.close()
 

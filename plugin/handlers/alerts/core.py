@@ -141,7 +141,15 @@ class AlertsCore:
             log.warning("refused an out-of-date click on %s %s from %s", source, key,
                         click.user_id)
             raise HTTPError(403, "this button is out of date")
+        await self._may_act(click)
+        return rec
+
+    def _digest_buttons(self, rec: AlertRecord) -> list[dict[str, Any]]:
+        """The buttons of a storm's digest post (`digests.py` draws them)."""
+        return []
+
+    async def _may_act(self, click: Click) -> None:
+        """Refusal unless the clicker is among the responders."""
         assert self._responders is not None
         if not self._responders.anyone and not await self._responders.includes(click.user_id):
             raise Refusal(_("You are not among the people who may act on alerts."))
-        return rec

@@ -97,9 +97,16 @@ class Decisions(AlertsCore):
         if before.pending:
             return {"ephemeral_text": _("{pending} Please wait.").format(
                 pending=_(PENDING[before.pending]))}
-        ack = before.ack
-        if op == "unack" and not ack:
+        if op == "unack" and not before.ack:
             return {"ephemeral_text": _("This alert is not acknowledged.")}
+        return await self._apply(rec, op, who, click.user_id, extra)
+
+    async def _apply(self, rec: AlertRecord, op: str, who: str, user_id: str,
+                     extra: dict[str, Any] | None) -> dict[str, Any]:
+        """Make a decision on an incident (checked already, its lock held): its new state and
+        thread note now, the call to its monitoring system queued."""
+        before = rec.incident
+        ack = before.ack
         now = time.time()
         state = dataclasses.replace(before, epoch=before.epoch + 1, error="",
                                     pending=op if rec.source in self.sources else None)
@@ -128,7 +135,7 @@ class Decisions(AlertsCore):
             await self.rt.outbox.put(
                 f"alert-action:{rec.source}:{rec.key}:{state.epoch}", "alert-action",
                 {"source": rec.source, "key": rec.key, "op": op, "who": who,
-                 "user_id": click.user_id, "handle": ack.handle if ack else "",
+                 "user_id": user_id, "handle": ack.handle if ack else "",
                  "previous_ack": ack.to_json() if ack else None,
                  "silence_handle": before.silence.handle if before.silence else "",
                  **(extra or {})})

@@ -11,7 +11,7 @@ from ...access import Membership
 from ...config import AlertSettings
 from ...router import Router
 from .core import Parser, log
-from .decisions import Decisions
+from .digests import DigestDecisions
 from .escalation import KIND as ESCALATE
 from .intake import Intake
 from .render import Rendering
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ...runtime import Runtime
 
 
-class Alerts(Intake, Rendering, Decisions, Tickets):
+class Alerts(Intake, Rendering, DigestDecisions, Tickets):
     """The alerts feature: ingestion, rendering, clicks, tickets from alerts."""
 
     def __init__(self, settings: AlertSettings, parsers: dict[str, Parser],
@@ -41,6 +41,8 @@ class Alerts(Intake, Rendering, Decisions, Tickets):
         r.action("alertsilence")(self.on_silence)
         r.action("alertunsilence")(self.on_unsilence)
         r.action("alertresolve")(self.on_resolve)
+        r.action("alertackall")(self.on_ack_all)
+        r.action("alertackone")(self.on_ack_one)
         r.action("alertticket")(self.on_ticket)
         r.dialog("alertticket")(self.on_ticket_dialog)
 

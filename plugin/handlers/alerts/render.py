@@ -36,7 +36,13 @@ def digest_post(digest: DigestState) -> tuple[str, dict[str, Any]]:
     lines = []
     for m in members:
         name = _("{title} on {host}").format(title=m.title, host=m.host) if m.host else m.title
-        lines.append(f"~~{name}~~" if m.status == AlertStatus.RESOLVED else name)
+        if m.status == AlertStatus.RESOLVED:
+            lines.append(f"~~{name}~~")
+        elif m.acked_by:
+            lines.append(_("{alert} (acknowledged by @{user})").format(alert=name,
+                                                                      user=m.acked_by))
+        else:
+            lines.append(name)
     if count > len(members):
         rest = count - len(members)
         lines.append(ngettext("… and {count} more", "… and {count} more", rest).format(
@@ -88,8 +94,13 @@ class Rendering(AlertsCore):
             return
         resumed = entry.attempts > 0 or entry.created_at < self.rt.started_at
         with i18n.use(None):  # the post belongs to the channel: its language
-            message, props = (digest_post(rec.digest) if rec.source == DIGEST_SOURCE
-                              else self._post(rec))
+            if rec.source == DIGEST_SOURCE:
+                message, props = digest_post(rec.digest)
+                buttons = self._digest_buttons(rec)
+                if buttons:
+                    props["attachments"][0]["actions"] = buttons
+            else:
+                message, props = self._post(rec)
         if not rec.post_id:
             # An incident that fired again after its window gets a post of its own: its first
             # sight tells the two apart.

@@ -35,6 +35,12 @@ class SQLiteAlerts(SQLiteRepository):
             "ORDER BY created_at DESC LIMIT 1", (source, identity)).fetchone())
         return None if row is None else _alert(row)
 
+    async def in_digest(self, digest_key: str) -> list[AlertRecord]:
+        rows = await self._engine.run(lambda db: db.execute(
+            f"SELECT {_COLUMNS} FROM alerts WHERE json_extract(state, '$.digest') = ? "
+            "ORDER BY created_at", (digest_key,)).fetchall())
+        return [_alert(row) for row in rows]
+
     async def save(self, source: str, key: str, channel_id: str,
                    state: AlertState | DigestState,
                    notes: list[str] | None = None) -> AlertRecord:
