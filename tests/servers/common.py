@@ -301,6 +301,32 @@ def chown_tree(path: Path, user: str) -> None:
 # --------------------------------------------------------------------------- working folders
 
 
+def install_packages(what: str, packages: Sequence[str], paths: Sequence[Path], *,
+                     state_dir: Path, log_path: Path | None, error: type[ServerSetupError],
+                     services: Sequence[str] = ()) -> float:
+    """Installs Debian `packages` (as one) unless they and `paths` are there, then stops and
+    disables the `services` they may have started; the seconds spent (0.0 when nothing was
+    needed)."""
+    def installed() -> bool:
+        return packages_installed(packages) and all(p.exists() for p in paths)
+
+    def install(log: IO[str], log_path: Path) -> None:
+        update_apt_lists_if_needed(packages, log, log_path, error, timeout=600)
+        with services_held(log):
+            status = apt_install(packages, log, env=apt_env(), timeout=600)
+        for service in services:
+            if systemd_runs():
+                run_logged(["systemctl", "disable", "--now", service], log, env=apt_env(),
+                           timeout=60)
+            elif Path(f"/etc/init.d/{service}").exists():
+                run_logged([f"/etc/init.d/{service}", "stop"], log, env=apt_env(), timeout=60)
+        if status != 0 or not installed():
+            raise error.with_log(f"installing {' '.join(packages)} failed", log_path)
+
+    return install_once(what, installed=installed, install=install, state_dir=state_dir,
+                        log_path=log_path, error=error)
+
+
 def free_port() -> int:
     """A port nothing listens on at the moment, on the loopback address."""
     with socket.socket() as s:

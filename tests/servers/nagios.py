@@ -24,18 +24,13 @@ import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Self
+from typing import Self
 
 from tests.servers import common
 from tests.servers.common import (
     ProcessServer,
     ServerSetupError,
-    apt_install,
-    install_once,
-    packages_installed,
-    services_held,
     spawn,
-    update_apt_lists_if_needed,
 )
 
 PACKAGES = ["nagios4-core", "monitoring-plugins-basic"]
@@ -53,22 +48,11 @@ class NagiosSetupError(ServerSetupError):
 _fail = NagiosSetupError.with_log
 
 
-def is_installed() -> bool:
-    return packages_installed(PACKAGES) and BINARY.exists() and CHECK_DUMMY.exists()
-
-
 def install_nagios(log_path: Path | None = None) -> float:
     """Installs Nagios Core 4 and the basic plugins unless they are there; the seconds spent."""
-    return install_once("Nagios", installed=is_installed, install=_install_locked,
-                        state_dir=STATE_DIR, log_path=log_path, error=NagiosSetupError)
-
-
-def _install_locked(log: IO[str], log_path: Path) -> None:
-    update_apt_lists_if_needed(PACKAGES, log, log_path, NagiosSetupError, timeout=600)
-    with services_held(log):
-        status = apt_install(PACKAGES, log, env=common.apt_env(), timeout=600)
-    if status != 0 or not is_installed():
-        raise _fail("installing nagios4-core failed", log_path)
+    return common.install_packages("Nagios", PACKAGES, [BINARY, CHECK_DUMMY],
+                                   state_dir=STATE_DIR, log_path=log_path,
+                                   error=NagiosSetupError, services=["nagios4"])
 
 
 def _objects(workdir: Path, notify: Sequence[str]) -> str:

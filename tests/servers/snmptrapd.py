@@ -21,22 +21,15 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Self
+from typing import Self
 
 from tests.servers import common
 from tests.servers.common import (
     LOOPBACK,
     ProcessServer,
     ServerSetupError,
-    apt_install,
-    install_once,
     note,
-    packages_installed,
-    run_logged,
-    services_held,
     spawn,
-    systemd_runs,
-    update_apt_lists_if_needed,
 )
 
 PACKAGES = ["snmptrapd", "snmp"]
@@ -53,28 +46,12 @@ class SnmptrapdSetupError(ServerSetupError):
 _fail = SnmptrapdSetupError.with_log
 
 
-def is_installed() -> bool:
-    return packages_installed(PACKAGES) and DAEMON.exists() and SENDER.exists()
-
-
 def install_snmptrapd(log_path: Path | None = None) -> float:
     """Installs snmptrapd and snmptrap unless they are there; the seconds spent (0.0 when
     nothing was needed)."""
-    return install_once("snmptrapd", installed=is_installed, install=_install_locked,
-                        state_dir=STATE_DIR, log_path=log_path, error=SnmptrapdSetupError)
-
-
-def _install_locked(log: IO[str], log_path: Path) -> None:
-    update_apt_lists_if_needed(PACKAGES, log, log_path, SnmptrapdSetupError, timeout=600)
-    with services_held(log):
-        status = apt_install(PACKAGES, log, env=common.apt_env(), timeout=600)
-    if systemd_runs():
-        run_logged(["systemctl", "disable", "--now", "snmptrapd"], log, env=common.apt_env(),
-                   timeout=60)
-    elif Path("/etc/init.d/snmptrapd").exists():
-        run_logged(["/etc/init.d/snmptrapd", "stop"], log, env=common.apt_env(), timeout=60)
-    if status != 0 or not is_installed():
-        raise _fail("installing snmptrapd and snmp failed", log_path)
+    return common.install_packages("snmptrapd", PACKAGES, [DAEMON, SENDER],
+                                   state_dir=STATE_DIR, log_path=log_path,
+                                   error=SnmptrapdSetupError, services=["snmptrapd"])
 
 
 def free_udp_port() -> int:
@@ -153,5 +130,4 @@ def sweep_orphans() -> None:
     common.sweep_orphans(WORKDIR_PREFIX)
 
 
-__all__ = ["SnmptrapdServer", "SnmptrapdSetupError", "install_snmptrapd", "is_installed",
-           "sweep_orphans"]
+__all__ = ["SnmptrapdServer", "SnmptrapdSetupError", "install_snmptrapd", "sweep_orphans"]
