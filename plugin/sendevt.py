@@ -143,3 +143,7 @@ def _send(args: argparse.Namespace, stdin: IO[str] | None, out: IO[str]) -> int:
         return 0
     print(f"sendevt: {last}; gave up after {args.max_retry + 1} tries", file=sys.stderr)
     return EXIT_UNREACHABLE
+
+
+if __name__ == "__main__":  # `python -m plugin.sendevt`: the same without the bot's packages
+    sys.exit(main(sys.argv[1:]))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers.postfix_fixture import PostfixFactory
 from tests.servers.snmptrapd_fixture import SnmptrapdFactory
 
 from .harness import ROOT, wait_until
@@ -122,3 +123,29 @@ def test_mail_exit_statuses_tell_the_mail_server_what_to_do() -> None:
     down = sendevt("--format", "mail", "--server", "http://127.0.0.1:9", "--max-retry", "0",
                    data=japanese_mail("PROBLEM: x", "y"))
     assert down.returncode == 75 and b"gave up" in down.stderr
+
+
+def test_an_iso_2022_jp_mail_through_a_real_postfix_shows_its_japanese_subject(
+        tmp_path: Path, postfix_factory: PostfixFactory) -> None:
+    """postfix delivers a mail sent over SMTP to an alias piped to `sendevt --format mail`
+    (run as `nobody`, as postfix runs it); the post shows the Japanese subject, and the
+    recovery mail resolves it."""
+    e = Env(tmp_path)
+    try:
+        postfix = postfix_factory(
+            f"SWITCHBOARD_ALERTS_TOKEN={ALERTS_TOKEN} PYTHONPATH=\"$CODE\" exec /usr/bin/python3 "
+            f"-m plugin.sendevt --format mail --server {e.bot.url} --max-retry 3 "
+            "--retry-interval 0.2 >> \"$LOG\" 2>&1\n")
+        sent = time.monotonic()
+        postfix.send(japanese_mail(JAPANESE_SUBJECT, "使用率が閾値を超えました\n"))
+        post = wait_until(lambda: next((p for p in e.alert_posts() if JAPANESE_SUBJECT in
+                                        p["props"]["attachments"][0]["title"]), None), 30,
+                          f"the mail's post\n{postfix.log_tail()}")
+        print(f"\nSMTP to its post: {time.monotonic() - sent:.2f} s")
+        assert post["props"]["attachments"][0]["text"] == "使用率が閾値を超えました"
+        postfix.send(japanese_mail("【復旧】db1 ディスク使用率 95%", "戻りました\n"))
+        wait_until(lambda: any(field(p, "Status") == "Resolved" for p in e.alert_posts()),
+                   30, f"the recovery\n{postfix.log_tail()}")
+        assert len(e.alert_posts()) == 1
+    finally:
+        e.close()
