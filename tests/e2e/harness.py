@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import httpx
 import yaml
 
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
+from tests.servers.common import free_low_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "plugin.yaml"
@@ -40,9 +40,10 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """The bot's port: below the range of ports the system gives out for outgoing connections,
+    so none of those takes it between this choice and the bot's start (which may be seconds
+    away, when a server that needs the bot's URL starts first)."""
+    return free_low_port()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition",

@@ -327,6 +327,23 @@ def install_packages(what: str, packages: Sequence[str], paths: Sequence[Path], 
                         log_path=log_path, error=error)
 
 
+def free_low_port() -> int:
+    """A free loopback port between 20000 and 32767: below the range the system gives out
+    for outgoing connections, so nothing connecting elsewhere takes it while a test holds it
+    for a server that starts later."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 32767)
+        with socket.socket() as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    raise ServerSetupError("no free port between 20000 and 32767")
+
+
 def free_port() -> int:
     """A port nothing listens on at the moment, on the loopback address."""
     with socket.socket() as s:

@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -237,17 +236,7 @@ def _install_locked(log: IO[str], log_path: Path) -> None:
 
 def free_low_port() -> int:
     """A free port below 32768: zabbix_server's ListenPort accepts only 1024-32767."""
-    import random
-
-    for _ in range(200):
-        port = random.randint(20000, 32767)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise ZabbixSetupError("no free port between 20000 and 32767")
+    return common.free_low_port()
 
 
 WORKDIR_PREFIX = "switchboard-zabbix-"
