@@ -221,6 +221,8 @@ def parse_zabbix(body: Any) -> list[Alert]:
     if url.lower().startswith(("http://", "https://")) and not any(c.isspace() for c in url):
         links = (("Zabbix event", url),)
 
+    # A new event of the same trigger is the same incident firing again.
+    trigger = _field(body, "trigger_id", 40)
     ref: dict[str, Any] = {"eventid": event_id}
     recovery = _field(body, "event_recovery_id")
     if _EVENT_ID.match(recovery):
@@ -232,8 +234,7 @@ def parse_zabbix(body: Any) -> list[Alert]:
         host=host, service=_field(body, "trigger_key", 255), text=_field(body, "detail"),
         labels=labels, links=links, started_at=_started_at(body), kind=kind,
         update=_update_text(body) if kind is AlertKind.UPDATE else "", ref=ref,
-        identity=f"trigger:{trigger}" if (trigger := _field(body, "trigger_id", 40)).isdigit()
-        else "")]
+        identity=f"trigger:{trigger}" if trigger.isdigit() else "")]
 
 
 # --------------------------------------------------------------------------- the client

@@ -161,6 +161,23 @@ class MattermostAPI:
     async def team(self, team_id: str) -> dict[str, Any]:
         return await self._cached(self._teams, team_id, lambda d: d.teams.get_team(team_id))
 
+    async def permalink(self, post_id: str, channel: dict[str, Any] | None) -> str:
+        """A post's permalink under its channel's team (a direct channel: the bot's first
+        team); without a channel, or when the team cannot be read, the form without a team."""
+        team_name = ""
+        if channel is not None:
+            try:
+                team_id = str(channel.get("team_id") or "")
+                if team_id:
+                    team_name = str((await self.team(team_id)).get("name", ""))
+                else:
+                    teams = await self.teams()
+                    team_name = str(teams[0].get("name", "")) if teams else ""
+            except MattermostError as exc:
+                log.warning("cannot name the team of channel %s: %s", channel.get("id"), exc)
+        base = self.base_url
+        return f"{base}/{team_name}/pl/{post_id}" if team_name else f"{base}/pl/{post_id}"
+
     async def is_member(self, channel_id: str, user_id: str) -> bool:
         """Whether a user is in a channel (False when the bot may not tell)."""
         return await self._exists(f"/channels/{channel_id}/members/{user_id}")

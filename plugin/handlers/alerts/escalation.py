@@ -74,7 +74,7 @@ class Escalation(AlertsCore):
         if p.get("channel") or p.get("dm"):
             where = ""
             if rec.post_id:
-                _where, link = await self._link(rec.channel_id, rec.post_id)
+                link = await self._link(rec.channel_id, rec.post_id)
                 where = "\n" + markdown.link(_("the alert's post"), link)
             if p.get("channel"):
                 channel_id = await self._channel(str(p["channel"]))
@@ -92,20 +92,14 @@ class Escalation(AlertsCore):
         log.info("escalated (step %s, %s min)", p["step"], shown)
         await outbox.update(entry.key, state="done")
 
-    async def _link(self, channel_id: str, post_id: str) -> tuple[str, str]:
-        """(channel, permalink) of a post."""
-        api = self.rt.api
-        team_name = ""
+    async def _link(self, channel_id: str, post_id: str) -> str:
+        """The permalink of a post."""
         try:
-            channel = await api.channel(channel_id)
-            team_id = str(channel.get("team_id") or "")
-            if team_id:
-                team_name = str((await api.team(team_id)).get("name", ""))
+            channel = await self.rt.api.channel(channel_id)
         except MattermostError as exc:
-            log.warning("cannot name the team of channel %s: %s", channel_id, exc)
-        base = api.base_url
-        return channel_id, (f"{base}/{team_name}/pl/{post_id}" if team_name
-                            else f"{base}/pl/{post_id}")
+            log.warning("cannot read channel %s: %s", channel_id, exc)
+            channel = None
+        return await self.rt.api.permalink(post_id, channel)
 
 
 __all__ = ["KIND", "Escalation"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridge.tickets import Attachment, Person, Status, Ticket, Tracker, TrackerError, clean_text
 
@@ -97,22 +97,15 @@ class HelpdeskCore:
     async def _permalink(self, channel_id: str, post_id: str) -> tuple[str, str]:
         """(where, permalink) for the ticket's body."""
         api = self.rt.api
-        where, team_name = _("a direct message to the bot"), ""
+        where = _("a direct message to the bot")
+        channel: dict[str, Any] | None = None
         try:
             channel = await api.channel(channel_id)
             if channel.get("type") in ("O", "P"):
                 where = f"~{channel.get('name')} ({channel.get('display_name')})"
-            team_id = str(channel.get("team_id") or "")
-            if team_id:
-                team_name = str((await api.team(team_id)).get("name", ""))
-            else:
-                teams = await api.teams()
-                team_name = str(teams[0].get("name", "")) if teams else ""
         except MattermostError as exc:
             log.warning("cannot describe channel %s: %s", channel_id, exc)
-        base = api.base_url
-        link = f"{base}/{team_name}/pl/{post_id}" if team_name else f"{base}/pl/{post_id}"
-        return where, link
+        return where, await api.permalink(post_id, channel)
 
     async def _files(self, file_ids: list[str]) -> list[Attachment]:
         out = []
