@@ -432,6 +432,44 @@ async def test_a_lazy_claim_is_answered_before_the_disk_and_a_barrier_waits_for_
     await s.close()
 
 
+async def test_a_lazy_claim_shares_the_commit_of_what_follows_it(tmp_path: Path) -> None:
+    """A lazy claim is answered at once, inside the turn's transaction: the request made next
+    in the same turn commits with it. A request run at once that fails leaves nothing and
+    takes nothing else with it; a barrier taken before the commit waits for it and its flush."""
+    s = SQLiteStore(tmp_path / "s.db")
+    await s.open()
+    flushes = count_flushes(s)
+    commits: list[int] = []
+    s.engine._db.set_trace_callback(  # type: ignore[union-attr]
+        lambda sql: commits.append(1) if sql == "COMMIT" else None)
+
+    async def claim_then_queue(post: str) -> bool:
+        claimed = await s.claims.claim(post, "c", durable=False)
+        on_disk = s.barrier()
+        assert claimed
+        assert await s.outbox.put(f"ticket:{post}", "ticket", {})
+        await on_disk()
+        return claimed
+
+    assert await claim_then_queue("p")
+    assert (len(commits), len(flushes)) == (1, 1)
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO kv(key, value) VALUES ('half', 'done')")
+        raise ValueError("boom")
+
+    assert await s.claims.claim("q", "c", durable=False)
+    with pytest.raises(ValueError, match="boom"):
+        await s.engine.at_once(broken)
+    waiting = s.barrier()
+    assert not await s.claims.claim("q", "c", durable=False)  # the first one still stands
+    await waiting()
+    assert (len(commits), len(flushes)) == (2, 2)
+    assert await s.kv.get("half") is None
+    assert await s.claims.is_handled("q")
+    await s.close()
+
+
 async def test_a_barrier_fails_when_the_disk_does(tmp_path: Path) -> None:
     s = SQLiteStore(tmp_path / "s.db")
     await s.open()

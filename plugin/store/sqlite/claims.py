@@ -12,10 +12,16 @@ from .engine import SQLiteRepository
 class SQLiteClaims(SQLiteRepository):
     async def claim(self, post_id: str, channel_id: str, *, durable: bool = True) -> bool:
         now = time.time()
-        return await self._engine.run(lambda db: db.execute(
-            "INSERT OR IGNORE INTO handled(post_id, channel_id, state, claimed_at) "
-            "VALUES (?, ?, 'pending', ?)", (post_id, channel_id, now)).rowcount == 1,
-            durable=durable)
+
+        def go(db: sqlite3.Connection) -> bool:
+            return db.execute(
+                "INSERT OR IGNORE INTO handled(post_id, channel_id, state, claimed_at) "
+                "VALUES (?, ?, 'pending', ?)", (post_id, channel_id, now)).rowcount == 1
+
+        if durable:
+            return await self._engine.run(go)
+        # Answered at once: the request the post leads to commits with it.
+        return await self._engine.at_once(go)
 
     async def reclaim(self, post_id: str) -> int:
         def go(db: sqlite3.Connection) -> int:

@@ -13,7 +13,10 @@ Durability is chosen per request. A durable request (the default) hears back onl
 on disk up to the last commit it could have seen: what it wrote, and what it read. A request made
 with `durable=False`, and a write made with `later`, record what a later run finds again (a claim
 marked done, an outbox entry marked filed whose ticket the tracker finds by its reference): they
-are answered at once and reach the disk with the next flush. A crash of the process loses no
+are answered at once and reach the disk with the next flush. A request made with `at_once` runs
+as soon as it is made, in the turn's transaction (begun then), and answers without waiting for
+the turn's end: what the caller does next in the same turn (the request a claimed post leads to)
+shares its commit. A crash of the process loses no
 commit (the operating system has it); a power cut loses only commits not yet flushed, which no
 durable answer depended on.
 """
@@ -66,6 +69,11 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+class StoreTurnLost(sqlite3.OperationalError):
+    """A turn's transaction could not be committed: what its requests run at once wrote is
+    lost."""
 
 
 def _settle(answers: Answers) -> None:
@@ -121,6 +129,13 @@ class SQLiteEngine:
         self._written = 0
         self._checkpointed = 0
         self._checkpoint: asyncio.Future[None] | None = None
+        #: The turn's transaction, when a request run `at_once` began it: those requests (run
+        #: again should the turn be redone), the change count before them, and the future of
+        #: the turn's commit (made when a barrier has to wait for it).
+        self._open = False
+        self._ran: list[_Job] = []
+        self._changes = 0
+        self._committed: asyncio.Future[None] | None = None
 
     async def open(self, prepare: Callable[[sqlite3.Connection], None]) -> None:
         """Connect, migrate, run `prepare` on the connection, then start serving requests."""
@@ -202,6 +217,30 @@ class SQLiteEngine:
         self._turn.append((fn, future, durable))
         return await future
 
+    async def at_once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` (one statement: it changes all or nothing) now, in the turn's transaction,
+        and answer at once; committed at the turn's end, not waited onto the disk (as
+        `durable=False`). `barrier` covers it. During a checkpoint it waits like `run`."""
+        db = self._db
+        if self._checkpoint is not None or db is None:
+            return await self.run(fn, durable=False)
+        self._loop()  # the turn's commit is scheduled
+        if not self._open:
+            self._changes = db.total_changes
+            db.execute("BEGIN IMMEDIATE")
+            self._open = True
+        try:
+            value = fn(db)
+        except Exception:
+            # Whatever the failure left of the transaction is undone; what ran before runs again.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+            self._again(db, self._ran)
+            raise
+        self._ran.append((fn, None, False))
+        return value
+
     async def write(self, fn: Callable[[sqlite3.Connection], object], *,
                     durable: bool = True) -> None:
         """A write with no answer: waited for (until it is on disk) when `durable`, else
@@ -214,12 +253,17 @@ class SQLiteEngine:
     def barrier(self) -> Callable[[], Awaitable[None]]:
         """A waiter that returns once everything committed so far is on disk (at once when it
         already is): for an effect that must not get ahead of a write made without waiting."""
-        mark = self._written
+        mark = self._written + (1 if self._open else 0)
 
         async def on_disk() -> None:
             disk = self._disk
             if disk is None or disk.synced >= mark:
                 return
+            if mark > self._written:
+                # The turn that ran it is not committed yet.
+                if self._committed is None:
+                    self._committed = asyncio.get_running_loop().create_future()
+                await asyncio.shield(self._committed)
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             disk.flush(mark, [(future, True, None)], asyncio.get_running_loop())
             await future
@@ -257,12 +301,19 @@ class SQLiteEngine:
         jobs = self._behind + self._turn if self._behind else self._turn
         self._turn, self._behind = [], []
         db, disk = self._db, self._disk
-        if not jobs or db is None or disk is None:
+        opened, ran, self._open, self._ran = self._open, self._ran, False, []
+        committed, self._committed = self._committed, None
+        if (not jobs and not opened) or db is None or disk is None:
             return
-        before = db.total_changes
-        results = self._execute(db, jobs)
+        before = self._changes if opened else db.total_changes
+        results, kept = self._execute(db, jobs, ran if opened else None)
         if db.total_changes != before:
             self._written += 1
+        if committed is not None and not committed.done():
+            if kept:
+                committed.set_result(None)
+            else:  # what ran at once is lost: nothing may act as if it were written
+                committed.set_exception(StoreTurnLost("the state store could not commit"))
         # What a durable answer could have seen is on disk before it is given.
         mark, now, waiting = self._written, [], []
         durable_ok = disk.synced >= mark
@@ -290,28 +341,42 @@ class SQLiteEngine:
         self._commit()  # what waited meanwhile
 
     @staticmethod
-    def _execute(db: sqlite3.Connection, jobs: list[_Job]) -> list[tuple[bool, Any]]:
-        """Run the turn's requests in one transaction. They run side by side first; when one
-        fails, the transaction is rolled back and they run again, each in a savepoint, so
-        that one failing request fails alone. (A request's function touches nothing but the
-        connection: running it twice, the first run undone, is running it once.)"""
+    def _execute(db: sqlite3.Connection, jobs: list[_Job], ran: list[_Job] | None = None,
+                 ) -> tuple[list[tuple[bool, Any]], bool]:
+        """Run the turn's requests in one transaction (already begun, with `ran` run in it,
+        when requests ran at once); the answers, and whether the transaction was kept. They
+        run side by side first; when one fails, the transaction is rolled back and they run
+        again, each in a savepoint, so that one failing request fails alone. (A request's
+        function touches nothing but the connection: running it twice, the first run undone,
+        is running it once.)"""
         try:
-            db.execute("BEGIN IMMEDIATE")
+            if ran is None:
+                db.execute("BEGIN IMMEDIATE")
             try:
                 results: list[tuple[bool, Any]] = [(True, fn(db)) for fn, _, _ in jobs]
             except Exception as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-                if len(jobs) == 1:
-                    return [(False, exc)]
+                if len(jobs) == 1 and not ran:
+                    return [(False, exc)], True
                 db.execute("BEGIN IMMEDIATE")
+                SQLiteEngine._again(db, ran or [])
                 results = [SQLiteEngine._alone(db, fn) for fn, _, _ in jobs]
             db.execute("COMMIT")
         except Exception as exc:  # the transaction itself failed: nothing of it was kept
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            results = [(False, exc)] * len(jobs)
-        return results
+            return [(False, exc)] * len(jobs), False
+        return results, True
+
+    @staticmethod
+    def _again(db: sqlite3.Connection, ran: list[_Job]) -> None:
+        """Run again, each alone, the requests that ran at once in a transaction rolled back
+        (their answers were given: a failure now is logged)."""
+        for fn, _, _ in ran:
+            ok, value = SQLiteEngine._alone(db, fn)
+            if not ok:
+                log.error("a write of the state store failed when run again: %s", value)
 
     @staticmethod
     def _alone(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]
