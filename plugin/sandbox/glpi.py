@@ -45,25 +45,31 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from aiohttp import web
 
+from .glpi_data import (
+    ASSIGNED,
+    REQUESTER,
+    STATUS_LABELS,
+    _as_list,
+    _like,
+    _php_params,
+    _text_of_html,
+    _to_int,
+    sanitize,
+    unsanitize,
+)
+from .glpi_search import Search
 from .loop_thread import LoopThread
 
 __all__ = ["STATUS_LABELS", "GLPIRequest", "GLPISimulator", "GLPISimulatorThread"]
 
 JSON = Any
-
-#: GLPI's ticket statuses and their English labels.
-STATUS_LABELS = {1: "New", 2: "Processing (assigned)", 3: "Processing (planned)", 4: "Pending",
-                 5: "Solved", 6: "Closed"}
-
-#: `Ticket_User.type`: requester, assigned technician, observer.
-REQUESTER, ASSIGNED, OBSERVER = 1, 2, 3
 
 _ITEMTYPES = ("Ticket", "ITILFollowup", "Document", "Document_Item", "Ticket_User", "User",
               "UserEmail", "Entity", "RequestType", "ITILCategory")
@@ -108,194 +114,7 @@ class _Answer(Exception):
         self.headers = headers or {}
 
 
-# -- GLPI 10's storage of text --------------------------------------------------------------------
-
-def sanitize(value: Any) -> Any:
-    """Encode `&`, `<`, `>` in every string, as GLPI 10 does to its inputs before storing them."""
-    if isinstance(value, str):
-        return value.replace("&", "&#38;").replace("<", "&#60;").replace(">", "&#62;")
-    if isinstance(value, list):
-        return [sanitize(v) for v in value]
-    if isinstance(value, dict):
-        return {k: sanitize(v) for k, v in value.items()}
-    return value
-
-
-def unsanitize(value: Any) -> Any:
-    """The inverse of `sanitize` (what `X-GLPI-Sanitized-Content: false` answers)."""
-    if isinstance(value, str):
-        return value.replace("&#60;", "<").replace("&#62;", ">").replace("&#38;", "&")
-    if isinstance(value, list):
-        return [unsanitize(v) for v in value]
-    if isinstance(value, dict):
-        return {k: unsanitize(v) for k, v in value.items()}
-    return value
-
-
-def _php_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """Decode a query string the way PHP does: `criteria[0][field]=1` becomes nested dicts."""
-    root: dict[str, Any] = {}
-    for key, value in pairs:
-        match = re.fullmatch(r"([^\[\]]+)((?:\[[^\[\]]*\])*)", key)
-        if match is None:
-            root[key] = value
-            continue
-        parts = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", match.group(2))]
-        node = root
-        for index, part in enumerate(parts):
-            if part == "":
-                part = str(len(node))
-            if index == len(parts) - 1:
-                node[part] = value
-            else:
-                child = node.get(part)
-                if not isinstance(child, dict):
-                    child = {}
-                    node[part] = child
-                node = child
-    return root
-
-
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, dict):
-        return list(value.values())
-    if isinstance(value, list):
-        return value
-    return [value]
-
-
-def _to_int(value: Any, default: int | None = None) -> int | None:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
-        return int(value)
-    return default
-
-
-def _like(value: str) -> Callable[[str], bool]:
-    """GLPI's text search (`Search::makeTextSearch`): a case-insensitive substring, where a
-    leading `^` and a trailing `$` anchor the match."""
-    start = value.startswith("^")
-    end = value.endswith("$") and len(value) > (1 if start else 0)
-    core = value[1 if start else 0: len(value) - 1 if end else len(value)].lower()
-
-    def test(candidate: str) -> bool:
-        text = candidate.lower()
-        if start and end:
-            return text == core
-        if start:
-            return text.startswith(core)
-        if end:
-            return text.endswith(core)
-        return core in text
-
-    return test
-
-
-def _text_of_html(value: str) -> str:
-    """Plain text of stored (sanitized) HTML, for GLPI's automatic ticket titles."""
-    raw = html.unescape(re.sub(r"<[^>]*>", " ", unsanitize(value)))
-    return re.sub(r"\s+", " ", raw).strip()
-
-
-# -- search options -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Option:
-    name: str
-    table: str
-    field: str
-    datatype: str
-    #: What criteria compare and what the results show for an item: one value, or a list.
-    value: Callable[[GLPISimulator, dict[str, Any]], Any]
-    #: For user columns: the ids `equals` compares with.
-    ids: Callable[[GLPISimulator, dict[str, Any]], list[int]] | None = None
-
-
-def _users_of(kind: int) -> tuple[Callable[[GLPISimulator, dict[str, Any]], Any],
-                                  Callable[[GLPISimulator, dict[str, Any]], list[int]]]:
-    def ids(sim: GLPISimulator, ticket: dict[str, Any]) -> list[int]:
-        return [link["users_id"] for link in sim._store["Ticket_User"].values()
-                if link["tickets_id"] == ticket["id"] and link["type"] == kind]
-
-    def names(sim: GLPISimulator, ticket: dict[str, Any]) -> Any:
-        return [sim._login_of(uid) for uid in ids(sim, ticket)]
-
-    return names, ids
-
-
-_REQ_NAMES, _REQ_IDS = _users_of(REQUESTER)
-_TECH_NAMES, _TECH_IDS = _users_of(ASSIGNED)
-
-
-def _field(name: str) -> Callable[[GLPISimulator, dict[str, Any]], Any]:
-    return lambda _sim, item: item.get(name)
-
-
-_TICKET_OPTIONS: dict[int, _Option] = {
-    1: _Option("Title", "glpi_tickets", "name", "itemlink", _field("name")),
-    2: _Option("ID", "glpi_tickets", "id", "number", _field("id")),
-    3: _Option("Priority", "glpi_tickets", "priority", "specific", _field("priority")),
-    4: _Option("Requester", "glpi_users", "name", "dropdown", _REQ_NAMES, _REQ_IDS),
-    5: _Option("Technician", "glpi_users", "name", "dropdown", _TECH_NAMES, _TECH_IDS),
-    7: _Option("Category", "glpi_itilcategories", "completename", "dropdown",
-               lambda sim, t: sim._name_of("ITILCategory", t["itilcategories_id"])),
-    10: _Option("Urgency", "glpi_tickets", "urgency", "specific", _field("urgency")),
-    12: _Option("Status", "glpi_tickets", "status", "specific", _field("status")),
-    14: _Option("Type", "glpi_tickets", "type", "specific", _field("type")),
-    15: _Option("Opening date", "glpi_tickets", "date", "datetime", _field("date")),
-    19: _Option("Last update", "glpi_tickets", "date_mod", "datetime", _field("date_mod")),
-    21: _Option("Description", "glpi_tickets", "content", "text", _field("content")),
-    22: _Option("Writer", "glpi_users", "name", "dropdown",
-                lambda sim, t: sim._login_of(t["users_id_recipient"]),
-                lambda _sim, t: [t["users_id_recipient"]]),
-    80: _Option("Entity", "glpi_entities", "completename", "dropdown",
-                lambda sim, t: sim._name_of("Entity", t["entities_id"])),
-}
-
-_USER_OPTIONS: dict[int, _Option] = {
-    1: _Option("Login", "glpi_users", "name", "itemlink", _field("name")),
-    2: _Option("ID", "glpi_users", "id", "number", _field("id")),
-    5: _Option("Email", "glpi_useremails", "email", "email",
-               lambda sim, u: [e["email"] for e in sim._store["UserEmail"].values()
-                               if e["users_id"] == u["id"]]),
-    8: _Option("Active", "glpi_users", "is_active", "bool", _field("is_active")),
-    9: _Option("First name", "glpi_users", "firstname", "string", _field("firstname")),
-    34: _Option("Last name", "glpi_users", "realname", "string", _field("realname")),
-    80: _Option("Entity", "glpi_entities", "completename", "dropdown",
-                lambda sim, u: sim._name_of("Entity", u["entities_id"])),
-}
-
-_SEARCH = {"Ticket": (_TICKET_OPTIONS, [12, 19, 15, 3, 4, 5, 7]),
-           "User": (_USER_OPTIONS, [34, 5, 9, 8])}
-
-#: Special values of the ticket status criterion.
-_STATUS_SETS = {"notold": {1, 2, 3, 4}, "notclosed": {1, 2, 3, 4, 5}, "old": {5, 6},
-                "process": {2, 3}, "all": {1, 2, 3, 4, 5, 6}}
-
-
-def _sort_key(value: Any) -> tuple[int, Any]:
-    if isinstance(value, list):
-        value = value[0] if value else None
-    if value is None:
-        return (0, "")
-    if isinstance(value, int | float):
-        return (1, value)
-    return (2, str(value).lower())
-
-
-def _cell(value: Any) -> Any:
-    """One search result cell: a single value, a list for several, null for none."""
-    if isinstance(value, list):
-        if not value:
-            return None
-        return value[0] if len(value) == 1 else value
-    return value
-
-
-class GLPISimulator:
+class GLPISimulator(Search):
     """The simulated GLPI. Create, `await start()`, use `api_url`, `await stop()`.
 
     `user_token` belongs to the seeded API user `helpdesk`; `app_token` (empty: none) is the API
@@ -919,128 +738,6 @@ class GLPISimulator:
             rows = []
         status, page, headers, _ = self._page(sub, rows, params, 50)
         return status, [self._view(sub, r, params) for r in page], headers
-
-    def _list_search_options(self, itemtype: str) -> JSON:
-        if itemtype not in _SEARCH:
-            raise self._error(400, "ERROR_ITEMTYPE_NOT_FOUND_NOR_COMMONDBTM",
-                              "resource not found or not an instance of CommonDBTM", doc=True)
-        options, _ = _SEARCH[itemtype]
-        out: dict[str, Any] = {"common": "Characteristics"}
-        for oid, opt in sorted(options.items()):
-            if opt.datatype in ("dropdown", "itemlink"):
-                types = ["contains", "notcontains", "equals", "notequals"]
-            elif opt.datatype in ("number", "datetime", "specific", "bool"):
-                types = ["equals", "notequals", "lessthan", "morethan", "contains",
-                         "notcontains"]
-            else:
-                types = ["contains", "notcontains"]
-            table_type = opt.table.removeprefix("glpi_").rstrip("s").title()
-            out[str(oid)] = {"name": opt.name, "table": opt.table, "field": opt.field,
-                             "datatype": opt.datatype, "nosearch": False, "nodisplay": False,
-                             "available_searchtypes": types,
-                             "uid": f"{itemtype}.{opt.field}" if table_type == itemtype
-                             else f"{itemtype}.{table_type}.{opt.field}"}
-        return out
-
-    def _criterion(self, itemtype: str, options: dict[int, _Option], criterion: Any,
-                   ) -> Callable[[dict[str, Any]], bool]:
-        if not isinstance(criterion, dict) or not {"field", "searchtype", "value"} <= set(
-                criterion):
-            raise self._error(400, "ERROR", "Malformed search criteria", doc=True)
-        field_id = _to_int(criterion["field"])
-        if field_id is None or field_id not in options:
-            raise self._error(400, "ERROR", "Bad field ID in search criteria", doc=True)
-        option = options[field_id]
-        kind = str(criterion["searchtype"]).lower()
-        raw = str(criterion["value"])
-
-        if kind in ("contains", "notcontains"):
-            test = _like(str(sanitize(raw)))
-
-            def contains(item: dict[str, Any]) -> bool:
-                values = option.value(self, item)
-                values = values if isinstance(values, list) else [values]
-                found = any(test("" if v is None else str(v)) for v in values)
-                return found if kind == "contains" else not found
-            return contains
-        if kind in ("equals", "notequals", "under", "notunder"):
-            positive = kind in ("equals", "under")
-            if itemtype == "Ticket" and field_id == 12 and raw in _STATUS_SETS:
-                allowed = _STATUS_SETS[raw]
-                return lambda item: (item["status"] in allowed) == positive
-            wanted = _to_int(raw)
-
-            def equals(item: dict[str, Any]) -> bool:
-                if option.ids is not None:
-                    hit = wanted in option.ids(self, item)
-                else:
-                    value = option.value(self, item)
-                    values = value if isinstance(value, list) else [value]
-                    hit = any((wanted is not None and _to_int(v) == wanted) or str(v) == raw
-                              for v in values)
-                return hit == positive
-            return equals
-        if kind in ("lessthan", "morethan"):
-            number = _to_int(raw)
-
-            def compare(item: dict[str, Any]) -> bool:
-                value = option.value(self, item)
-                if value is None:
-                    return False
-                left: Any = value
-                right: Any = raw
-                if number is not None and isinstance(value, int):
-                    right = number
-                elif not isinstance(value, str):
-                    return False
-                return bool(left > right) if kind == "morethan" else bool(left < right)
-            return compare
-        raise self._error(400, "ERROR", "Malformed search criteria", doc=True)
-
-    def _search(self, itemtype: str, params: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
-        if itemtype not in _SEARCH:
-            raise self._error(400, "ERROR_ITEMTYPE_NOT_FOUND_NOR_COMMONDBTM",
-                              "resource not found or not an instance of CommonDBTM", doc=True)
-        options, defaults = _SEARCH[itemtype]
-        criteria = _as_list(params.get("criteria", []))
-        # AND binds tighter than OR, as in the SQL GLPI builds.
-        groups: list[list[tuple[bool, Callable[[dict[str, Any]], bool]]]] = []
-        searched: list[int] = []
-        for index, criterion in enumerate(criteria):
-            test = self._criterion(itemtype, options, criterion)
-            link = str(criterion.get("link", "AND")).upper() if index else "AND"
-            negate = "NOT" in link
-            if link.startswith("OR") or not groups:
-                groups.append([])
-            groups[-1].append((negate, test))
-            searched.append(int(criterion["field"]))
-        forced = [f for f in (_to_int(v) for v in _as_list(params.get("forcedisplay", [])))
-                  if f is not None]
-        for f in forced:
-            if f not in options:
-                raise self._error(400, "ERROR", "Bad field ID in forcedisplay", doc=True)
-        columns: list[int] = []
-        for col in [1, *defaults, *searched, *forced, 80]:
-            if col not in columns:
-                columns.append(col)
-        items = [i for i in self._store[itemtype].values() if not i.get("is_deleted")]
-        if groups:
-            items = [i for i in items
-                     if any(all(t(i) != neg for neg, t in group) for group in groups)]
-        sort = _to_int(params.get("sort", 1)) or 1
-        if sort not in options:
-            sort = 1
-        order = str(params.get("order", "ASC")).upper()
-        items.sort(key=lambda i: (_sort_key(options[sort].value(self, i)), i["id"]),
-                   reverse=order == "DESC")
-        status, page, headers, content_range = self._page(itemtype, items, params, 15)
-        body: dict[str, Any] = {"totalcount": len(items), "count": len(page), "sort": [sort],
-                                "order": [order]}
-        if page:
-            body["data"] = [{str(c): _cell(options[c].value(self, i)) for c in columns}
-                            for i in page]
-        body["content-range"] = content_range
-        return status, body, headers
 
     # -- writing ------------------------------------------------------------------------------
 
