@@ -36,6 +36,7 @@ from .tickets import (
     Comment,
     NewTicket,
     Person,
+    Solution,
     Status,
     Ticket,
     TicketNotFound,
@@ -68,6 +69,8 @@ REF_LABEL = "Chat reference:"
 # Search options of the Ticket itemtype (stable across GLPI 9.x and 10).
 _OPT_NAME, _OPT_ID, _OPT_REQUESTER, _OPT_TECHNICIAN = 1, 2, 4, 5
 _OPT_STATUS, _OPT_DATE, _OPT_DATE_MOD, _OPT_CONTENT = 12, 15, 19, 21
+#: A solved ticket's status, and a solution waiting for the requester's approval.
+_SOLVED, _SOLUTION_WAITING = 5, 2
 # ... and of the User itemtype.
 _OPT_USER_LOGIN, _OPT_USER_EMAIL = 1, 5
 
@@ -96,6 +99,17 @@ def _decode_stored(value: str) -> str:
     if "<" not in value and re.search(r"&(?:#0*6[02]|lt|gt);", value):
         return html.unescape(value)
     return value
+
+
+def _signed(text: str, author: Person | None) -> str:
+    """`Name (@login): text`: what the bot writes on someone's behalf names them (the API user
+    is the bot's)."""
+    if author is None or not (author.display_name or author.username):
+        return text
+    who = author.display_name or author.username
+    if author.display_name and author.username and author.display_name != author.username:
+        who = f"{author.display_name} (@{author.username})"
+    return f"{who}: {text}"
 
 
 def _html_to_text(value: str) -> str:
@@ -270,12 +284,7 @@ class GLPITracker:
 
     async def comment(self, ticket_id: str, text: str, author: Person | None = None) -> str:
         number = _ticket_number(ticket_id)
-        body = clean_text(text)
-        if author is not None and (author.display_name or author.username):
-            who = author.display_name or author.username
-            if author.display_name and author.username and author.display_name != author.username:
-                who = f"{author.display_name} (@{author.username})"
-            body = f"{who}: {body}"
+        body = _signed(clean_text(text), author)
         data: dict[str, Any] = {"itemtype": "Ticket", "items_id": number,
                                 "content": _text_to_html(body), "is_private": 0}
         if "requesttypes_id" in self._defaults:
@@ -318,6 +327,38 @@ class GLPITracker:
                                text=_html_to_text(str(row.get("content") or "")),
                                created_at=_parse_date(row.get("date"))))
         return out
+
+    async def solution(self, ticket_id: str) -> Solution | None:
+        number = _ticket_number(ticket_id)
+        response = await self._call("GET", f"/Ticket/{number}/ITILSolution",
+                                    params=[("range", "0-99")])
+        rows = [r for r in self._json(response) or [] if isinstance(r, dict)]
+        if not rows:
+            return None
+        row = max(rows, key=lambda r: int(r.get("id") or 0))
+        return Solution(id=str(row.get("id")), author=await self._login(
+                            int(row.get("users_id") or 0)),
+                        text=_html_to_text(str(row.get("content") or "")),
+                        awaiting_approval=str(row.get("status")) == str(_SOLUTION_WAITING),
+                        created_at=_parse_date(row.get("date_creation")))
+
+    async def answer_solution(self, ticket_id: str, accepted: bool, text: str,
+                              author: Person | None = None) -> None:
+        number = _ticket_number(ticket_id)
+        item = await self._item(number)
+        if int(item.get("status") or 0) != _SOLVED:
+            # GLPI would add a plain follow-up to a ticket no longer solved.
+            raise TrackerRejected(f"GLPI: ticket {number} no longer waits for its solution to "
+                                  "be approved")
+        body = _signed(clean_text(text), author)
+        if not accepted and not body.strip():
+            raise TrackerRejected("GLPI: a refused solution needs a reason")
+        data: dict[str, Any] = {"itemtype": "Ticket", "items_id": number,
+                                "content": _text_to_html(body),
+                                "add_close" if accepted else "add_reopen": 1}
+        response = await self._call("POST", "/ITILFollowup", json_body={"input": data})
+        if self._new_id(response) is None:
+            raise TrackerRejected(f"GLPI: answer not recorded ({short_error(response)})")
 
     async def open_tickets(self, requester: Person) -> list[Ticket]:
         user = await self._find_user(requester)

@@ -31,6 +31,7 @@ from bridge.tickets import (
     Comment,
     NewTicket,
     Person,
+    Solution,
     Status,
     Ticket,
     TicketNotFound,
@@ -499,6 +500,26 @@ class RedmineTracker:
                                author=str((journal.get("user") or {}).get("name") or ""),
                                text=notes, created_at=parse_time(journal.get("created_on"))))
         return out
+
+    async def solution(self, ticket_id: str) -> Solution | None:
+        """Redmine has no solutions of its own: the public note written with the latest
+        change of status is the solution."""
+        issue_id = self._issue_id(ticket_id)
+        for journal in reversed(await self._journals(issue_id)):
+            details = journal.get("details") or []
+            if not any(isinstance(d, dict) and d.get("name") == "status_id" for d in details):
+                continue
+            notes = journal.get("notes")
+            if not isinstance(notes, str) or not notes.strip() or journal.get("private_notes"):
+                return None
+            return Solution(id=str(journal.get("id")),
+                            author=str((journal.get("user") or {}).get("name") or ""),
+                            text=notes, created_at=parse_time(journal.get("created_on")))
+        return None
+
+    async def answer_solution(self, ticket_id: str, accepted: bool, text: str,
+                              author: Person | None = None) -> None:
+        raise TrackerRejected("Redmine has no approval of solutions")
 
     async def attach(self, ticket_id: str, attachment: Attachment) -> None:
         issue_id = self._issue_id(ticket_id)

@@ -104,6 +104,18 @@ class Comment:
     created_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Solution:
+    """How a ticket was solved, as its technician wrote it."""
+
+    id: str
+    author: str
+    text: str
+    #: The tracker waits for the requester to accept or refuse it (GLPI's approval).
+    awaiting_approval: bool = False
+    created_at: datetime | None = None
+
+
 class Tracker(Protocol):
     """One ticket tracker. All calls are async and raise only `TrackerError` subclasses."""
 
@@ -118,6 +130,18 @@ class Tracker(Protocol):
     async def attach(self, ticket_id: str, attachment: Attachment) -> None: ...
     async def comments(self, ticket_id: str) -> list[Comment]: ...
     async def open_tickets(self, requester: Person) -> list[Ticket]: ...
+    async def solution(self, ticket_id: str) -> Solution | None:
+        """The latest solution of a solved or closed ticket (None: none written)."""
+        ...
+
+    async def answer_solution(self, ticket_id: str, accepted: bool, text: str,
+                              author: Person | None = None) -> None:
+        """The requester's answer to a solution awaiting approval: accepted (the ticket is
+        closed) or refused with `text` as the reason (the ticket goes back to work).
+        `TrackerRejected` when the tracker has no approval step or the ticket no longer waits
+        for one."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

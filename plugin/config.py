@@ -388,6 +388,12 @@ class HelpdeskSettings(_Model):
     poll_interval: float = Field(60.0, gt=0,
                                  description="Seconds between looks at linked tickets for "
                                              "status changes and technicians' follow-ups.")
+    watch_closed_days: float = Field(
+        30.0, ge=0, description="Days a solved or closed ticket is still watched, so that a "
+                                "reopening or a late follow-up reaches its thread.")
+    closed_poll_interval: float = Field(
+        300.0, gt=0, description="Seconds between looks at solved and closed tickets still "
+                                 "watched (open ones: `poll_interval`).")
     poll_concurrency: int = Field(16, ge=1, le=1024,
                                   description="Linked tickets looked at once (each tracker "
                                               "also bounds its own requests in flight).")

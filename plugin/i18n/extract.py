@@ -34,7 +34,8 @@ from . import COMMAND, DOMAIN, HERE, LANGUAGES, catalog_path, read_catalog
 ROOT = HERE.parent.parent
 SOURCES = ("plugin",)
 #: Babel keyword specs of the translation functions (`pybabel extract -k`).
-KEYWORDS: dict[str, Any] = {"_": None, "N_": None, "ngettext": (1, 2), "pgettext": ((1, "c"), 2)}
+KEYWORDS: dict[str, Any] = {"_": None, "N_": None, "ngettext": (1, 2), "pgettext": ((1, "c"), 2),
+                            "NP_": ((1, "c"), 2)}
 #: Calls whose first argument is a command word.
 COMMAND_WORDS = ("command", "aliases")
 COMMENT_TAGS = ("TRANSLATORS:",)

@@ -8,9 +8,15 @@ GLPI 10's behaviour, over real sockets:
   client's IP filter (`ip_allowed`);
 * errors as a JSON array `[CODE, message]`, with GLPI's texts (and its "view documentation"
   suffix where GLPI adds it);
-* items: `Ticket`, `ITILFollowup`, `Document` (multipart upload with `uploadManifest`),
-  `Document_Item`, `Ticket_User`, `User`, `UserEmail`, `Entity`, `RequestType`, `ITILCategory`;
-  get one, get all (`searchText`, `range`), sub items, add, update (`Ticket`);
+* solutions (`ITILSolution`): adding one solves the ticket, and it waits for the requester's
+  approval (GLPI's `autoclose_delay` other than 0; with 0 it is accepted and the ticket closed at
+  once); the requester accepts with a follow-up carrying `add_close` (the ticket is closed) or
+  refuses with one carrying `add_reopen` and a reason (the ticket goes back to assigned, or new
+  when nobody is assigned);
+* items: `Ticket`, `ITILFollowup`, `ITILSolution`, `Document` (multipart upload with
+  `uploadManifest`), `Document_Item`, `Ticket_User`, `User`, `UserEmail`, `Entity`,
+  `RequestType`, `ITILCategory`; get one, get all (`searchText`, `range`), sub items, add,
+  update (`Ticket`);
 * `search/Ticket` and `search/User` with `criteria`, `forcedisplay`, `sort`, `order`, `range`,
   and `listSearchOptions/<itemtype>`;
 * text inputs are stored as GLPI 10 stores them (`&`, `<`, `>` as `&#38;`, `&#60;`, `&#62;`) and
@@ -24,7 +30,7 @@ the administrator `glpi` (password `glpi`), the technician `tech`, and `alice`, 
 each with the email `<login>@sandbox.local`; request sources 1-6 as GLPI ships them plus 7 `Chat`;
 the root entity 0 and three categories.
 
-Tests act as GLPI's technicians through the Python API (`assign`, `add_followup`,
+Tests act as GLPI's technicians through the Python API (`assign`, `add_followup`, `solve`,
 `set_ticket_status`, ...) and make the server misbehave with the fault switches (`set_down`,
 `fail_next`, `slow_create_after_commit`, `expire_sessions`, `ip_allowed`, `latency_s`,
 `max_concurrency`).
@@ -55,6 +61,9 @@ from aiohttp import web
 from .glpi_data import (
     ASSIGNED,
     REQUESTER,
+    SOLUTION_ACCEPTED,
+    SOLUTION_REFUSED,
+    SOLUTION_WAITING,
     STATUS_LABELS,
     _as_list,
     _like,
@@ -71,8 +80,8 @@ __all__ = ["STATUS_LABELS", "GLPIRequest", "GLPISimulator", "GLPISimulatorThread
 
 JSON = Any
 
-_ITEMTYPES = ("Ticket", "ITILFollowup", "Document", "Document_Item", "Ticket_User", "User",
-              "UserEmail", "Entity", "RequestType", "ITILCategory")
+_ITEMTYPES = ("Ticket", "ITILFollowup", "ITILSolution", "Document", "Document_Item",
+              "Ticket_User", "User", "UserEmail", "Entity", "RequestType", "ITILCategory")
 _DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 _NO_PERMISSION = "You don't have permission to perform this action."
 
@@ -160,6 +169,9 @@ class GLPISimulator(Search):
         self._rules: list[_FailRule] = []
         self._down: str | None = None
         self._slow_creates = 0
+        #: The entity's `autoclose_delay`: days before a solved ticket closes by itself; -10
+        #: (GLPI's "never") or any other than 0 makes a solution wait for approval.
+        self.autoclose_delay = -10
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -287,6 +299,15 @@ class GLPISimulator(Search):
         if ticket["status"] == 1:
             ticket["status"] = 2
         ticket["date_mod"] = self._now()
+
+    def solve(self, ticket_id: int, text: str, *, author: str = "tech") -> int:
+        """A technician's solution, as the solution form adds it (a paragraph of HTML)."""
+        body = "".join(f"<p>{html.escape(line, quote=False)}</p>" for line in text.split("\n"))
+        return self._add_solution(ticket_id, {"content": sanitize(body)}, self.user_id(author))
+
+    def solutions(self, ticket_id: int) -> list[dict[str, Any]]:
+        return [s for s in self._store["ITILSolution"].values()
+                if s["itemtype"] == "Ticket" and s["items_id"] == ticket_id]
 
     def add_followup(self, ticket_id: int, text: str, *, author: str = "tech",
                      private: bool = False) -> int:
@@ -682,7 +703,7 @@ class GLPISimulator(Search):
                 if isinstance(value, int) and (value > 0 or (key == "entities_id" and value == 0)):
                     links.append({"rel": rel, "href": f"{self.api_url}/{rel}/{value}"})
             if itemtype == "Ticket":
-                for sub in ("ITILFollowup", "Ticket_User", "Document_Item"):
+                for sub in ("ITILFollowup", "ITILSolution", "Ticket_User", "Document_Item"):
                     links.append({"rel": sub,
                                   "href": f"{self.api_url}/Ticket/{item['id']}/{sub}/"})
             view["links"] = links
@@ -727,7 +748,7 @@ class GLPISimulator(Search):
             raise self._error(400, "ERROR_ITEMTYPE_NOT_FOUND_NOR_COMMONDBTM",
                               "resource not found or not an instance of CommonDBTM", doc=True)
         rows: list[dict[str, Any]]
-        if sub in ("ITILFollowup", "Document_Item"):
+        if sub in ("ITILFollowup", "ITILSolution", "Document_Item"):
             rows = [r for r in self._store[sub].values()
                     if r["itemtype"] == itemtype and r["items_id"] == item_id]
         elif sub == "Ticket_User" and itemtype == "Ticket":
@@ -759,6 +780,12 @@ class GLPISimulator(Search):
             new_id = self._create_ticket(data, user_id)
         elif itemtype == "ITILFollowup":
             new_id = self._create_followup(data, user_id)
+        elif itemtype == "ITILSolution":
+            ticket_id = _to_int(data.get("items_id"))
+            if data.get("itemtype") != "Ticket" or ticket_id not in self._store["Ticket"]:
+                raise self._error(400, "ERROR_GLPI_ADD", "")
+            assert ticket_id is not None
+            new_id = self._add_solution(ticket_id, data, user_id)
         elif itemtype == "Ticket_User":
             ticket_id = _to_int(data.get("tickets_id"))
             uid = _to_int(data.get("users_id"))
@@ -835,6 +862,12 @@ class GLPISimulator(Search):
         if ticket["status"] == 6:
             raise self._error(400, "ERROR_GLPI_ADD", _NO_PERMISSION)
         content = str(data.get("content") or "")
+        close, reopen = "add_close" in data, "add_reopen" in data
+        if reopen and not content.strip():
+            raise self._error(400, "ERROR_GLPI_ADD",
+                              "If you reject the solution, you must specify a reason")
+        if close and not content.strip():
+            content = "Solution approved"
         if not content.strip():
             raise self._error(400, "ERROR_GLPI_ADD",
                               "You can't add a followup without description")
@@ -848,7 +881,40 @@ class GLPISimulator(Search):
             "sourceof_items_id": 0})
         ticket["date_mod"] = now
         ticket["users_id_lastupdater"] = user_id
+        waiting = [s for s in self.solutions(ticket_id) if s["status"] == SOLUTION_WAITING]
+        if close and ticket["status"] == 5:
+            # The requester approves the solution: the ticket is closed.
+            self.set_ticket_status(ticket_id, 6)
+            for solution in waiting:
+                solution.update(status=SOLUTION_ACCEPTED, users_id_approval=user_id,
+                                date_approval=now)
+        elif reopen and ticket["status"] == 5:
+            # Refused: back to the technicians (assigned when someone is, else new).
+            assigned = any(link["tickets_id"] == ticket_id and link["type"] == ASSIGNED
+                           for link in self._store["Ticket_User"].values())
+            self.set_ticket_status(ticket_id, 2 if assigned else 1)
+            for solution in waiting:
+                solution.update(status=SOLUTION_REFUSED, users_id_approval=user_id,
+                                date_approval=now)
         return fid
+
+    def _add_solution(self, ticket_id: int, data: dict[str, Any], user_id: int) -> int:
+        ticket = self._ticket(ticket_id)
+        if ticket["status"] in (5, 6):
+            raise self._error(400, "ERROR_GLPI_ADD", _NO_PERMISSION)
+        now = self._now()
+        accepted = self.autoclose_delay == 0
+        solution_id = self._add("ITILSolution", {
+            "itemtype": "Ticket", "items_id": ticket_id,
+            "solutiontypes_id": _to_int(data.get("solutiontypes_id"), 0),
+            "content": str(data.get("content") or ""), "date_creation": now, "date_mod": now,
+            "users_id": user_id, "users_id_editor": 0,
+            "users_id_approval": user_id if accepted else 0,
+            "date_approval": now if accepted else None,
+            "status": SOLUTION_ACCEPTED if accepted else SOLUTION_WAITING})
+        self.set_ticket_status(ticket_id, 6 if accepted else 5)
+        ticket["users_id_lastupdater"] = user_id
+        return solution_id
 
     async def _upload(self, request: web.Request, body: Any, user_id: int,
                       ) -> tuple[int, Any, dict[str, str]]:

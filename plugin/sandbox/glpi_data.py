@@ -12,6 +12,10 @@ from typing import Any
 STATUS_LABELS = {1: "New", 2: "Processing (assigned)", 3: "Processing (planned)", 4: "Pending",
                  5: "Solved", 6: "Closed"}
 
+#: `ITILSolution.status` (GLPI's validation states): none, waiting for the requester's
+#: approval, accepted, refused.
+SOLUTION_NONE, SOLUTION_WAITING, SOLUTION_ACCEPTED, SOLUTION_REFUSED = 1, 2, 3, 4
+
 #: `Ticket_User.type`: requester, assigned technician, observer.
 REQUESTER, ASSIGNED, OBSERVER = 1, 2, 3
 

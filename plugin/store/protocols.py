@@ -159,12 +159,20 @@ class TicketRepository(Protocol):
         """Tickets, oldest first: the open ones only, or a requester's only, or both."""
         ...
 
-    async def linked_roots(self) -> set[str]:
-        """The root post of every thread that follows a ticket."""
+    async def watched(self, now: float) -> list[TicketLink]:
+        """Tickets to watch, oldest first: the open ones, and those solved or closed whose
+        watch lasts beyond `now`."""
         ...
 
-    async def set_status(self, tracker: str, ticket_id: str, status: str, is_open: bool) -> int:
-        """Record a new status; how many changes the ticket has had (0: no such ticket)."""
+    async def linked_roots(self) -> set[str]:
+        """The root post of every thread whose replies go to a ticket (a request's thread;
+        not an alert's)."""
+        ...
+
+    async def set_status(self, tracker: str, ticket_id: str, status: str, is_open: bool, *,
+                         watch_until: float = 0.0) -> int:
+        """Record a new status (a ticket no longer open is watched until `watch_until`); how
+        many changes the ticket has had (0: no such ticket)."""
         ...
 
     async def mark_comments_seen(self, tracker: str, ticket_id: str,
@@ -172,8 +180,8 @@ class TicketRepository(Protocol):
     async def seen_comments(self, tracker: str, ticket_id: str) -> set[str]: ...
 
     async def prune(self, older_than: float) -> int:
-        """Forget the comments seen on tickets closed and created before `older_than` (only
-        open tickets are watched); how many went."""
+        """Forget the comments seen on tickets whose watch ended before `older_than`; how many
+        went."""
         ...
 
 

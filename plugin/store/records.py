@@ -47,6 +47,9 @@ class TicketLink:
     status: str
     status_changes: int
     open: bool
+    #: `chat` (a request's thread: its replies go to the ticket) or `alert` (an alert's post,
+    #: whose thread only hears from the ticket).
+    origin: str = "chat"
 
 
 @dataclass(frozen=True)

@@ -453,6 +453,47 @@ async def test_comment_on_missing_or_closed_tickets(tracker: GLPITracker,
     assert sim.followups(int(made.id)) == []
 
 
+async def test_a_solution_is_read_and_accepted_by_the_requester(tracker: GLPITracker,
+                                                                  sim: GLPISimulator) -> None:
+    made = await tracker.create(new_ticket())
+    number = int(made.id)
+    assert await tracker.solution(made.id) is None
+    sim.solve(number, "Replaced the fuser.\nPrint a test page.")
+    assert (await tracker.get(made.id)).status is Status.SOLVED
+    solution = await tracker.solution(made.id)
+    assert solution is not None and solution.awaiting_approval
+    assert solution.author == "tech"
+    assert solution.text == "Replaced the fuser.\n\nPrint a test page."
+    await tracker.answer_solution(made.id, True, "Works, thanks", ALICE)
+    assert (await tracker.get(made.id)).status is Status.CLOSED
+    assert sim.solutions(number)[0]["status"] == 3  # accepted
+    assert "Alice Sandbox (@alice): Works, thanks" in sim.followups(number)[-1]["content"]
+    # Answered once: a second answer finds nothing waiting.
+    with pytest.raises(TrackerRejected, match="no longer waits"):
+        await tracker.answer_solution(made.id, False, "changed my mind", ALICE)
+    assert (await tracker.solution(made.id)).awaiting_approval is False  # type: ignore[union-attr]
+
+
+async def test_a_refused_solution_reopens_the_ticket_with_the_reason(tracker: GLPITracker,
+                                                                     sim: GLPISimulator) -> None:
+    made = await tracker.create(new_ticket())
+    number = int(made.id)
+    sim.assign(number)
+    sim.solve(number, "Rebooted it.")
+    with pytest.raises(TrackerRejected, match="reason"):
+        await tracker.answer_solution(made.id, False, "  ", None)
+    await tracker.answer_solution(made.id, False, "Still smoking", BOB)
+    ticket = await tracker.get(made.id)
+    assert ticket.status is Status.IN_PROGRESS and ticket.status_label == "Processing (assigned)"
+    assert sim.solutions(number)[0]["status"] == 4  # refused
+    assert "bob: Still smoking" in sim.followups(number)[-1]["content"]
+    # A new solution waits again; an entity that closes at once accepts it by itself.
+    sim.autoclose_delay = 0
+    sim.solve(number, "New fuser.")
+    assert (await tracker.get(made.id)).status is Status.CLOSED
+    assert (await tracker.solution(made.id)).awaiting_approval is False  # type: ignore[union-attr]
+
+
 async def test_attach_uploads_a_document_linked_to_the_ticket(tracker: GLPITracker,
                                                               sim: GLPISimulator) -> None:
     made = await tracker.create(new_ticket())

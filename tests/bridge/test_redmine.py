@@ -189,6 +189,27 @@ async def test_status_mapping_follows_admin_changes(tracker: RedmineTracker,
     assert got.requester == "alice"
 
 
+async def test_the_note_of_the_resolving_change_is_the_solution(
+        tracker: RedmineTracker, redmine_server: RedmineServer) -> None:
+    ticket = await tracker.create(new_ticket(ALICE))
+    assert await tracker.solution(ticket.id) is None
+    redmine_server.set_status(ticket.id, redmine_server.in_progress_status_id)
+    await tracker.comment(ticket.id, "Looking into it.")
+    response = redmine_server.api("PUT", f"/issues/{ticket.id}.json", json_body={
+        "issue": {"status_id": redmine_server.resolved_status_id,
+                  "notes": "Replaced the toner.\nPrint a test page."}})
+    assert response.status_code == 204
+    solution = await tracker.solution(ticket.id)
+    assert solution is not None and not solution.awaiting_approval
+    assert solution.text == "Replaced the toner.\nPrint a test page."
+    assert solution.author and solution.created_at is not None
+    # A change of status without a note says nothing of a solution.
+    redmine_server.set_status(ticket.id, redmine_server.closed_status_id)
+    assert await tracker.solution(ticket.id) is None
+    with pytest.raises(TrackerRejected, match="no approval"):
+        await tracker.answer_solution(ticket.id, True, "ok", ALICE)
+
+
 async def test_missing_issues(tracker: RedmineTracker) -> None:
     with pytest.raises(TicketNotFound):
         await tracker.get("99999999")

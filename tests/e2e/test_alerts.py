@@ -201,6 +201,41 @@ def test_open_ticket_from_an_alert(env: Env) -> None:
     assert "Open ticket" not in env.buttons(post)
 
 
+def test_a_ticket_from_an_alert_is_followed_in_its_thread(tmp_path: Path) -> None:
+    e = Env(tmp_path, helpdesk={"poll_interval": 0.3, "closed_poll_interval": 0.6})
+    try:
+        e.send(DISK)
+        post = e.post("Disk full on db1")
+        assert e.click("alice", post, "Open ticket")[0] == 200
+        opened = wait_until(lambda: e.mm.dialogs("alice"), 10, "the dialog")[0]
+        assert e.mm_thread.call(e.mm.submit_dialog(
+            "alice", opened, {"title": "Disk full on db1"}, channel="town-square"))[0] == 200
+        (ticket,) = wait_until(lambda: e.glpi_thread.call(e.glpi.tickets), 15, "the ticket")
+        n = int(ticket["id"])
+        # A technician's follow-up and the solution come to the alert's thread; the person who
+        # opened the ticket is asked about the solution.
+        e.glpi_thread.call(lambda: e.glpi.add_followup(n, "Extending /var now."))
+        wait_until(lambda: any("Extending /var now" in m for m in e.thread(post)), 15,
+                   "the follow-up in the alert's thread")
+        e.glpi_thread.call(lambda: e.glpi.solve(n, "Added 50 GB."))
+        wait_until(lambda: any("Added 50 GB" in m and "Solved" in m for m in e.thread(post)), 15,
+                   "the solution in the alert's thread")
+        alice = e.mm_thread.call(e.mm.dm_as("alice", "·"))["channel_id"]
+        asked = wait_until(lambda: next((p for p in e.mm.posts() if p["channel_id"] == alice
+                                         and "Added 50 GB" in p["message"]), None), 10,
+                           "the solution in a direct message")
+        actions = asked["props"]["attachments"][0]["actions"]
+        assert [a["name"] for a in actions] == ["Accept", "Refuse…"]
+        # A reply in the alert's thread is the responders' talk, not a note on the ticket.
+        e.mm_thread.call(e.mm.post_as("bob", "town-square", "looking at it", root_id=post["id"]))
+        e.glpi_thread.call(lambda: e.glpi.add_followup(n, "Marker after the reply."))
+        wait_until(lambda: any("Marker after the reply" in m for m in e.thread(post)), 15,
+                   "the later follow-up")
+        assert not any("looking at it" in f["content"] for f in e.glpi.followups(n))
+    finally:
+        e.close()
+
+
 def test_alert_posts_and_their_notes_carry_no_bare_address(env: Env) -> None:
     # Mattermost fetches the first bare address of a post for a preview before it answers; a
     # markdown link is not fetched. The alert's links, even hostile ones, stay whole links.

@@ -27,8 +27,8 @@ from .harness import (
 pytestmark = pytest.mark.e2e
 
 GLPI_TOKEN = "glpi-user-token-for-tests"
-HELPDESK = {"helpdesk": {"poll_interval": 0.3, "retry_initial": 0.3, "retry_max": 1.0,
-                         "staff": {"users": ["carol"]}},
+HELPDESK = {"helpdesk": {"poll_interval": 0.3, "closed_poll_interval": 0.6,
+                         "retry_initial": 0.3, "retry_max": 1.0, "staff": {"users": ["carol"]}},
             "trackers": {"glpi": {"timeout": 2}}}
 
 
@@ -146,6 +146,105 @@ def test_thread_follows_the_ticket(world: World, bot: BotProcess) -> None:
     # The bot's own follow-up was not echoed back into the thread, nor filed twice.
     assert not any("happened again" in m for m in thread)
     assert len([f for f in world.glpi.followups(n) if "happened again" in f["content"]]) == 1
+
+
+def direct_posts(world: World, user: str, pattern: str) -> list[dict[str, Any]]:
+    """The bot's posts in its direct channel with `user` that match `pattern`."""
+    channel = world.dm("·", user=user)["channel_id"]
+    return [p for p in world.mm.posts() if p["channel_id"] == channel
+            and p["user_id"] == world.mm.bot_id and re.search(pattern, p["message"])]
+
+
+def buttons(post: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {a["name"]: a for att in post.get("props", {}).get("attachments") or []
+            for a in att.get("actions") or []}
+
+
+def click(world: World, user: str, post: dict[str, Any], name: str) -> tuple[int, Any]:
+    return world.mm_thread.call(  # type: ignore[no-any-return]
+        world.mm.click(user, post["id"], buttons(post)[name]["id"]))
+
+
+def test_a_solution_reaches_the_requester_who_accepts_it(world: World, bot: BotProcess) -> None:
+    p = world.say("112 printer broken")
+    n = ticket_number(world.reply(p, r"opened in GLPI"))
+    world.glpi_thread.call(lambda: world.glpi.solve(n, "Replaced the fuser.\nPrint a page."))
+    # The thread and the requester's direct message say how it was solved.
+    world.reply(p, r"is now \*\*Solved\*\*[^\n]*\nSolution from \*\*tech\*\*:\n"
+                   r"> Replaced the fuser")
+    dm = wait_until(lambda: next(iter(direct_posts(world, "alice", r"Replaced the fuser")), None),
+                    10, "the solution in a direct message")
+    assert set(buttons(dm)) == {"Accept", "Refuse…"}
+    # Nobody but the requester may answer it: Mattermost shows the message to nobody else, and
+    # a click sent to the bot straight, in someone else's name, is refused too.
+    assert click(world, "bob", dm, "Accept")[0] == 403
+    action = buttons(dm)["Accept"]["integration"]
+    forged = httpx.post(action["url"], timeout=5, json={
+        "user_id": world.mm.user_id("bob"), "user_name": "bob", "post_id": dm["id"],
+        "channel_id": dm["channel_id"], "trigger_id": "t", "type": "button",
+        "context": action["context"]})
+    assert forged.status_code == 200, forged.text
+    assert "Only the person" in forged.json()["ephemeral_text"]
+    assert world.glpi.ticket(n)["status"] == 5
+    # The requester accepts: GLPI closes the ticket, and says who accepted.
+    assert click(world, "alice", dm, "Accept")[0] == 200
+    wait_until(lambda: world.glpi.ticket(n)["status"] == 6, 15, "the ticket closed")
+    followup = world.glpi.followups(n)[-1]["content"]
+    assert "@alice" in followup and "Solution accepted" in followup
+    assert world.glpi.solutions(n)[0]["status"] == 3
+    world.reply(p, r"@alice accepted the solution")
+    answered = wait_until(lambda: (d := next(iter(direct_posts(world, "alice", r"fuser")), None))
+                          and not buttons(d) and d, 10, "the answer shown on the message")
+    assert "You accepted this solution" in answered["props"]["attachments"][0]["text"]
+    # The closing is told in the thread (the ticket is still watched once solved).
+    world.reply(p, r"is now \*\*Closed\*\* \(was solved\)")
+    # The button is gone (Mattermost finds no such action); the same click sent again to the bot
+    # answers nothing twice.
+    assert click(world, "alice", dm, "Accept")[0] == 404
+    again = httpx.post(action["url"], timeout=5, json={
+        "user_id": world.mm.user_id("alice"), "user_name": "alice", "post_id": dm["id"],
+        "channel_id": dm["channel_id"], "trigger_id": "t", "type": "button",
+        "context": action["context"]})
+    assert "already answered" in again.json()["ephemeral_text"]
+    assert len([f for f in world.glpi.followups(n) if "Solution accepted" in f["content"]]) == 1
+
+
+def test_a_refused_solution_reopens_the_ticket_with_the_reason(world: World,
+                                                               bot: BotProcess) -> None:
+    p = world.say("112 scanner offline")
+    n = ticket_number(world.reply(p, r"opened in GLPI"))
+    world.glpi_thread.call(lambda: world.glpi.assign(n))
+    world.glpi_thread.call(lambda: world.glpi.solve(n, "Restarted the scanner."))
+    dm = wait_until(lambda: next(iter(direct_posts(world, "alice", r"Restarted")), None),
+                    10, "the solution in a direct message")
+    assert click(world, "alice", dm, "Refuse…")[0] == 200
+    opened = wait_until(lambda: world.mm.dialogs("alice"), 10, "the refusal form")[-1]
+    status, body = world.mm_thread.call(world.mm.submit_dialog(
+        "alice", opened, {"reason": ""}, channel=dm["channel_id"]))
+    assert status == 200 and "reason" in body["errors"], body
+    status, body = world.mm_thread.call(world.mm.submit_dialog(
+        "alice", opened, {"reason": "It is still offline after lunch."}, channel=dm["channel_id"]))
+    assert status == 200 and body == {}, body
+    wait_until(lambda: world.glpi.ticket(n)["status"] == 2, 15, "the ticket back to work")
+    assert "still offline" in world.glpi.followups(n)[-1]["content"]
+    assert world.glpi.solutions(n)[0]["status"] == 4
+    world.reply(p, r"@alice refused the solution:\n> It is still offline after lunch")
+    # The reopening is told in the thread, and the ticket is watched as an open one again.
+    world.reply(p, r"is now \*\*Processing \(assigned\)\*\* \(was solved\)")
+    world.glpi_thread.call(lambda: world.glpi.add_followup(n, "Replacing the cable now."))
+    world.reply(p, r"Replacing the cable now")
+
+
+def test_a_closed_ticket_is_still_watched(world: World, bot: BotProcess) -> None:
+    p = world.say("112 monitor flickers")
+    n = ticket_number(world.reply(p, r"opened in GLPI"))
+    world.glpi_thread.call(lambda: world.glpi.set_ticket_status(n, 6))
+    world.reply(p, r"is now \*\*Closed\*\*")
+    # Reopened weeks later (well, now) with a new follow-up: both reach the thread.
+    world.glpi_thread.call(lambda: world.glpi.set_ticket_status(n, 2))
+    world.glpi_thread.call(lambda: world.glpi.add_followup(n, "Reopened: it flickers again."))
+    world.reply(p, r"Reopened: it flickers again")
+    world.reply(p, r"is now \*\*Processing \(assigned\)\*\* \(was closed\)")
 
 
 def test_status_and_my_tickets_only_for_the_requester_or_staff(world: World,
@@ -294,11 +393,13 @@ def test_a_russian_user_is_answered_in_russian(world: World, bot: BotProcess) ->
     assert "Requested by: " in world.tickets()[0]["content"]
     # The thread is the requester's: a status change is told in Russian, the old status too.
     world.glpi_thread.call(lambda: world.glpi.set_ticket_status(n, 2))
-    world.reply(p, rf"#{n}\*\*: .*\(был: новая\)")
+    # GLPI's own status label, in Russian as GLPI itself would show it.
+    world.reply(p, rf"#{n}\*\*: \*\*В работе \(назначена\)\*\* \(был: новая\)")
     # A localized command word, answered in Russian.
     status = world.dm(f"статус {n}")
     answer = world.reply(status, rf"\*\*{linked(world, n)}\*\* принтер не печатает")
-    assert "Status:" not in answer["message"]
+    assert "Status:" not in answer["message"] and "Processing" not in answer["message"]
+    assert "Статус: **В работе (назначена)**" in answer["message"]
     assert re.search(r"[А-Яа-я]{4}", answer["message"].split("\n")[1])
     # Someone else, with an English locale, still gets English.
     other = world.dm("my tickets", user="bob")

@@ -5,6 +5,7 @@ no SQL lives outside the store package."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import sqlite3
@@ -225,12 +226,35 @@ async def test_ticket_links_statuses_and_seen_comments(store: SQLiteStore) -> No
     await tickets.mark_comments_seen("glpi", "7", [])
     assert await tickets.seen_comments("glpi", "7") == {"1", "2"}
     assert await tickets.seen_comments("glpi", "8") == set()
-    # Only closed tickets' follow-ups go: the watcher polls open tickets only.
+    # Only the follow-ups of tickets no longer watched go: open ones are always watched.
     await tickets.mark_comments_seen("glpi", "8", ["3"])
     assert await tickets.prune(older_than=10**12) == 2
     assert await tickets.seen_comments("glpi", "7") == set()
     assert await tickets.seen_comments("glpi", "8") == {"3"}
     assert await tickets.get("glpi", "7") == solved  # the link itself stays
+
+
+async def test_solved_tickets_stay_watched_for_a_while(store: SQLiteStore) -> None:
+    tickets: TicketRepository = store.tickets
+    await tickets.link(link("1"))
+    await tickets.link(link("2"))
+    await tickets.link(dataclasses.replace(link("3", root="alertpost"), origin="alert"))
+    assert [t.ticket_id for t in await tickets.watched(1000.0)] == ["1", "2", "3"]
+    # A ticket opened from an alert is watched, but its post's replies are not the ticket's.
+    assert await tickets.linked_roots() == {"r1", "r2"}
+    assert (await tickets.get("glpi", "3")).origin == "alert"  # type: ignore[union-attr]
+    await tickets.set_status("glpi", "1", "solved", False, watch_until=2000.0)
+    await tickets.set_status("glpi", "2", "closed", False)  # gone: no longer watched
+    assert [t.ticket_id for t in await tickets.watched(1000.0)] == ["1", "3"]
+    assert [t.ticket_id for t in await tickets.watched(2500.0)] == ["3"]
+    # Reopened: watched as an open ticket again, whatever the time.
+    await tickets.set_status("glpi", "1", "in progress", True)
+    assert [t.ticket_id for t in await tickets.watched(10**12)] == ["1", "3"]
+    # What was seen of a solved ticket is kept while it is watched.
+    await tickets.set_status("glpi", "1", "solved", False, watch_until=2000.0)
+    await tickets.mark_comments_seen("glpi", "1", ["a"])
+    assert await tickets.prune(older_than=1500.0) == 0
+    assert await tickets.prune(older_than=2500.0) == 1
 
 
 # --- alerts -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from ...i18n import _
 from ...mattermost import MattermostError
 from ...outbox import Retry
 from ...signing import Payload
-from ...store import OutboxEntry
+from ...store import OutboxEntry, TicketLink
 from ...store.alert_state import TicketRef
 from .core import AlertsCore, Refusal, log
 
@@ -118,9 +118,16 @@ class Tickets(AlertsCore):
                 await self._save(rec.source, rec.key, rec.channel_id, rec.incident, [note])
             await outbox.update(entry.key, state="failed", error=str(exc))
             return
-        who = (await self.rt.api.user(p["user_id"])).get("username", "")
+        who = str((await self.rt.api.user(p["user_id"])).get("username", ""))
         async with self._lock(p["source"], p["key"]):
             rec = await alerts.get(p["source"], p["key"])
+            if rec is not None and rec.post_id:
+                # Followed like any ticket: its follow-ups and changes come to the alert's
+                # thread, and whoever opened it hears of its solution.
+                await self.rt.store.tickets.link(TicketLink(
+                    p["tracker"], found.id, rec.channel_id, rec.post_id, p["user_id"], who,
+                    found.title, found.url, found.status.value, 0, found.status.is_open,
+                    origin="alert"))
             if rec is not None:
                 state = dataclasses.replace(rec.incident, ticket=TicketRef(
                     tracker=p["tracker"], id=found.id, url=found.url))

@@ -10,8 +10,9 @@ for it carries an idempotency key.
 The parts: `opening` (the triggers, queueing a request, the `ticket` executor that files it and
 posts its number), `slash` (the `/ticket` command), `followups` (thread replies added to the ticket
 by the `comment` executor), `watch` (status changes and technicians' follow-ups brought back into
-the thread), `status` (`status N`, `#N`, `my tickets`, and who may see which ticket), over `core`
-(what they share); `feature` puts them together as `Helpdesk`.
+the thread, solved and closed tickets included for a while), `solutions` (how a ticket was solved,
+to the thread and the requester, who may accept or refuse it where the tracker asks), `status`
+(`status N`, `#N`, `my tickets`, and who may see which ticket), over `core` (what they share); `feature` puts them together as `Helpdesk`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from bridge.tickets import Attachment, Person, Status, Ticket, Tracker, TrackerE
 
 from ...access import Membership
 from ...config import HelpdeskSettings
-from ...i18n import N_, _
+from ...i18n import N_, NP_, _, pgettext
 from ...mattermost import MattermostError
 from ...outbox import Outbox
 
@@ -42,9 +42,22 @@ def status_name(status: str) -> str:
         return status
 
 
+#: The context of a tracker's own status labels in the catalogs.
+STATUS_LABEL = "ticket status"
+#: GLPI's status labels: a fixed set, which GLPI itself shows in its user's language. (Redmine's
+#: are named by its administrators, in their language: shown as they are.)
+#: (The context is written out: the catalogs' extraction reads literal strings only.)
+GLPI_LABELS = (NP_("ticket status", "New"), NP_("ticket status", "Processing (assigned)"),
+               NP_("ticket status", "Processing (planned)"), NP_("ticket status", "Pending"),
+               NP_("ticket status", "Solved"), NP_("ticket status", "Closed"))
+
+
 def shown_status(ticket: Ticket) -> str:
-    """The tracker's own label for a ticket's status, or else the common status."""
-    return ticket.status_label or status_name(ticket.status.value)
+    """The tracker's own label for a ticket's status (in the reader's language when it is one
+    the catalogs know), or else the common status."""
+    if ticket.status_label:
+        return pgettext(STATUS_LABEL, ticket.status_label)
+    return status_name(ticket.status.value)
 
 
 def title_of(text: str, limit: int) -> str:
@@ -68,6 +81,8 @@ class HelpdeskCore:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._rt: Runtime | None = None
         self._staff: Membership | None = None
+        #: When the watch last looked at solved and closed tickets.
+        self._closed_looked = 0.0
         self.default_tracker = settings.default_tracker or next(
             (t.tracker for t in settings.triggers if t.tracker in trackers), "")
 

@@ -38,6 +38,10 @@ class Helpdesk(Slash, Opening, FollowUps, Watch, Lookups):
         r.on_stop(self.stop)
         r.executor("ticket", on_retry=self._queued_notice)(self._file_ticket)
         r.executor("comment")(self._file_comment)
+        r.executor("ticket-answer")(self._send_answer)
+        r.action("ticketaccept")(self.on_accept)
+        r.action("ticketrefuse")(self.on_refuse)
+        r.dialog("ticketrefuse")(self.on_refuse_form)
         r.every(self.settings.poll_interval, name="helpdesk-watch")(self.watch)
         # Replies in a linked thread go to the ticket first, whatever they say.
         r.message(self._in_linked_thread)(self.thread_reply)

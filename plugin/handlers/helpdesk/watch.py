@@ -1,10 +1,13 @@
 """The watch: every `poll_interval`, the process holding the watch's lease looks at the open linked
 tickets and posts into their threads what changed in the tracker: technicians' public follow-ups
-and status changes; a solved or closed ticket is also told to its requester directly."""
+and status changes; a solved or closed ticket is also told to its requester directly. Solved and
+closed tickets stay watched for `watch_closed_days`, looked at every `closed_poll_interval`, so
+that a reopening or a late follow-up still reaches the thread."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from bridge.tickets import Status, TicketNotFound, Tracker, TrackerError, TrackerUnavailable
 
@@ -12,10 +15,11 @@ from ... import logs, markdown
 from ...i18n import _
 from ...mattermost import MattermostError
 from ...store import TicketLink
-from .core import HelpdeskCore, log, shown_status, status_name
+from .core import log, shown_status, status_name
+from .solutions import Solutions
 
 
-class Watch(HelpdeskCore):
+class Watch(Solutions):
     """The periodic look at linked tickets."""
 
     async def watch(self) -> None:
@@ -26,7 +30,12 @@ class Watch(HelpdeskCore):
 
     async def poll_once(self) -> None:
         """Post status changes and technicians' public follow-ups into linked threads."""
-        links = await self.rt.store.tickets.find(open_only=True)
+        now = time.time()
+        links = await self.rt.store.tickets.watched(now)
+        if now - self._closed_looked >= self.settings.closed_poll_interval:
+            self._closed_looked = now
+        else:
+            links = [link for link in links if link.open]
         limit = asyncio.Semaphore(self.settings.poll_concurrency)
 
         async def one(link: TicketLink) -> None:
@@ -45,7 +54,7 @@ class Watch(HelpdeskCore):
                     log.warning("%s #%s is gone; no longer watched", tracker.name,
                                 link.ticket_id)
                     await self.rt.store.tickets.set_status(link.tracker, link.ticket_id,
-                                                           link.status, False)
+                                                           link.status, False, watch_until=0)
                 except (TrackerError, MattermostError) as exc:
                     log.warning("watching %s #%s: %s", tracker.name, link.ticket_id, exc)
 
@@ -76,20 +85,29 @@ class Watch(HelpdeskCore):
         # keys (one per change) keep a repeated announcement from being posted twice.
         n = link.status_changes + 1
         label = shown_status(ticket)
+        done = ticket.status in (Status.SOLVED, Status.CLOSED)
+        # How it was solved is told once, when the ticket stops being open.
+        solution = await self._solution(tracker, link) if done and link.open else None
+        shown = "\n" + self._solution_text(solution) if solution else ""
         await api.create_post(
             link.channel_id, _(":arrows_counterclockwise: Ticket **#{number}** is now "
                                "**{status}** (was {old}).").format(
-                number=link.ticket_id, status=label, old=status_name(link.status)),
+                number=link.ticket_id, status=label, old=status_name(link.status)) + shown,
             root_id=link.root_id,
             key=f"status:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
-        if ticket.status in (Status.SOLVED, Status.CLOSED):
+        if done:
+            ask = solution is not None and solution.awaiting_approval and \
+                ticket.status is Status.SOLVED
             channel_id = await api.direct_channel(link.requester_id)
             await api.create_post(
                 # TRANSLATORS: {ticket} is the ticket's number (#42) as a link to it.
                 channel_id, _(":white_check_mark: Your ticket **{ticket}** ({title}) is "
                               "{status}.").format(
                     ticket=markdown.link(f"#{link.ticket_id}", link.url),
-                    title=markdown.without_bare_urls(link.title), status=label),
+                    title=markdown.without_bare_urls(link.title), status=label) + shown,
+                props={"attachments": self._answer_buttons(link, solution)}
+                if ask and solution else None,
                 key=f"statusdm:{link.tracker}:{link.ticket_id}:{n}", check_first=True)
-        await self.rt.store.tickets.set_status(link.tracker, link.ticket_id,
-                                               ticket.status.value, ticket.status.is_open)
+        await self.rt.store.tickets.set_status(
+            link.tracker, link.ticket_id, ticket.status.value, ticket.status.is_open,
+            watch_until=time.time() + self.settings.watch_closed_days * 86400)

@@ -97,4 +97,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX alerts_identity ON alerts(source, json_extract(state, '$.alert.identity'));
     """,
+    # Tickets stay watched for a while once solved or closed (until `watch_until`; tickets
+    # closed before this version are not); a ticket opened from an alert follows its post.
+    """
+    ALTER TABLE tickets ADD COLUMN watch_until REAL;
+    UPDATE tickets SET watch_until = 0 WHERE open = 0;
+    ALTER TABLE tickets ADD COLUMN origin TEXT NOT NULL DEFAULT 'chat';
+    """,
 ]

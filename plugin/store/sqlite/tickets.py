@@ -10,12 +10,12 @@ from ..records import TicketLink
 from .engine import SQLiteRepository
 
 _COLUMNS = ("tracker, ticket_id, channel_id, root_id, requester_id, requester, title, url, "
-            "status, status_changes, open")
+            "status, status_changes, open, origin")
 
 
 def _link(row: tuple[Any, ...]) -> TicketLink:
     values = list(row)
-    values[-1] = bool(values[-1])
+    values[10] = bool(values[10])
     return TicketLink(*values)
 
 
@@ -23,11 +23,11 @@ class SQLiteTickets(SQLiteRepository):
     async def link(self, link: TicketLink, *, durable: bool = True) -> None:
         now = time.time()
         await self._engine.write(lambda db: db.execute(
-            f"INSERT OR IGNORE INTO tickets({_COLUMNS}, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR IGNORE INTO tickets({_COLUMNS}, created_at, watch_until) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (link.tracker, link.ticket_id, link.channel_id, link.root_id, link.requester_id,
              link.requester, link.title, link.url, link.status, link.status_changes,
-             int(link.open), now)), durable=durable)
+             int(link.open), link.origin, now, None if link.open else 0)), durable=durable)
 
     async def by_root(self, root_id: str) -> TicketLink | None:
         row = await self._engine.run(lambda db: db.execute(
@@ -54,17 +54,25 @@ class SQLiteTickets(SQLiteRepository):
                                                             args).fetchall())
         return [_link(r) for r in rows]
 
+    async def watched(self, now: float) -> list[TicketLink]:
+        rows = await self._engine.run(lambda db: db.execute(
+            f"SELECT {_COLUMNS} FROM tickets WHERE open = 1 OR watch_until > ? "
+            "ORDER BY created_at", (now,)).fetchall())
+        return [_link(r) for r in rows]
+
     async def linked_roots(self) -> set[str]:
-        rows = await self._engine.run(
-            lambda db: db.execute("SELECT root_id FROM tickets").fetchall())
+        rows = await self._engine.run(lambda db: db.execute(
+            "SELECT root_id FROM tickets WHERE origin = 'chat'").fetchall())
         return {r[0] for r in rows}
 
-    async def set_status(self, tracker: str, ticket_id: str, status: str, is_open: bool) -> int:
+    async def set_status(self, tracker: str, ticket_id: str, status: str, is_open: bool, *,
+                         watch_until: float = 0.0) -> int:
         def go(db: sqlite3.Connection) -> int:
             row = db.execute(
-                "UPDATE tickets SET status = ?, open = ?, status_changes = status_changes + 1 "
-                "WHERE tracker = ? AND ticket_id = ? RETURNING status_changes",
-                (status, int(is_open), tracker, ticket_id)).fetchone()
+                "UPDATE tickets SET status = ?, open = ?, status_changes = status_changes + 1, "
+                "watch_until = ? WHERE tracker = ? AND ticket_id = ? RETURNING status_changes",
+                (status, int(is_open), None if is_open else watch_until, tracker,
+                 ticket_id)).fetchone()
             return int(row[0]) if row else 0
 
         return await self._engine.run(go)
@@ -83,8 +91,8 @@ class SQLiteTickets(SQLiteRepository):
         return {r[0] for r in rows}
 
     def prune_rows(self, db: sqlite3.Connection, older_than: float) -> int:
-        # The watcher polls open tickets only: a closed one's seen follow-ups serve nobody.
+        # Once a ticket is no longer watched, its seen follow-ups serve nobody.
         return db.execute(
             "DELETE FROM seen_comments WHERE EXISTS (SELECT 1 FROM tickets t WHERE "
             "t.tracker = seen_comments.tracker AND t.ticket_id = seen_comments.ticket_id "
-            "AND t.open = 0 AND t.created_at < ?)", (older_than,)).rowcount
+            "AND t.open = 0 AND t.watch_until < ?)", (older_than,)).rowcount
