@@ -12,7 +12,8 @@ posts its number), `slash` (the `/ticket` command), `followups` (thread replies 
 by the `comment` executor), `watch` (status changes and technicians' follow-ups brought back into
 the thread, solved and closed tickets included for a while), `solutions` (how a ticket was solved,
 to the thread and the requester, who may accept or refuse it where the tracker asks), `status`
-(`status N`, `#N`, `my tickets`, and who may see which ticket), over `core` (what they share); `feature` puts them together as `Helpdesk`.
+(`status N`, `#N`, `my tickets`, and who may see which ticket), over `core` (what they share);
+`feature` puts them together as `Helpdesk`.
 """
 
 from __future__ import annotations
