@@ -81,7 +81,9 @@ class Backfill:
             self.probe_channel = str(channels[0]["id"])
         cursors = await self.store.cursors.load()
         now_ms = int(time.time() * 1000)
-        floor = now_ms - int(self.settings.backfill.max_age * 1000)
+        # Requests too old to answer are still read if they may be offered to their authors.
+        floor = now_ms - int(max(self.settings.backfill.max_age,
+                                 self.settings.backfill.offer_max_age) * 1000)
         overlap = self.settings.backfill.overlap_ms
         if self.fresh:
             # A new installation answers nothing from before it started.

@@ -247,6 +247,11 @@ class BackfillSettings(_Model):
 
     max_age: float = Field(3600.0, gt=0, description="Seconds: older messages are never "
                                                      "answered after an outage or restart.")
+    offer_max_age: float = Field(
+        3 * 24 * 3600.0, ge=0,
+        description="Seconds: a request older than `max_age` but not than this, found after an "
+                    "outage or restart, is offered to its author in a direct message (\"file it "
+                    "now?\") instead of being dropped; 0: never offered.")
     overlap_ms: int = Field(5000, ge=0, description="Milliseconds re-read before a channel's "
                                                     "cursor (handled posts are skipped by id).")
     concurrency: int = Field(4, ge=1, le=32, description="Channels read at once.")

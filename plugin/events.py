@@ -88,6 +88,9 @@ class Message:
     source: str = "stream"
     #: >1 when a handler is re-run after the bot stopped in the middle of it.
     attempt: int = 1
+    #: Found after `backfill.max_age`: offered to its author rather than handled (by the
+    #: route's `late` handler).
+    late: bool = False
 
     @property
     def text(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -98,10 +99,16 @@ class Pipeline:
         d = self.settings.dispatch
         if (d.ignore_bots and post.from_bot) or (d.ignore_webhooks and post.from_webhook):
             return False
-        if msg.source == "backfill" and post.create_at < self._oldest_ms():
+        late = msg.source == "backfill" and post.create_at < self._oldest_ms()
+        if late and post.create_at < self._offer_floor_ms():
             return False
         match = self.routes.match_message(msg, self.mention)
-        if match is None:
+        if late:
+            # Too old to answer: offered to its author, where its route knows how.
+            if match is None or match.route.options.get("late") is None:
+                return False
+            msg = dataclasses.replace(msg, late=True)
+        elif match is None:
             if post.root_id and msg.source != "webhook" and self.dispatcher.busy(post.root_id):
                 # The thread's first message is still being handled, and its handler may be
                 # what makes replies matter (a request linking its thread to a ticket): look
@@ -121,6 +128,10 @@ class Pipeline:
     def _oldest_ms(self) -> float:
         """Posts older than this are never answered (`backfill.max_age`)."""
         return time.time() * 1000 - self.settings.backfill.max_age * 1000
+
+    def _offer_floor_ms(self) -> float:
+        """Posts older than this are not even offered (`backfill.offer_max_age`)."""
+        return time.time() * 1000 - self.settings.backfill.offer_max_age * 1000
 
     def _defer(self, msg: Message, received: float) -> None:
         post = msg.post
@@ -168,10 +179,14 @@ class Pipeline:
                       channel_id=post.channel_id, root_id=post.thread_id, post_id=post.id,
                       attempt=msg.attempt, message=msg,
                       answer=self.hook_answers.get(post.id) if msg.source == "webhook" else None)
-        name = match.route.handler.__name__
+        late = match.route.options.get("late") if msg.late else None
+        name = (late or match.route.handler).__name__
         try:
             await self.locales.speak_to(post.user_id)
-            await match.route.call(arguments.for_message(ctx, msg, match.captured))
+            if late is not None:
+                await late(ctx, msg, match.captured)
+            else:
+                await match.route.call(arguments.for_message(ctx, msg, match.captured))
             self._handled.inc()
         except Exception:
             self._failed.inc()
@@ -208,15 +223,17 @@ class Pipeline:
                 log.warning("cannot recover post %s (%s); dropping it", claim.post_id, exc)
                 await self.store.claims.complete(claim.post_id)
                 continue
-            if post.create_at < self._oldest_ms():
+            late = post.create_at < self._oldest_ms()
+            if post.create_at < (self._offer_floor_ms() if late else self._oldest_ms()):
                 await self.store.claims.complete(claim.post_id)
                 continue
             attempt = await self.store.claims.reclaim(claim.post_id)
             if not attempt:
                 continue
             msg = await self.rest_message(post, channel, "recovery", attempt)
+            msg = dataclasses.replace(msg, late=late)
             match = self.routes.match_message(msg, self.mention)
-            if match is None:
+            if match is None or (late and match.route.options.get("late") is None):
                 await self.store.claims.complete(claim.post_id)
                 continue
             log.info("resuming the handler for post %s (attempt %d)", post.id, attempt)

@@ -29,6 +29,7 @@ from .events import Message
 from .i18n import _
 
 if TYPE_CHECKING:
+    from .context import Context
     from .runtime import Runtime
     from .store import OutboxEntry
 
@@ -40,6 +41,8 @@ Intake = Callable[[str, Any, dict[str, str]], Awaitable[dict[str, Any]]]
 StartHook = Callable[["Runtime"], Awaitable[None]]
 StopHook = Callable[[], Awaitable[None]]
 Job = Callable[[], Awaitable[None]]
+#: A message route's handler of requests found too late: (context, message, what it captured).
+LateHandler = Callable[["Context", Message, dict[str, Any]], Awaitable[None]]
 
 _ACTION_NAME = re.compile(r"^[A-Za-z0-9]+$")
 
@@ -237,12 +240,14 @@ class Router:
     def message(self, *filters: F.Filter, direct: bool | None = None,
                 channels: list[str] | None = None, users: list[str] | None = None,
                 description: str = "", usage: str = "",
-                describe: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
+                describe: dict[str, str] | None = None,
+                late: LateHandler | None = None) -> Callable[[Handler], Handler]:
         """A message in a channel or DM that passes every filter.
 
         `direct=True` only DMs, `direct=False` only channels; `channels` and `users` restrict
         further. `description` (marked with `N_()`) is translated for help, then filled with
-        `describe`'s values.
+        `describe`'s values. `late(ctx, message, captured)` gets, once, a matching message found
+        after an outage but too old to answer (`backfill.max_age`): to offer it to its author.
         """
         fs = list(filters)
         if direct is True:
@@ -254,7 +259,7 @@ class Router:
         if users:
             fs.insert(0, F.FromUsers(users))
         return self._add("message", "", tuple(fs), description, usage,
-                         {"describe": describe or {}})
+                         {"describe": describe or {}, "late": late})
 
     def command(self, name: str, *, args: str | None = None, description: str = "",
                 usage: str = "", anywhere: bool = False, users: list[str] | None = None,

@@ -214,8 +214,11 @@ class MattermostSimulator:
 
     async def post_as(self, username: str, channel: str, message: str, *, root_id: str = "",
                       file_ids: list[str] | None = None, props: dict[str, Any] | None = None,
-                      ) -> JSON:
-        """Post as `username` into a channel (name or id); returns the post as REST would."""
+                      create_at: int = 0) -> JSON:
+        """Post as `username` into a channel (name or id); returns the post as REST would.
+
+        `create_at` (ms) backdates the post, as a bulk import stores one: for what was posted
+        while a bot was away."""
         user = self._core.user_named(username)
         body: JSON = {"channel_id": self._core.channel_ref(channel).id, "message": message,
                       "root_id": root_id}
@@ -223,9 +226,15 @@ class MattermostSimulator:
             body["file_ids"] = file_ids
         if props is not None:
             body["props"] = props
-        view = self._core.post_view(await self._create(user, body))
+        view = self._core.post_view(await self._create(user, body, create_at))
         await _yield()
         return view
+
+    def direct_channel_id(self, username: str) -> str:
+        """The id of `username`'s direct channel with the bot (opened if needed)."""
+        user = self._core.user_named(username)
+        ch, _ = self._core.direct_channel([user.id, self.bot_id], user)
+        return ch.id
 
     async def dm_as(self, username: str, message: str, *, root_id: str = "") -> JSON:
         """Post as `username` in their direct channel with the bot (opened if needed)."""
@@ -402,10 +411,12 @@ class MattermostSimulator:
         if self.cpu is not None:
             await self.cpu.charge(kind)
 
-    async def _create(self, user: Any, body: JSON) -> Post:
+    async def _create(self, user: Any, body: JSON, create_at: int = 0) -> Post:
         """A post created as a REST call would: paid for, its link previewed, then stored."""
         await self._charge("post_create")
         post, ch, file_ids = self._core.prepare_post(user, body)
+        if create_at:
+            post.create_at = create_at
         await self._api.preview(post.message, post.props)
         return self._core.save_post(user, post, ch, file_ids)
 

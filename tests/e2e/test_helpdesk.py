@@ -3,7 +3,9 @@ the GLPI simulator, over real sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 from plugin import i18n
 from plugin.sandbox.glpi import GLPISimulator, GLPISimulatorThread
 from plugin.sandbox.mattermost import MattermostSimulator, SimulatorThread
+from plugin.store import SQLiteStore
 
 from .harness import (
     BotProcess,
@@ -150,7 +153,7 @@ def test_thread_follows_the_ticket(world: World, bot: BotProcess) -> None:
 
 def direct_posts(world: World, user: str, pattern: str) -> list[dict[str, Any]]:
     """The bot's posts in its direct channel with `user` that match `pattern`."""
-    channel = world.dm("·", user=user)["channel_id"]
+    channel = world.mm_thread.call(lambda: world.mm.direct_channel_id(user))
     return [p for p in world.mm.posts() if p["channel_id"] == channel
             and p["user_id"] == world.mm.bot_id and re.search(pattern, p["message"])]
 
@@ -412,6 +415,75 @@ def test_a_russian_user_is_answered_in_russian(world: World, bot: BotProcess) ->
     assert help_word != "help" and expected != "**Commands** (send them to me in a direct message):"
     shown = world.dm(help_word, user="bob")
     world.reply(shown, re.escape(expected))
+
+
+def stopped_hours_ago(world: World, hours: float) -> None:
+    """The bot's state file as a run that stopped `hours` ago left it."""
+    async def seed() -> None:
+        store = SQLiteStore(world.tmp / "state.db")
+        await store.open()
+        then = int((time.time() - hours * 3600) * 1000)
+        await store.kv.put("initialized", str(then))
+        await store.kv.put("last_seen", str(then))
+        await store.close()
+    asyncio.run(seed())
+
+
+def test_a_request_found_too_late_is_offered_once_and_filed_once(world: World) -> None:
+    stopped_hours_ago(world, 3)
+    two_hours_ago = int((time.time() - 2 * 3600) * 1000)
+    p = world.mm_thread.call(world.mm.post_as("alice", "helpdesk", "112 badge reader broken",
+                                              create_at=two_hours_ago))
+    ignored = world.mm_thread.call(world.mm.post_as("bob", "helpdesk", "112 coffee machine",
+                                                    create_at=two_hours_ago + 1000))
+    b = world.bot()
+    b.wait_ready()
+    try:
+        offer = wait_until(lambda: next(iter(direct_posts(world, "alice", r"while I was offline")),
+                                        None), 15, "the offer in a direct message")
+        assert "`112 badge reader broken`" in offer["message"] and "UTC" in offer["message"]
+        assert set(buttons(offer)) == {"File it", "Dismiss"}
+        assert world.tickets() == [] and replies_to(world.mm, p["id"]) == []
+        # Bob dismisses his.
+        bob_offer = wait_until(lambda: next(iter(direct_posts(world, "bob", r"coffee machine")),
+                                            None), 15, "bob's offer")
+        assert click(world, "bob", bob_offer, "Dismiss")[0] == 200
+        wait_until(lambda: (d := next(iter(direct_posts(world, "bob", r"coffee")), None))
+                   and not buttons(d), 10, "bob's offer answered")
+        # Alice files hers, twice (a double click): one ticket, its number in her thread.
+        file_it = buttons(offer)["File it"]["integration"]
+        assert click(world, "alice", offer, "File it")[0] == 200
+        again = httpx.post(file_it["url"], timeout=5, json={
+            "user_id": world.mm.user_id("alice"), "user_name": "alice", "post_id": offer["id"],
+            "channel_id": offer["channel_id"], "trigger_id": "t", "type": "button",
+            "context": file_it["context"]})
+        assert "already being filed" in again.json()["ephemeral_text"]
+        reply = world.reply(p, rf"Ticket \*\*{linked(world)}\*\* opened in GLPI")
+        assert [t["name"] for t in world.tickets()] == ["badge reader broken"]
+        assert ticket_number(reply) == world.tickets()[0]["id"]
+        assert replies_to(world.mm, ignored["id"]) == []
+    finally:
+        assert b.stop() == 0, b.log()
+    # Both requests are claimed in the state file: read again, by any run, they are not offered
+    # again.
+    async def claimed() -> list[bool]:
+        store = SQLiteStore(world.tmp / "state.db")
+        await store.open()
+        try:
+            return [await store.claims.is_handled(x["id"]) for x in (p, ignored)]
+        finally:
+            await store.close()
+    assert asyncio.run(claimed()) == [True, True]
+    # Another start: no second offer, no second ticket.
+    b = world.bot()
+    b.wait_ready()
+    try:
+        wait_until(lambda: "backfill:" in b.log(), 15, "the second run's backfill")
+        assert len(direct_posts(world, "alice", r"while I was offline")) == 1
+        assert len(direct_posts(world, "bob", r"while I was offline")) == 1
+        assert len(world.tickets()) == 1
+    finally:
+        assert b.stop() == 0, b.log()
 
 
 def test_a_trigger_alias_opens_a_ticket_like_the_keyword(world: World) -> None:

@@ -122,6 +122,17 @@ class HelpdeskCore:
             log.warning("cannot describe channel %s: %s", channel_id, exc)
         return where, await api.permalink(post_id, channel)
 
+    async def _replace_buttons(self, post_id: str, text: str) -> None:
+        """An answered question: the post's buttons give way to `text` (its other props, its
+        idempotency key among them, are kept)."""
+        try:
+            post = await self.rt.api.get_post(post_id)
+            props = dict(post.get("props") or {})
+            props["attachments"] = [{"text": text}]
+            await self.rt.api.update_post(post_id, props=props)
+        except MattermostError as exc:
+            log.warning("could not update post %s: %s", post_id, exc)
+
     async def _files(self, file_ids: list[str]) -> list[Attachment]:
         out = []
         for file_id in file_ids:

@@ -15,6 +15,7 @@ from ...i18n import N_
 from ...router import Router
 from .core import label, log
 from .followups import FollowUps
+from .late import LateRequests
 from .opening import Opening
 from .slash import Slash
 from .status import Lookups
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from ...runtime import Runtime
 
 
-class Helpdesk(Slash, Opening, FollowUps, Watch, Lookups):
+class Helpdesk(Slash, LateRequests, Opening, FollowUps, Watch, Lookups):
     """The helpdesk feature: its router, outbox executors and ticket watcher."""
 
     def __init__(self, settings: HelpdeskSettings, trackers: dict[str, Tracker]) -> None:
@@ -42,6 +43,8 @@ class Helpdesk(Slash, Opening, FollowUps, Watch, Lookups):
         r.action("ticketaccept")(self.on_accept)
         r.action("ticketrefuse")(self.on_refuse)
         r.dialog("ticketrefuse")(self.on_refuse_form)
+        r.action("ticketlate")(self.on_file_late)
+        r.action("ticketlatedismiss")(self.on_dismiss_late)
         r.every(self.settings.poll_interval, name="helpdesk-watch")(self.watch)
         # Replies in a linked thread go to the ticket first, whatever they say.
         r.message(self._in_linked_thread)(self.thread_reply)
@@ -57,7 +60,8 @@ class Helpdesk(Slash, Opening, FollowUps, Watch, Lookups):
             r.message(F.Keyword(*words), channels=trigger.channels or None,
                       usage=f"{trigger.keyword} <problem>", description=description,
                       describe={"tracker": label(trigger.tracker),
-                                "urgent": (trigger.urgent_keywords or [""])[0]})(handler)
+                                "urgent": (trigger.urgent_keywords or [""])[0]},
+                      late=self._late_offer(trigger))(handler)
         if self.trackers and self.default_tracker and self.settings.slash_command:
             r.slash(self.settings.slash_command,
                     description=N_("open a ticket, or `status N`, or `mine`"))(self.slash)

@@ -56,8 +56,9 @@ class Opening(HelpdeskCore):
 
     async def _queue_ticket(self, trigger: Trigger, post_id: str, channel_id: str,
                             root_id: str, user_id: str, text: str, urgent: bool,
-                            file_ids: list[str]) -> None:
-        """Durably queue the filing of one ticket for one chat post (once per post)."""
+                            file_ids: list[str]) -> bool:
+        """Durably queue the filing of one ticket for one chat post (once per post); whether it
+        was queued now."""
         queued = await self.outbox.put(f"ticket:{post_id}", "ticket", {
             "tracker": trigger.tracker, "post_id": post_id, "channel_id": channel_id,
             "root_id": root_id, "user_id": user_id, "text": text,
@@ -66,6 +67,7 @@ class Opening(HelpdeskCore):
         with logs.about(post=post_id):  # a slash command's request post is new here
             log.info("ticket request %s for %s", "queued" if queued else "already queued",
                      trigger.tracker)
+        return queued
 
     async def _file_ticket(self, entry: OutboxEntry) -> None:
         p = entry.payload

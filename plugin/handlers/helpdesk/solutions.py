@@ -177,13 +177,5 @@ class Solutions(HelpdeskCore):
 
     async def _show_answer(self, p: dict[str, Any], text: str) -> None:
         """The answer on the message that asked for it, in place of its buttons."""
-        post_id = str(p.get("post_id") or "")
-        if not post_id:
-            return
-        try:
-            post = await self.rt.api.get_post(post_id)
-            props = dict(post.get("props") or {})
-            props["attachments"] = [{"text": text}]
-            await self.rt.api.update_post(post_id, props=props)
-        except MattermostError as exc:
-            log.warning("could not show the answer on post %s: %s", post_id, exc)
+        if p.get("post_id"):
+            await self._replace_buttons(str(p["post_id"]), text)
