@@ -251,6 +251,15 @@ class GLPISimulator(Search):
             self.add_user(login, email=f"{login}@sandbox.local", firstname=login.title(),
                           realname="Sandbox")
 
+    def add_entity(self, name: str, parent: int = 0) -> int:
+        """Create a sub-entity (of the root one by default); returns its id."""
+        now = self._now()
+        above = self._store["Entity"][parent]
+        return self._add("Entity", {"name": name, "entities_id": parent,
+                                    "completename": f"{above['completename']} > {name}",
+                                    "comment": "", "level": int(above["level"]) + 1,
+                                    "date_mod": now, "date_creation": now})
+
     def add_user(self, login: str, *, email: str = "", firstname: str = "", realname: str = "",
                  password: str | None = None, user_token: str | None = None,
                  technician: bool = False) -> int:
