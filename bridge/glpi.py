@@ -19,7 +19,6 @@ Dates: GLPI answers dates in its server's time zone without saying which; they a
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import logging
 import re
@@ -29,6 +28,18 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .glpi_text import (
+    DATE_FORMAT,
+    criteria,
+    first_of,
+    fit_title,
+    html_to_text,
+    parse_date,
+    plain,
+    signed,
+    text_to_html,
+    ticket_number,
+)
 from .limiter import Limiter
 from .responses import ResponseLike
 from .tickets import (
@@ -74,115 +85,9 @@ _SOLVED, _SOLUTION_WAITING = 5, 2
 # ... and of the User itemtype.
 _OPT_USER_LOGIN, _OPT_USER_EMAIL = 1, 5
 
-_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 _DEFAULT_TLS = TLSOptions()
 _DOC_SUFFIX = re.compile(r";\s*view documentation in your browser at .*$", re.S)
-_BREAK = re.compile(r"<br\s*/?>|</(?:div|li|tr|h[1-6]|pre|blockquote)\s*>", re.I)
-_PARAGRAPH = re.compile(r"</p\s*>", re.I)
-_TAG = re.compile(r"<[^>]*>")
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _SAFE_REF = re.compile(r"[A-Za-z0-9_.:/-]+")
-_ENCODED_WIDTH = {"&": 5, "<": 5, ">": 5}  # GLPI 10 stores them as `&#38;`, `&#60;`, `&#62;`
-
-
-def _text_to_html(text: str) -> str:
-    """Chat text as HTML paragraphs: blank lines part paragraphs, other newlines become `<br>`,
-    and every `&`, `<`, `>` is escaped so nothing in the text is read as markup."""
-    text = clean_text(text).replace("\r\n", "\n").replace("\r", "\n").strip("\n")
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return "".join("<p>" + p.replace("\n", "<br>") + "</p>"
-                   for p in _PARAGRAPH_BREAK.split(text) if p.strip())
-
-
-def _decode_stored(value: str) -> str:
-    """Undo GLPI's storage encoding (once) when the value carries it."""
-    if "<" not in value and re.search(r"&(?:#0*6[02]|lt|gt);", value):
-        return html.unescape(value)
-    return value
-
-
-def _signed(text: str, author: Person | None) -> str:
-    """`Name (@login): text`: what the bot writes on someone's behalf names them (the API user
-    is the bot's)."""
-    if author is None or not (author.display_name or author.username):
-        return text
-    who = author.display_name or author.username
-    if author.display_name and author.username and author.display_name != author.username:
-        who = f"{author.display_name} (@{author.username})"
-    return f"{who}: {text}"
-
-
-def _html_to_text(value: str) -> str:
-    """Plain text of a stored GLPI rich-text value."""
-    markup = _decode_stored(value)
-    markup = _PARAGRAPH.sub("\n\n", markup)
-    markup = _BREAK.sub("\n", markup)
-    text = html.unescape(_TAG.sub("", markup)).replace("\xa0", " ")
-    lines = [line.rstrip() for line in text.split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
-def _plain(value: Any) -> str:
-    """A plain-text field (a title, a login) as GLPI answers it."""
-    if value is None:
-        return ""
-    return html.unescape(str(value))
-
-
-def _stored_width(text: str) -> int:
-    return len(text) + sum((width - 1) * text.count(ch) for ch, width in _ENCODED_WIDTH.items())
-
-
-def _fit_title(text: str, limit: int) -> str:
-    """Trim so the title fits GLPI's 255-character column once GLPI has encoded it."""
-    if _stored_width(text) <= limit:
-        return text
-    kept: list[str] = []
-    used = 0
-    for ch in text:
-        width = _ENCODED_WIDTH.get(ch, 1)
-        if used + width > limit - 1:
-            break
-        kept.append(ch)
-        used += width
-    return "".join(kept).rstrip() + "…"
-
-
-def _parse_date(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.strptime(value[:19], _DATE_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def _first(value: Any) -> str:
-    """The first value of a search result cell (one value, a list, or null)."""
-    if isinstance(value, list):
-        value = next((v for v in value if v not in (None, "")), None)
-    return _plain(value)
-
-
-def _criteria(*criteria: tuple[int, str, Any], forcedisplay: tuple[int, ...] = (),
-              **extra: Any) -> list[tuple[str, str]]:
-    params: list[tuple[str, str]] = []
-    for index, (field, searchtype, value) in enumerate(criteria):
-        prefix = f"criteria[{index}]"
-        if index:
-            params.append((f"{prefix}[link]", "AND"))
-        params += [(f"{prefix}[field]", str(field)), (f"{prefix}[searchtype]", searchtype),
-                   (f"{prefix}[value]", str(value))]
-    params += [(f"forcedisplay[{i}]", str(f)) for i, f in enumerate(forcedisplay)]
-    params += [(k, str(v)) for k, v in extra.items()]
-    return params
-
-
-def _ticket_number(ticket_id: str) -> int:
-    text = str(ticket_id).strip().lstrip("#")
-    if not text.isdigit() or int(text) <= 0:
-        raise TicketNotFound(f"GLPI: no ticket {ticket_id!r} (ticket ids are numbers)")
-    return int(text)
 
 
 class GLPITracker:
@@ -236,8 +141,8 @@ class GLPITracker:
             first = next((line.strip() for line in clean_text(ticket.content).splitlines()
                           if line.strip()), "")
             title = re.sub(r"\s+", " ", first) or "(no title)"
-        title = _fit_title(title, self.title_limit)
-        content = _text_to_html(ticket.content) + _text_to_html(f"{REF_LABEL} {ticket.ref}")
+        title = fit_title(title, self.title_limit)
+        content = text_to_html(ticket.content) + text_to_html(f"{REF_LABEL} {ticket.ref}")
         data: dict[str, Any] = {"name": title, "content": content,
                                 "urgency": min(5, max(1, int(ticket.urgency))),
                                 "type": self._ticket_type, **self._defaults, **ticket.fields}
@@ -260,8 +165,8 @@ class GLPITracker:
             return None
         needle = max(pieces, key=len)
         moment = since if since.tzinfo is None else since.astimezone(UTC).replace(tzinfo=None)
-        floor = (moment - timedelta(days=1)).strftime(_DATE_FORMAT)
-        params = _criteria((_OPT_CONTENT, "contains", needle), (_OPT_DATE, "morethan", floor),
+        floor = (moment - timedelta(days=1)).strftime(DATE_FORMAT)
+        params = criteria((_OPT_CONTENT, "contains", needle), (_OPT_DATE, "morethan", floor),
                            forcedisplay=(_OPT_ID,), sort=_OPT_ID, order="ASC", range="0-49")
         rows = await self._search("Ticket", params)
         for row in rows:
@@ -272,21 +177,21 @@ class GLPITracker:
                 item = await self._item(number)
             except TicketNotFound:
                 continue
-            lines = [line.strip() for line in _html_to_text(str(item.get("content") or ""))
+            lines = [line.strip() for line in html_to_text(str(item.get("content") or ""))
                      .splitlines()]
             if marker in lines:
                 return await self._ticket(number, item)
         return None
 
     async def get(self, ticket_id: str) -> Ticket:
-        number = _ticket_number(ticket_id)
+        number = ticket_number(ticket_id)
         return await self._ticket(number, await self._item(number))
 
     async def comment(self, ticket_id: str, text: str, author: Person | None = None) -> str:
-        number = _ticket_number(ticket_id)
-        body = _signed(clean_text(text), author)
+        number = ticket_number(ticket_id)
+        body = signed(clean_text(text), author)
         data: dict[str, Any] = {"itemtype": "Ticket", "items_id": number,
-                                "content": _text_to_html(body), "is_private": 0}
+                                "content": text_to_html(body), "is_private": 0}
         if "requesttypes_id" in self._defaults:
             data["requesttypes_id"] = self._defaults["requesttypes_id"]
         try:
@@ -300,7 +205,7 @@ class GLPITracker:
         return str(new_id)
 
     async def attach(self, ticket_id: str, attachment: Attachment) -> None:
-        number = _ticket_number(ticket_id)
+        number = ticket_number(ticket_id)
         await self._item(number)  # GLPI would store an unlinked document for a missing ticket
         filename = re.sub(r"[\\/]+", "_", clean_text(attachment.filename)).strip() or "attachment"
         manifest = {"input": {"name": filename, "_filename": [filename],
@@ -312,7 +217,7 @@ class GLPITracker:
             raise TrackerRejected(f"GLPI: document not stored ({short_error(response)})")
 
     async def comments(self, ticket_id: str) -> list[Comment]:
-        number = _ticket_number(ticket_id)
+        number = ticket_number(ticket_id)
         response = await self._call("GET", f"/Ticket/{number}/ITILFollowup",
                                     params=[("range", "0-999")])
         rows = self._json(response)
@@ -324,12 +229,12 @@ class GLPITracker:
         for row in public:
             author = await self._login(int(row.get("users_id") or 0))
             out.append(Comment(id=str(row.get("id")), author=author,
-                               text=_html_to_text(str(row.get("content") or "")),
-                               created_at=_parse_date(row.get("date"))))
+                               text=html_to_text(str(row.get("content") or "")),
+                               created_at=parse_date(row.get("date"))))
         return out
 
     async def solution(self, ticket_id: str) -> Solution | None:
-        number = _ticket_number(ticket_id)
+        number = ticket_number(ticket_id)
         response = await self._call("GET", f"/Ticket/{number}/ITILSolution",
                                     params=[("range", "0-99")])
         rows = [r for r in self._json(response) or [] if isinstance(r, dict)]
@@ -338,23 +243,23 @@ class GLPITracker:
         row = max(rows, key=lambda r: int(r.get("id") or 0))
         return Solution(id=str(row.get("id")), author=await self._login(
                             int(row.get("users_id") or 0)),
-                        text=_html_to_text(str(row.get("content") or "")),
+                        text=html_to_text(str(row.get("content") or "")),
                         awaiting_approval=str(row.get("status")) == str(_SOLUTION_WAITING),
-                        created_at=_parse_date(row.get("date_creation")))
+                        created_at=parse_date(row.get("date_creation")))
 
     async def answer_solution(self, ticket_id: str, accepted: bool, text: str,
                               author: Person | None = None) -> None:
-        number = _ticket_number(ticket_id)
+        number = ticket_number(ticket_id)
         item = await self._item(number)
         if int(item.get("status") or 0) != _SOLVED:
             # GLPI would add a plain follow-up to a ticket no longer solved.
             raise TrackerRejected(f"GLPI: ticket {number} no longer waits for its solution to "
                                   "be approved")
-        body = _signed(clean_text(text), author)
+        body = signed(clean_text(text), author)
         if not accepted and not body.strip():
             raise TrackerRejected("GLPI: a refused solution needs a reason")
         data: dict[str, Any] = {"itemtype": "Ticket", "items_id": number,
-                                "content": _text_to_html(body),
+                                "content": text_to_html(body),
                                 "add_close" if accepted else "add_reopen": 1}
         response = await self._call("POST", "/ITILFollowup", json_body={"input": data})
         if self._new_id(response) is None:
@@ -364,7 +269,7 @@ class GLPITracker:
         user = await self._find_user(requester)
         if user is None:
             return []
-        params = _criteria(
+        params = criteria(
             (_OPT_REQUESTER, "equals", user[0]), (_OPT_STATUS, "equals", "notold"),
             forcedisplay=(_OPT_ID, _OPT_NAME, _OPT_STATUS, _OPT_DATE_MOD, _OPT_TECHNICIAN),
             sort=_OPT_DATE_MOD, order="DESC", range="0-99")
@@ -375,11 +280,11 @@ class GLPITracker:
             status, label = STATUS_MAP.get(code, (Status.IN_PROGRESS, f"status {code}"))
             if number <= 0 or not status.is_open:
                 continue
-            tickets.append(Ticket(id=str(number), title=_plain(row.get(str(_OPT_NAME))),
+            tickets.append(Ticket(id=str(number), title=plain(row.get(str(_OPT_NAME))),
                                   status=status, url=self._url(number), status_label=label,
-                                  assignee=_first(row.get(str(_OPT_TECHNICIAN))),
+                                  assignee=first_of(row.get(str(_OPT_TECHNICIAN))),
                                   requester=user[1],
-                                  updated_at=_parse_date(row.get(str(_OPT_DATE_MOD)))))
+                                  updated_at=parse_date(row.get(str(_OPT_DATE_MOD)))))
         return tickets
 
     async def aclose(self) -> None:
@@ -474,7 +379,7 @@ class GLPITracker:
                                                 headers=self._headers(token)))
         body = self._json(response)
         session = body.get("session") if isinstance(body, dict) else None
-        login = _plain(session.get("glpiname")) if isinstance(session, dict) else ""
+        login = plain(session.get("glpiname")) if isinstance(session, dict) else ""
         return f"API session opened as {login or 'an unnamed user'}, and closed"
 
     async def _probe_item(self, token: str, key: str, itemtype: str, what: str) -> str:
@@ -488,7 +393,7 @@ class GLPITracker:
                 f"the id GLPI shows for the {what} (Setup > Dropdowns), or leave it empty"
             ) from None
         item = self._json(response)
-        name = _plain(item.get("completename") or item.get("name")) \
+        name = plain(item.get("completename") or item.get("name")) \
             if isinstance(item, dict) else ""
         return f"{what} {number}" + (f" ({name})" if name else "") + " exists"
 
@@ -521,9 +426,9 @@ class GLPITracker:
                     assignee = login
         code = int(item.get("status") or 0)
         status, label = STATUS_MAP.get(code, (Status.IN_PROGRESS, f"status {code}"))
-        return Ticket(id=str(number), title=_plain(item.get("name")), status=status,
+        return Ticket(id=str(number), title=plain(item.get("name")), status=status,
                       url=self._url(number), status_label=label, assignee=assignee,
-                      requester=requester, updated_at=_parse_date(item.get("date_mod")))
+                      requester=requester, updated_at=parse_date(item.get("date_mod")))
 
     async def _search(self, itemtype: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
         response = await self._call("GET", f"/search/{itemtype}", params=params)
@@ -565,14 +470,14 @@ class GLPITracker:
     async def _look_up(self, person: Person, key: tuple[str, str]) -> tuple[int, str] | None:
         found: tuple[int, str] | None = None
         if key[0]:
-            params = _criteria((_OPT_USER_EMAIL, "contains", f"^{key[0]}$"),
+            params = criteria((_OPT_USER_EMAIL, "contains", f"^{key[0]}$"),
                                forcedisplay=(_OPT_ID, _OPT_USER_LOGIN, _OPT_USER_EMAIL),
                                range="0-19")
             for row in await self._search("User", params):
                 emails = row.get(str(_OPT_USER_EMAIL))
                 emails = emails if isinstance(emails, list) else [emails]
-                if any(_plain(e).strip().lower() == key[0] for e in emails if e):
-                    found = (int(row.get(str(_OPT_ID)) or 0), _plain(row.get(str(_OPT_USER_LOGIN))))
+                if any(plain(e).strip().lower() == key[0] for e in emails if e):
+                    found = (int(row.get(str(_OPT_ID)) or 0), plain(row.get(str(_OPT_USER_LOGIN))))
                     break
         if found is None and key[1]:
             response = await self._call("GET", "/User", params=[
@@ -580,8 +485,8 @@ class GLPITracker:
                 ("get_hateoas", "false")])
             users = self._json(response)
             for user in users if isinstance(users, list) else []:
-                if isinstance(user, dict) and _plain(user.get("name")).lower() == key[1]:
-                    found = (int(user.get("id") or 0), _plain(user.get("name")))
+                if isinstance(user, dict) and plain(user.get("name")).lower() == key[1]:
+                    found = (int(user.get("id") or 0), plain(user.get("name")))
                     break
         if found is not None and found[0] > 0:
             self._people[key] = found
@@ -599,7 +504,7 @@ class GLPITracker:
             except TicketNotFound:
                 return f"user {user_id}"
             user = self._json(response)
-            self._logins[user_id] = _plain(user.get("name")) if isinstance(user, dict) else ""
+            self._logins[user_id] = plain(user.get("name")) if isinstance(user, dict) else ""
         return self._logins[user_id]
 
     # -- the session and the wire ---------------------------------------------------------------
