@@ -82,6 +82,9 @@ _OPT_NAME, _OPT_ID, _OPT_REQUESTER, _OPT_TECHNICIAN = 1, 2, 4, 5
 _OPT_STATUS, _OPT_DATE, _OPT_DATE_MOD, _OPT_CONTENT = 12, 15, 19, 21
 #: A solved ticket's status, and a solution waiting for the requester's approval.
 _SOLVED, _SOLUTION_WAITING = 5, 2
+_CLOSED = 6
+#: `Ticket_User.type` of an assigned technician.
+_ASSIGNED = 2
 # ... and of the User itemtype.
 _OPT_USER_LOGIN, _OPT_USER_EMAIL = 1, 5
 
@@ -187,11 +190,12 @@ class GLPITracker:
         number = ticket_number(ticket_id)
         return await self._ticket(number, await self._item(number))
 
-    async def comment(self, ticket_id: str, text: str, author: Person | None = None) -> str:
+    async def comment(self, ticket_id: str, text: str, author: Person | None = None, *,
+                      private: bool = False) -> str:
         number = ticket_number(ticket_id)
         body = signed(clean_text(text), author)
         data: dict[str, Any] = {"itemtype": "Ticket", "items_id": number,
-                                "content": text_to_html(body), "is_private": 0}
+                                "content": text_to_html(body), "is_private": int(private)}
         if "requesttypes_id" in self._defaults:
             data["requesttypes_id"] = self._defaults["requesttypes_id"]
         try:
@@ -264,6 +268,35 @@ class GLPITracker:
         response = await self._call("POST", "/ITILFollowup", json_body={"input": data})
         if self._new_id(response) is None:
             raise TrackerRejected(f"GLPI: answer not recorded ({short_error(response)})")
+
+    async def assign(self, ticket_id: str, technician: Person) -> str:
+        number = ticket_number(ticket_id)
+        user = await self._find_user(technician)
+        if user is None:
+            raise TrackerRejected(f"GLPI has no user for @{technician.username}")
+        await self._item(number)  # TicketNotFound when that is the trouble
+        response = await self._call("POST", "/Ticket_User", json_body={"input": {
+            "tickets_id": number, "users_id": user[0], "type": _ASSIGNED}})
+        if self._new_id(response) is None:
+            raise TrackerRejected(f"GLPI: not assigned ({short_error(response)})")
+        return user[1]
+
+    async def solve(self, ticket_id: str, text: str, author: Person | None = None) -> None:
+        number = ticket_number(ticket_id)
+        item = await self._item(number)
+        if int(item.get("status") or 0) in (_SOLVED, _CLOSED):
+            raise TrackerRejected(f"GLPI: ticket {number} is already solved")
+        response = await self._call("POST", "/ITILSolution", json_body={"input": {
+            "itemtype": "Ticket", "items_id": number,
+            "content": text_to_html(signed(clean_text(text), author))}})
+        if self._new_id(response) is None:
+            raise TrackerRejected(f"GLPI: solution not added ({short_error(response)})")
+
+    async def set_urgency(self, ticket_id: str, urgency: int) -> None:
+        number = ticket_number(ticket_id)
+        await self._item(number)
+        await self._call("PUT", f"/Ticket/{number}", json_body={"input": {
+            "id": number, "urgency": min(5, max(1, int(urgency)))}})
 
     async def open_tickets(self, requester: Person) -> list[Ticket]:
         user = await self._find_user(requester)

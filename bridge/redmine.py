@@ -164,6 +164,9 @@ class RedmineTracker:
         self.priority_ids = dict(priority_ids or {})
         self.switch_user = switch_user
         self.web_url = (web_url or url).rstrip("/")
+        #: The status that solves an issue (found once: the first one named like "Resolved",
+        #: else the first closed one).
+        self._solved_status: int | None = None
         #: Bounds the requests on the wire at once: as many as Redmine serves without making
         #: them wait, never more than `max_in_flight` (`bridge.limiter`).
         self.limiter = Limiter(max_in_flight)
@@ -472,13 +475,17 @@ class RedmineTracker:
         issue = data.get("issue") or {}
         return [j for j in issue.get("journals") or [] if isinstance(j, dict)]
 
-    async def comment(self, ticket_id: str, text: str, author: Person | None = None) -> str:
+    async def comment(self, ticket_id: str, text: str, author: Person | None = None, *,
+                      private: bool = False) -> str:
         issue_id = self._issue_id(ticket_id)
         notes = clean_text(text)
         if not notes.strip():
             raise TrackerRejected("an empty comment is not sent to Redmine")
         login = await self._acting_login(author)
-        await self._call("PUT", f"/issues/{issue_id}.json", json={"issue": {"notes": notes}},
+        change: dict[str, Any] = {"notes": notes}
+        if private:
+            change["private_notes"] = True
+        await self._call("PUT", f"/issues/{issue_id}.json", json={"issue": change},
                          ticket=True, switch=login)
         # Redmine answers 204 without the journal: read it back to learn its id.
         mine = [j for j in await self._journals(issue_id) if _same_text(j.get("notes"), notes)]
@@ -520,6 +527,44 @@ class RedmineTracker:
     async def answer_solution(self, ticket_id: str, accepted: bool, text: str,
                               author: Person | None = None) -> None:
         raise TrackerRejected("Redmine has no approval of solutions")
+
+    async def assign(self, ticket_id: str, technician: Person) -> str:
+        issue_id = self._issue_id(ticket_id)
+        user = await self._find_user(technician)
+        if user is None:
+            raise TrackerRejected(f"Redmine has no user for @{technician.username}")
+        await self._call("PUT", f"/issues/{issue_id}.json",
+                         json={"issue": {"assigned_to_id": user.id}}, ticket=True)
+        return user.login
+
+    async def solve(self, ticket_id: str, text: str, author: Person | None = None) -> None:
+        issue_id = self._issue_id(ticket_id)
+        status = await self._solving_status()
+        notes = clean_text(text)
+        login = await self._acting_login(author)
+        await self._call("PUT", f"/issues/{issue_id}.json",
+                         json={"issue": {"status_id": status, "notes": notes}}, ticket=True,
+                         switch=login)
+
+    async def _solving_status(self) -> int:
+        if self._solved_status is None:
+            data = await self._json("GET", "/issue_statuses.json")
+            statuses = [s for s in data.get("issue_statuses") or [] if isinstance(s, dict)]
+            solved = [s for s in statuses
+                      if map_status(str(s.get("name") or ""), None) is Status.SOLVED]
+            closed = [s for s in statuses if s.get("is_closed")]
+            if not (solved or closed):
+                raise TrackerRejected("Redmine has no status that solves an issue")
+            self._solved_status = int((solved or closed)[0]["id"])
+        return self._solved_status
+
+    async def set_urgency(self, ticket_id: str, urgency: int) -> None:
+        issue_id = self._issue_id(ticket_id)
+        priority = self.priority_ids.get(int(urgency))
+        if priority is None:
+            raise TrackerRejected(f"no Redmine priority is configured for urgency {urgency}")
+        await self._call("PUT", f"/issues/{issue_id}.json",
+                         json={"issue": {"priority_id": priority}}, ticket=True)
 
     async def attach(self, ticket_id: str, attachment: Attachment) -> None:
         issue_id = self._issue_id(ticket_id)

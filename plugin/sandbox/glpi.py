@@ -804,6 +804,10 @@ class GLPISimulator(Search):
                 raise self._error(400, "ERROR_GLPI_ADD", "")
             assert ticket_id is not None and uid is not None and kind is not None
             self._link_user(ticket_id, uid, kind)
+            ticket = self._store["Ticket"][ticket_id]
+            if kind == ASSIGNED and ticket["status"] == 1:
+                ticket["status"] = 2  # a new ticket with a technician is being processed
+            ticket["date_mod"] = self._now()
             new_id = max(self._store["Ticket_User"])
         else:
             raise self._error(400, "ERROR_GLPI_ADD", _NO_PERMISSION)
@@ -995,6 +999,10 @@ class GLPISimulator(Search):
                     "type"):
             if key in data:
                 ticket[key] = data[key]
+        if "urgency" in data:
+            urgency = _to_int(data["urgency"], 3) or 3
+            ticket["urgency"] = urgency
+            ticket["priority"] = max(1, min(5, round((urgency + ticket["impact"]) / 2)))
         if status is not None:
             self.set_ticket_status(target, status)
         ticket["date_mod"] = self._now()

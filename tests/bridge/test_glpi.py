@@ -494,6 +494,30 @@ async def test_a_refused_solution_reopens_the_ticket_with_the_reason(tracker: GL
     assert (await tracker.solution(made.id)).awaiting_approval is False  # type: ignore[union-attr]
 
 
+async def test_a_technician_takes_notes_and_solves_from_chat(tracker: GLPITracker,
+                                                            sim: GLPISimulator) -> None:
+    made = await tracker.create(new_ticket())
+    number = int(made.id)
+    tech = Person(username="tech", email="tech@sandbox.local", display_name="Tina Tech")
+    assert await tracker.assign(made.id, tech) == "tech"
+    ticket = await tracker.get(made.id)
+    assert ticket.assignee == "tech" and ticket.status is Status.IN_PROGRESS
+    with pytest.raises(TrackerRejected, match="no user for @nobody"):
+        await tracker.assign(made.id, Person(username="nobody"))
+    note = await tracker.comment(made.id, "Fuser part ordered", tech, private=True)
+    stored = {str(f["id"]): f for f in sim.followups(number)}
+    assert stored[note]["is_private"] == 1
+    assert note not in [c.id for c in await tracker.comments(made.id)]  # private: not shown
+    await tracker.set_urgency(made.id, 5)
+    assert sim.ticket(number)["urgency"] == 5 and sim.ticket(number)["priority"] == 4
+    await tracker.solve(made.id, "Replaced the fuser", tech)
+    solution = await tracker.solution(made.id)
+    assert solution is not None and solution.awaiting_approval
+    assert solution.text == "Tina Tech (@tech): Replaced the fuser"
+    with pytest.raises(TrackerRejected, match="already solved"):
+        await tracker.solve(made.id, "again", tech)
+
+
 async def test_attach_uploads_a_document_linked_to_the_ticket(tracker: GLPITracker,
                                                               sim: GLPISimulator) -> None:
     made = await tracker.create(new_ticket())

@@ -210,6 +210,31 @@ async def test_the_note_of_the_resolving_change_is_the_solution(
         await tracker.answer_solution(ticket.id, True, "ok", ALICE)
 
 
+async def test_assign_private_note_and_solve(tracker: RedmineTracker,
+                                            redmine_server: RedmineServer) -> None:
+    ticket = await tracker.create(new_ticket(BOB))
+    assert await tracker.assign(ticket.id, ALICE) == "alice"
+    assert (await tracker.get(ticket.id)).assignee == redmine_server.users["alice"].name
+    with pytest.raises(TrackerRejected, match="no user for @nobody"):
+        await tracker.assign(ticket.id, Person(username="nobody", email="no@where.test"))
+    await tracker.comment(ticket.id, "internal: checking the logs", ALICE, private=True)
+    assert all("checking the logs" not in c.text for c in await tracker.comments(ticket.id))
+    journals = issue(redmine_server, ticket.id, "journals")["journals"]
+    assert journals[-1]["private_notes"] is True
+    await tracker.solve(ticket.id, "Cleared the print queue.", ALICE)
+    solved = await tracker.get(ticket.id)
+    assert solved.status is Status.SOLVED
+    solution = await tracker.solution(ticket.id)
+    assert solution is not None and solution.text == "Cleared the print queue."
+    assert solution.author == redmine_server.users["alice"].name
+    await tracker.set_urgency(ticket.id, 5)
+    stored = issue(redmine_server, ticket.id, "journals")
+    assert stored["priority"]["id"] == redmine_server.priority_ids[5]
+    async with make_tracker(redmine_server, priority_ids=None) as plain:
+        with pytest.raises(TrackerRejected, match="no Redmine priority"):
+            await plain.set_urgency(ticket.id, 5)
+
+
 async def test_missing_issues(tracker: RedmineTracker) -> None:
     with pytest.raises(TicketNotFound):
         await tracker.get("99999999")
