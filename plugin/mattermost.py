@@ -73,6 +73,8 @@ class MattermostAPI:
             + "/api/v4/websocket"
         self._users: dict[str, dict[str, Any]] = {}
         self._channels: dict[str, dict[str, Any]] = {}
+        #: Channel ids by the `team/channel` names configured for them.
+        self._channel_refs: dict[str, str] = {}
         self._teams: dict[str, dict[str, Any]] = {}
         self.me: dict[str, Any] = {}
 
@@ -132,6 +134,21 @@ class MattermostAPI:
     async def channel(self, channel_id: str) -> dict[str, Any]:
         return await self._cached(self._channels, channel_id,
                                   lambda d: d.channels.get_channel(channel_id))
+
+    async def channel_id(self, ref: str) -> str:
+        """The id of a channel given as `team/channel` (names) or as an id; cached."""
+        found = self._channel_refs.get(ref)
+        if found is None:
+            if "/" in ref:
+                team_name, _sep, channel_name = ref.partition("/")
+                team = await self.call(lambda d: d.teams.get_team_by_name(team_name))
+                channel = await self.call(lambda d: d.channels.get_channel_by_name(
+                    team["id"], channel_name))
+                found = str(channel["id"])
+            else:
+                found = str((await self.channel(ref))["id"])
+            self._channel_refs[ref] = found
+        return found
 
     async def my_channels(self) -> list[dict[str, Any]]:
         """Every channel the bot is in, DMs and group messages included, without duplicates."""

@@ -62,7 +62,6 @@ class AlertsCore:
         self.sources = sources
         self.trackers = trackers
         self._rt: Runtime | None = None
-        self._channels: dict[str, str] = {}
         self._responders: Membership | None = None
         self.accepted = 0
         self.dropped = 0
@@ -90,24 +89,11 @@ class AlertsCore:
         none or it cannot be found)."""
         if not ref:
             raise HTTPError(503, "no channel for this alert: set ALERTS_CHANNEL or a route")
-        cached = self._channels.get(ref)
-        if cached:
-            return cached
-        api = self.rt.api
         try:
-            if "/" in ref:
-                team_name, _sep, channel_name = ref.partition("/")
-                team = await api.call(lambda d: d.teams.get_team_by_name(team_name))
-                channel = await api.call(lambda d: d.channels.get_channel_by_name(
-                    team["id"], channel_name))
-                cid = str(channel["id"])
-            else:
-                cid = str((await api.channel(ref))["id"])
+            return await self.rt.api.channel_id(ref)
         except MattermostError as exc:
             log.error("alert channel %s cannot be found: %s", ref, exc)
             raise HTTPError(503, f"the alert channel {ref!r} cannot be found") from None
-        self._channels[ref] = cid
-        return cid
 
     async def _save(self, source: str, key: str, channel_id: str, state: AlertState,
                     notes: list[str]) -> AlertRecord:
