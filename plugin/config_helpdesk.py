@@ -106,6 +106,31 @@ class Trigger(_Model):
                                             "every channel the bot is in, and DMs.")
 
 
+class TriageRoute(_Model):
+    """New tickets of one kind to a triage channel of their own."""
+
+    tracker: str = Field("", description="Only tickets of this tracker (empty: any).")
+    field: str = Field(description="A field of the trigger that opened the ticket "
+                                   "(`entities_id`, `itilcategories_id`, `project_id`, ...).")
+    value: str | int = Field(description="The value that field must have.")
+    channel: str = Field(description="The triage channel (`team/channel` or an id).")
+
+
+class TriageSettings(_Model):
+    """The support team's channel: every new ticket is posted there as a live post, with Take,
+    Reply, Private note, Solve and Urgency for the staff."""
+
+    channel: str = Field("", description="The triage channel of every tracker (`team/channel` "
+                                         "or an id); empty: none unless `trackers` or `routes` "
+                                         "name one.")
+    trackers: dict[str, str] = Field(default_factory=dict,
+                                     description="A triage channel per tracker (by name).")
+    routes: list[TriageRoute] = Field(default_factory=list,
+                                      description="Triage channels by the trigger's fields "
+                                                  "(category, entity, project); the first "
+                                                  "that matches wins.")
+
+
 class HelpdeskSettings(_Model):
     """Tickets from chat."""
 
@@ -128,7 +153,16 @@ class HelpdeskSettings(_Model):
                                                   "a ticket.")
     staff: StaffSettings = Field(default_factory=lambda: StaffSettings(),
                                  description="Who may see every ticket with `status N` "
-                                             "(others see only their own).")
+                                             "(others see only their own), and act on the "
+                                             "triage channel's posts (none named: the triage "
+                                             "channel's members).")
+    triage: TriageSettings = Field(default_factory=lambda: TriageSettings(),
+                                   description="Where new tickets are shown to the support "
+                                               "team.")
+    technicians: dict[str, str] = Field(
+        default_factory=dict,
+        description="Mattermost username → the tracker's login, for Take, where the email "
+                    "address and the login do not already match.")
     default_tracker: str = Field("", description="The tracker `status N` and `my tickets` use "
                                                  "(default: the first trigger's).")
     number_retry_hours: float = Field(

@@ -19,13 +19,14 @@ from .late import LateRequests
 from .opening import Opening
 from .slash import Slash
 from .status import Lookups
+from .triage_actions import TriageActions
 from .watch import Watch
 
 if TYPE_CHECKING:
     from ...runtime import Runtime
 
 
-class Helpdesk(Slash, LateRequests, Opening, FollowUps, Watch, Lookups):
+class Helpdesk(Slash, LateRequests, TriageActions, Opening, FollowUps, Watch, Lookups):
     """The helpdesk feature: its router, outbox executors and ticket watcher."""
 
     def __init__(self, settings: HelpdeskSettings, trackers: dict[str, Tracker]) -> None:
@@ -43,6 +44,13 @@ class Helpdesk(Slash, LateRequests, Opening, FollowUps, Watch, Lookups):
         r.action("ticketaccept")(self.on_accept)
         r.action("ticketrefuse")(self.on_refuse)
         r.dialog("ticketrefuse")(self.on_refuse_form)
+        r.executor("triage-render")(self._render_triage)
+        r.executor("triage-action")(self._triage_action)
+        r.action("triagetake")(self.on_take)
+        r.action("triageurgency")(self.on_urgency)
+        for form in ("triagereply", "triagenote", "triagesolve"):
+            r.action(form)(self.on_form)
+            r.dialog(form)(self.on_form_sent)
         r.action("ticketlate")(self.on_file_late)
         r.action("ticketlatedismiss")(self.on_dismiss_late)
         r.every(self.settings.poll_interval, name="helpdesk-watch")(self.watch)

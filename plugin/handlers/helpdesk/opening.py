@@ -30,10 +30,11 @@ from ...i18n import _
 from ...mattermost import MattermostError
 from ...outbox import Retry
 from ...store import OutboxEntry, TicketLink
-from .core import HelpdeskCore, label, log, title_of
+from .core import label, log, title_of
+from .triage import Triage
 
 
-class Opening(HelpdeskCore):
+class Opening(Triage):
     """The triggers, the queueing of a request and the `ticket` executor."""
 
     async def open_ticket(self, ctx: Context, event: Message, text: str, keyword: str,
@@ -133,6 +134,7 @@ class Opening(HelpdeskCore):
             await self.rt.store.outbox.update(key, state="failed", result=result,
                                                error=f"reply refused: {exc}")
             return
+        await self._queue_triage(p["tracker"], str(result["id"]), dict(p.get("fields") or {}))
         # Lost to a power cut, this step is found again: the reply is looked for by its key.
         await self.rt.store.outbox.update(key, state="done", result=result, durable=False)
 

@@ -23,7 +23,8 @@ from ...mattermost import MattermostError
 from ...outbox import Retry
 from ...signing import Payload
 from ...store import OutboxEntry, TicketLink
-from .core import HelpdeskCore, label, log
+from .core import label, log
+from .triage import Triage
 
 #: The longest reason for a refusal (characters).
 REASON_LIMIT = 3000
@@ -33,7 +34,7 @@ class NotYours(Exception):
     """The click or the form may not answer this solution; the message says why."""
 
 
-class Solutions(HelpdeskCore):
+class Solutions(Triage):
     """Solutions shown, and the requester's answers to them."""
 
     async def _solution(self, tracker: Tracker, link: TicketLink) -> Solution | None:

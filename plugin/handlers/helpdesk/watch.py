@@ -111,3 +111,4 @@ class Watch(Solutions):
         await self.rt.store.tickets.set_status(
             link.tracker, link.ticket_id, ticket.status.value, ticket.status.is_open,
             watch_until=time.time() + self.settings.watch_closed_days * 86400)
+        await self._redraw_triage(link.tracker, link.ticket_id)

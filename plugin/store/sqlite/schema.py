@@ -104,4 +104,8 @@ MIGRATIONS: list[str] = [
     UPDATE tickets SET watch_until = 0 WHERE open = 0;
     ALTER TABLE tickets ADD COLUMN origin TEXT NOT NULL DEFAULT 'chat';
     """,
+    # A ticket's post in the support team's triage channel (channel, post, what was done).
+    """
+    ALTER TABLE tickets ADD COLUMN triage TEXT NOT NULL DEFAULT '{}';
+    """,
 ]

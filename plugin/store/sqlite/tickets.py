@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from typing import Any
@@ -76,6 +77,19 @@ class SQLiteTickets(SQLiteRepository):
             return int(row[0]) if row else 0
 
         return await self._engine.run(go)
+
+    async def triage(self, tracker: str, ticket_id: str) -> dict[str, Any]:
+        row = await self._engine.run(lambda db: db.execute(
+            "SELECT triage FROM tickets WHERE tracker = ? AND ticket_id = ?",
+            (tracker, ticket_id)).fetchone())
+        value = json.loads(row[0]) if row else {}
+        return value if isinstance(value, dict) else {}
+
+    async def save_triage(self, tracker: str, ticket_id: str, triage: dict[str, Any]) -> None:
+        body = json.dumps(triage, separators=(",", ":"))
+        await self._engine.run(lambda db: db.execute(
+            "UPDATE tickets SET triage = ? WHERE tracker = ? AND ticket_id = ?",
+            (body, tracker, ticket_id)))
 
     async def mark_comments_seen(self, tracker: str, ticket_id: str,
                                  comment_ids: list[str]) -> None:
