@@ -105,3 +105,65 @@ def test_redmine_refusal_is_told_in_the_thread(mm: SimulatorThread, tmp_path: Pa
         assert redmine_server.admin_key not in refused["message"]
     finally:
         assert b.stop() == 0
+
+
+def test_the_triage_channel_takes_answers_and_solves_in_redmine(
+        mm: SimulatorThread, tmp_path: Path, redmine_server: RedmineServer) -> None:
+    """Bob asks; Alice, in the support channel, takes the issue, answers and solves it: Redmine
+    shows each step as Alice's (switched user), and Bob hears the answer and the solution."""
+    sim = mm.simulator
+    assert sim is not None
+    sim.create_channel("support", members=["alice", "switchboard"])
+    b = BotProcess(sim, tmp_path, settings=SETTINGS, env={
+        "REDMINE_URL": redmine_server.url, "REDMINE_API_KEY": redmine_server.admin_key,
+        "REDMINE_PROJECT": redmine_server.project, "REDMINE_SWITCH_USER": "true",
+        "HELPDESK_TRACKER": "redmine", "HELPDESK_TRIAGE_CHANNEL": "sandbox/support"}).start()
+    alice = redmine_server.users["alice"]
+
+    def triage(pattern: str) -> dict[str, Any]:
+        return wait_until(lambda: next((x for x in sim.posts("support")  # type: ignore[union-attr]
+                                        if x["user_id"] == sim.bot_id and not x.get("root_id")
+                                        and re.search(pattern, x["message"])), None),
+                          20, f"the triage post matching {pattern!r}")  # type: ignore
+
+    def press(post: dict[str, Any], name: str, text: str = "") -> None:
+        action = next(a for a in post["props"]["attachments"][0]["actions"] if a["name"] == name)
+        before = len(sim.dialogs("alice"))  # type: ignore[union-attr]
+        status, body = mm.call(sim.click("alice", post["id"], action["id"]))  # type: ignore
+        assert status == 200, body
+        if text:
+            opened = wait_until(lambda: sim.dialogs("alice")[before:], 10,  # type: ignore
+                                "the form")[0]
+            status, body = mm.call(sim.submit_dialog(  # type: ignore[union-attr]
+                "alice", opened, {"text": text}, channel=post["channel_id"]))
+            assert status == 200 and body == {}, body
+
+    try:
+        b.wait_ready()
+        p = mm.call(sim.post_as("bob", "helpdesk", "112 docking station dead"))
+        n = int(re.search(r"#(\d+)", reply(sim, p, r"opened in Redmine")["message"])  # type: ignore
+                .group(1))
+        post = triage(rf"#{n}\].*docking station dead · Redmine")
+        assert "From @bob" in post["message"]
+        press(post, "Take")
+        post = triage(r"Taken by @alice \(Redmine: alice\)")
+        assert issue(redmine_server, n)["assigned_to"]["id"] == alice.id
+        press(post, "Reply…", "Try another USB-C cable, please.")
+        reply(sim, p, r"\*\*@alice\*\* on #\d+:\nTry another USB-C cable")
+        journals = issue(redmine_server, n)["journals"]
+        (answer,) = [j for j in journals if "USB-C" in (j.get("notes") or "")]
+        assert answer["user"]["id"] == alice.id
+        press(triage(r"@alice replied"), "Solve…", "Replaced the docking station.")
+        reply(sim, p, r"is now \*\*Resolved\*\*.*\nSolution from \*\*.*\*\*:\n"
+                      r"> Replaced the docking station")
+        (solving,) = [j for j in issue(redmine_server, n)["journals"]
+                      if "Replaced the docking" in (j.get("notes") or "")]
+        assert solving["user"]["id"] == alice.id
+        assert any(d.get("name") == "status_id" for d in solving["details"])
+        wait_until(lambda: any("Replaced the docking station" in x["message"]
+                               and "Your ticket" in x["message"] for x in sim.posts()), 15,
+                   "the solution in bob's direct message")
+        thread = [r["message"] for r in replies_to(sim, p["id"])]
+        assert len([m for m in thread if "USB-C" in m]) == 1
+    finally:
+        assert b.stop() == 0, b.log()

@@ -177,9 +177,12 @@ class TriageActions(Triage):
             return _(":raising_hand: Taken by @{user} ({tracker}: {login})").format(
                 user=who, tracker=label(tracker_name), login=assignee)
         if op == "reply":
-            comment_id = await tracker.comment(number, text, person)
-            # Told in the thread by the executor itself: the watch need not tell it again.
-            await self.rt.store.tickets.mark_comments_seen(link.tracker, number, [comment_id])
+            # Told in the thread by the executor itself: the watch (which looks under the same
+            # lock) need not tell it again.
+            async with self._lock(link.tracker, number):
+                comment_id = await tracker.comment(number, text, person)
+                await self.rt.store.tickets.mark_comments_seen(link.tracker, number,
+                                                               [comment_id])
             return _(":speech_balloon: @{user} replied: {text}").format(
                 user=who, text=_excerpt(text))
         if op == "note":
