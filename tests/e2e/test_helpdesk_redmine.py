@@ -113,6 +113,7 @@ def test_the_triage_channel_takes_answers_and_solves_in_redmine(
     shows each step as Alice's (switched user), and Bob hears the answer and the solution."""
     sim = mm.simulator
     assert sim is not None
+    world: MattermostSimulator = sim
     sim.create_channel("support", members=["alice", "switchboard"])
     b = BotProcess(sim, tmp_path, settings=SETTINGS, env={
         "REDMINE_URL": redmine_server.url, "REDMINE_API_KEY": redmine_server.admin_key,
@@ -121,28 +122,29 @@ def test_the_triage_channel_takes_answers_and_solves_in_redmine(
     alice = redmine_server.users["alice"]
 
     def triage(pattern: str) -> dict[str, Any]:
-        return wait_until(lambda: next((x for x in sim.posts("support")  # type: ignore[union-attr]
-                                        if x["user_id"] == sim.bot_id and not x.get("root_id")
-                                        and re.search(pattern, x["message"])), None),
-                          20, f"the triage post matching {pattern!r}")  # type: ignore
+        def found() -> dict[str, Any] | None:
+            return next((x for x in world.posts("support") if x["user_id"] == world.bot_id
+                         and not x.get("root_id") and re.search(pattern, x["message"])), None)
+        post: dict[str, Any] = wait_until(found, 20, f"the triage post matching {pattern!r}")
+        return post
 
     def press(post: dict[str, Any], name: str, text: str = "") -> None:
         action = next(a for a in post["props"]["attachments"][0]["actions"] if a["name"] == name)
-        before = len(sim.dialogs("alice"))  # type: ignore[union-attr]
-        status, body = mm.call(sim.click("alice", post["id"], action["id"]))  # type: ignore
+        before = len(world.dialogs("alice"))
+        status, body = mm.call(world.click("alice", post["id"], action["id"]))
         assert status == 200, body
         if text:
-            opened = wait_until(lambda: sim.dialogs("alice")[before:], 10,  # type: ignore
-                                "the form")[0]
-            status, body = mm.call(sim.submit_dialog(  # type: ignore[union-attr]
+            opened = wait_until(lambda: world.dialogs("alice")[before:], 10, "the form")[0]
+            status, body = mm.call(world.submit_dialog(
                 "alice", opened, {"text": text}, channel=post["channel_id"]))
             assert status == 200 and body == {}, body
 
     try:
         b.wait_ready()
         p = mm.call(sim.post_as("bob", "helpdesk", "112 docking station dead"))
-        n = int(re.search(r"#(\d+)", reply(sim, p, r"opened in Redmine")["message"])  # type: ignore
-                .group(1))
+        opened = re.search(r"#(\d+)", reply(sim, p, r"opened in Redmine")["message"])
+        assert opened is not None
+        n = int(opened.group(1))
         post = triage(rf"#{n}\].*docking station dead · Redmine")
         assert "From @bob" in post["message"]
         press(post, "Take")
