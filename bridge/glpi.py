@@ -36,7 +36,6 @@ from .glpi_text import (
     html_to_text,
     parse_date,
     plain,
-    signed,
     text_to_html,
     ticket_number,
 )
@@ -57,6 +56,7 @@ from .tickets import (
     TrackerUnavailable,
     clean_text,
     short_error,
+    signed,
 )
 from .transport import send_plain
 
@@ -291,6 +291,16 @@ class GLPITracker:
             "content": text_to_html(signed(clean_text(text), author))}})
         if self._new_id(response) is None:
             raise TrackerRejected(f"GLPI: solution not added ({short_error(response)})")
+
+    async def close(self, ticket_id: str, text: str, author: Person | None = None) -> None:
+        number = ticket_number(ticket_id)
+        item = await self._item(number)
+        if int(item.get("status") or 0) == _CLOSED:
+            raise TrackerRejected(f"GLPI: ticket {number} is already closed")
+        # The follow-up first: GLPI takes none on a closed ticket.
+        await self.comment(str(number), text, author)
+        await self._call("PUT", f"/Ticket/{number}", json_body={"input": {
+            "id": number, "status": _CLOSED}})
 
     async def set_urgency(self, ticket_id: str, urgency: int) -> None:
         number = ticket_number(ticket_id)

@@ -9,7 +9,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from .tickets import Person, TicketNotFound, clean_text
+from .tickets import TicketNotFound, clean_text
 
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 _BREAK = re.compile(r"<br\s*/?>|</(?:div|li|tr|h[1-6]|pre|blockquote)\s*>", re.I)
@@ -33,17 +33,6 @@ def _decode_stored(value: str) -> str:
     if "<" not in value and re.search(r"&(?:#0*6[02]|lt|gt);", value):
         return html.unescape(value)
     return value
-
-
-def signed(text: str, author: Person | None) -> str:
-    """`Name (@login): text`: what the bot writes on someone's behalf names them (the API user
-    is the bot's)."""
-    if author is None or not (author.display_name or author.username):
-        return text
-    who = author.display_name or author.username
-    if author.display_name and author.username and author.display_name != author.username:
-        who = f"{author.display_name} (@{author.username})"
-    return f"{who}: {text}"
 
 
 def html_to_text(value: str) -> str:

@@ -41,6 +41,7 @@ from bridge.tickets import (
     clean_text,
     parse_time,
     short_error,
+    signed,
 )
 
 #: `fields` keys passed on to Redmine's issue as they are; any other key is ignored.
@@ -557,6 +558,27 @@ class RedmineTracker:
                 raise TrackerRejected("Redmine has no status that solves an issue")
             self._solved_status = int((solved or closed)[0]["id"])
         return self._solved_status
+
+    async def close(self, ticket_id: str, text: str, author: Person | None = None) -> None:
+        """Closed with the key's own account (a requester's role may not close issues, and
+        Redmine would drop the change without a word), the note naming the requester."""
+        issue_id = self._issue_id(ticket_id)
+        current = await self.get(str(issue_id))
+        if current.status is Status.CLOSED:
+            raise TrackerRejected(f"Redmine: issue {issue_id} is already closed")
+        status = await self._closing_status()
+        notes = signed(clean_text(text), author)
+        await self._call("PUT", f"/issues/{issue_id}.json",
+                         json={"issue": {"status_id": status, "notes": notes}}, ticket=True)
+
+    async def _closing_status(self) -> int:
+        data = await self._json("GET", "/issue_statuses.json")
+        statuses = [s for s in data.get("issue_statuses") or [] if isinstance(s, dict)]
+        closed = [s for s in statuses if s.get("is_closed")]
+        named = [s for s in closed if str(s.get("name") or "").strip().lower() in _CLOSED]
+        if not (named or closed):
+            raise TrackerRejected("Redmine has no closed status")
+        return int((named or closed)[0]["id"])
 
     async def set_urgency(self, ticket_id: str, urgency: int) -> None:
         issue_id = self._issue_id(ticket_id)

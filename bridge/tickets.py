@@ -160,6 +160,11 @@ class Tracker(Protocol):
         """Change the ticket's urgency, 1 (very low) .. 5 (very high)."""
         ...
 
+    async def close(self, ticket_id: str, text: str, author: Person | None = None) -> None:
+        """Close the ticket at its requester's word, with `text` as the last follow-up.
+        `TrackerRejected` when it is closed already."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -193,6 +198,17 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 def clean_text(text: str) -> str:
     """Drop control characters (tab and newlines stay) that break trackers' storage or markup."""
     return _CONTROL.sub("", text)
+
+
+def signed(text: str, author: Person | None) -> str:
+    """`Name (@login): text`: what the bot writes on someone's behalf names them (the
+    tracker's author is the bot's own account)."""
+    if author is None or not (author.display_name or author.username):
+        return text
+    who = author.display_name or author.username
+    if author.display_name and author.username and author.display_name != author.username:
+        who = f"{author.display_name} (@{author.username})"
+    return f"{who}: {text}"
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -518,6 +518,15 @@ async def test_a_technician_takes_notes_and_solves_from_chat(tracker: GLPITracke
         await tracker.solve(made.id, "again", tech)
 
 
+async def test_the_requester_closes_a_ticket(tracker: GLPITracker, sim: GLPISimulator) -> None:
+    made = await tracker.create(new_ticket())
+    await tracker.close(made.id, "Works again.", ALICE)
+    assert (await tracker.get(made.id)).status is Status.CLOSED
+    assert "Alice Sandbox (@alice): Works again." in sim.followups(int(made.id))[-1]["content"]
+    with pytest.raises(TrackerRejected, match="already closed"):
+        await tracker.close(made.id, "again", ALICE)
+
+
 async def test_attach_uploads_a_document_linked_to_the_ticket(tracker: GLPITracker,
                                                               sim: GLPISimulator) -> None:
     made = await tracker.create(new_ticket())

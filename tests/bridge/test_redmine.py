@@ -235,6 +235,18 @@ async def test_assign_private_note_and_solve(tracker: RedmineTracker,
             await plain.set_urgency(ticket.id, 5)
 
 
+async def test_the_requester_closes_an_issue(tracker: RedmineTracker,
+                                            redmine_server: RedmineServer) -> None:
+    ticket = await tracker.create(new_ticket(BOB))
+    await tracker.close(ticket.id, "Works again.", BOB)
+    closed = await tracker.get(ticket.id)
+    assert closed.status is Status.CLOSED and closed.status_label == "Closed"
+    last = issue(redmine_server, ticket.id, "journals")["journals"][-1]
+    assert last["notes"] == "Bob B. (@bob): Works again."
+    with pytest.raises(TrackerRejected, match="already closed"):
+        await tracker.close(ticket.id, "again", BOB)
+
+
 async def test_missing_issues(tracker: RedmineTracker) -> None:
     with pytest.raises(TicketNotFound):
         await tracker.get("99999999")

@@ -331,6 +331,29 @@ def test_files_are_copied_to_the_ticket(world: World, bot: BotProcess) -> None:
     assert world.glpi.document_data(docs[0]["id"]) == b"E42 paper jam"
 
 
+def test_the_requester_closes_a_ticket_and_adds_a_file_from_chat(world: World,
+                                                                  bot: BotProcess) -> None:
+    p = world.say("112 mouse double-clicks")
+    n = ticket_number(world.reply(p, r"opened in GLPI"))
+    # A file alone, posted in the ticket's thread, is attached to the ticket.
+    fid = world.mm_thread.call(world.mm.upload_file("alice", "helpdesk", "mouse.log",
+                                                    b"click click"))
+    world.say("", root_id=p["id"], file_ids=[fid])
+    docs = wait_until(lambda: world.glpi.documents(n), 15, "the document")
+    assert docs[0]["filename"] == "mouse.log"
+    # Someone else may not close it; the requester may, with a reason.
+    other = world.dm(f"close {n}", user="bob")
+    world.reply(other, rf"#{n} was not found")
+    closing = world.dm(f"close {n} it works again after a reboot")
+    world.reply(closing, rf"Closing ticket #{n} in GLPI")
+    wait_until(lambda: world.glpi.ticket(n)["status"] == 6, 15, "the ticket closed")
+    assert "(@alice): it works again after a reboot" in world.glpi.followups(n)[-1]["content"]
+    world.reply(p, r"@alice closed the ticket\.\n> it works again after a reboot")
+    world.reply(p, r"is now \*\*Closed\*\*")
+    again = world.dm(f"close {n}")
+    world.reply(again, rf"Ticket #{n} is already closed")
+
+
 def test_the_slash_command_files_and_answers(world: World) -> None:
     sim = world.mm
     b = BotProcess(sim, world.tmp, settings=HELPDESK, env={

@@ -16,9 +16,7 @@ from ...router import Router
 from .core import label, log
 from .followups import FollowUps
 from .late import LateRequests
-from .opening import Opening
 from .slash import Slash
-from .status import Lookups
 from .triage_actions import TriageActions
 from .watch import Watch
 
@@ -26,7 +24,7 @@ if TYPE_CHECKING:
     from ...runtime import Runtime
 
 
-class Helpdesk(Slash, LateRequests, TriageActions, Opening, FollowUps, Watch, Lookups):
+class Helpdesk(Slash, LateRequests, TriageActions, FollowUps, Watch):
     """The helpdesk feature: its router, outbox executors and ticket watcher."""
 
     def __init__(self, settings: HelpdeskSettings, trackers: dict[str, Tracker]) -> None:
@@ -44,6 +42,7 @@ class Helpdesk(Slash, LateRequests, TriageActions, Opening, FollowUps, Watch, Lo
         r.action("ticketaccept")(self.on_accept)
         r.action("ticketrefuse")(self.on_refuse)
         r.dialog("ticketrefuse")(self.on_refuse_form)
+        r.executor("ticket-close")(self._close_ticket)
         r.executor("triage-render")(self._render_triage)
         r.executor("triage-action")(self._triage_action)
         r.action("triagetake")(self.on_take)
@@ -79,6 +78,10 @@ class Helpdesk(Slash, LateRequests, TriageActions, Opening, FollowUps, Watch, Lo
                       description=N_("a ticket's status, assignee and link"))(self.status)
             r.message(F.Regex(r"^\s*#(?P<number>\d+)\s*$"), direct=True)(self.status_of)
             r.command("my tickets", description=N_("your open tickets"))(self.my_tickets)
+            r.command("close", args=r"(?:(?P<tracker>[A-Za-z][\w-]*)\s+)?#?(?P<number>\d+)"
+                                    r"(?:\s+(?P<reason>[\s\S]+))?",
+                      usage="close <number> [why]",
+                      description=N_("close one of your tickets"))(self.close)
 
     def _in_linked_thread(self, msg: Message) -> bool:
         return bool(msg.post.root_id) and msg.post.root_id in self.linked

@@ -11,15 +11,15 @@ from ... import i18n, markdown
 from ...context import Context
 from ...events import SlashCommand
 from ...i18n import _
+from .closing import Closing
 from .opening import Opening
-from .status import Lookups
 
 
 def _lower(words: tuple[str, ...]) -> set[str]:
     return {w.lower() for w in words}
 
 
-class Slash(Opening, Lookups):
+class Slash(Opening, Closing):
     """The slash command's sub-commands, over opening and status."""
 
     async def slash(self, ctx: Context, command: SlashCommand, text: str) -> dict[str, Any]:
@@ -30,12 +30,23 @@ class Slash(Opening, Lookups):
         # Sub-commands answer to their translations too (`/ticket статус 12`).
         if not words or first in _lower(i18n.aliases("help")):
             return {"text": _("`{command} <problem>` opens a ticket · `{command} status <number>` "
-                              "· `{command} mine` lists your open tickets").format(command=name)}
+                              "· `{command} mine` lists your open tickets").format(command=name)
+                    + " · " + _("`{command} close <number>` closes one of them").format(
+                        command=name)}
         if first in _lower(i18n.aliases("status")):
             m = re.fullmatch(r"#?(\d+)", " ".join(words[1:]))
             if m is None:
                 return {"text": _("Usage: `{command} status <number>`").format(command=name)}
             return {"text": await self.status_text(command.user_id, m.group(1)),
+                    "response_type": self.settings.slash_response}
+        if first in _lower(i18n.aliases("close")):
+            m = re.fullmatch(r"#?(\d+)(?:\s+([\s\S]+))?", text.strip()[len(words[0]):].strip())
+            if m is None:
+                return {"text": _("Usage: `{command} close <number> [why]`").format(
+                    command=name)}
+            once = hashlib.sha256(command.trigger_id.encode()).hexdigest()[:24]
+            return {"text": await self.close_text(command.user_id, m.group(1), None,
+                                                  m.group(2) or "", once),
                     "response_type": self.settings.slash_response}
         if first in _lower(i18n.aliases("mine")) | {"my"}:
             return {"text": await self.my_tickets_text(command.user_id),
