@@ -108,7 +108,16 @@ async def check_bot(report: Report, api: MattermostAPI, s: Settings, names: Sett
         refs += [(ref, f"set by settings.alerts.routes[{i}].channels")
                  for ref in route.channels]
     for ref, where in dict.fromkeys(refs):
-        await _alert_channel(report, api, bot, mine, ref, where)
+        await _named_channel(report, api, bot, mine, ref, where, "alerts")
+    triage = s.helpdesk.triage
+    refs = [(triage.channel, f"set by {names('settings.helpdesk.triage.channel')}")] \
+        if triage.channel else []
+    refs += [(ref, f"set by settings.helpdesk.triage.trackers.{name}")
+             for name, ref in triage.trackers.items()]
+    refs += [(route.channel, f"set by settings.helpdesk.triage.routes[{i}].channel")
+             for i, route in enumerate(triage.routes)]
+    for ref, where in dict.fromkeys(refs):
+        await _named_channel(report, api, bot, mine, ref, where, "new tickets")
     for i, trigger in enumerate(s.helpdesk.triggers):
         for ref in trigger.channels:
             if any(ref in (c.get("id"), c.get("name")) for c in channels):
@@ -122,9 +131,10 @@ async def check_bot(report: Report, api: MattermostAPI, s: Settings, names: Sett
                             "the name (the one in the channel's address)")
 
 
-async def _alert_channel(report: Report, api: MattermostAPI, bot: str, mine: set[str],
-                         ref: str, where: str) -> None:
-    """One alert channel (`team/channel` or an id) exists and the bot is a member."""
+async def _named_channel(report: Report, api: MattermostAPI, bot: str, mine: set[str],
+                         ref: str, where: str, what: str) -> None:
+    """A channel the bot posts in unasked (`team/channel` or an id: where alerts go, where new
+    tickets go) exists and the bot is a member."""
     team_name, _, channel_name = ref.rpartition("/")
     try:
         if team_name:
@@ -137,23 +147,23 @@ async def _alert_channel(report: Report, api: MattermostAPI, bot: str, mine: set
             raise MattermostError(404, "", "not a channel", ref)
     except MattermostError as exc:
         if exc.status == 403:
-            report.fail(f"alerts go to {ref!r} ({where}), a private channel or team @{bot} "
+            report.fail(f"{what} go to {ref!r} ({where}), a private channel or team @{bot} "
                         "is not in",
                         f"add @{bot} to its team and to the channel ({_INVITE.format(bot=bot)})")
         elif exc.status == 404:
-            report.fail(f"alerts go to {ref!r} ({where}), but there is no such "
+            report.fail(f"{what} go to {ref!r} ({where}), but there is no such "
                         + ("team or channel" if team_name else "channel id"),
                         "write `team/channel` with the names in the channel's address "
                         "(https://<server>/<team>/channels/<channel>), or a channel id")
         else:
-            report.fail(f"the alert channel {ref!r} cannot be looked up ({exc})",
+            report.fail(f"{what} go to {ref!r}, which cannot be looked up ({exc})",
                         "check the server's log")
         return
     name = str(channel.get("name") or ref)
     if str(channel.get("id")) in mine:
-        report.ok(f"alerts go to ~{name} ({ref}), and @{bot} is a member")
+        report.ok(f"{what} go to ~{name} ({ref}), and @{bot} is a member")
     else:
-        report.fail(f"@{bot} is not a member of ~{name}, where alerts go ({where})",
+        report.fail(f"@{bot} is not a member of ~{name}, where {what} go ({where})",
                     f"add @{bot} to ~{name} ({_INVITE.format(bot=bot)})")
 
 

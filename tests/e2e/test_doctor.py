@@ -197,6 +197,13 @@ def test_server_settings_and_memberships_are_checked_with_their_fixes(
     assert missing.code == 1
     assert "no such team or channel" in missing.line("FAIL", "sandbox/no-such-channel")
 
+    # The helpdesk's triage channel is checked the same way.
+    triage = run_doctor(sim, tmp_path, env=dict(env, HELPDESK_TRIAGE_CHANNEL="sandbox/off-topic"))
+    assert triage.line("ok", "new tickets go to ~off-topic (sandbox/off-topic)")
+    elsewhere = run_doctor(sim, tmp_path, env=dict(env, HELPDESK_TRIAGE_CHANNEL="sandbox/nowhere"))
+    assert "no such team or channel" in elsewhere.line("FAIL",
+                                                       "new tickets go to 'sandbox/nowhere'")
+
 
 def test_redmine_key_and_project_are_checked(sim: MattermostSimulator, tmp_path: Path,
                                              redmine_server: RedmineServer) -> None:
