@@ -163,6 +163,18 @@ def buttons(post: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for a in att.get("actions") or []}
 
 
+def straight_click(world: World, user: str, post: dict[str, Any], name: str) -> dict[str, Any]:
+    """A click sent to the bot straight, not through Mattermost (as a stale client, or someone
+    forging one, would): the bot's answer."""
+    action = buttons(post)[name]["integration"]
+    answer = httpx.post(action["url"], timeout=5, json={
+        "user_id": world.mm.user_id(user), "user_name": user, "post_id": post["id"],
+        "channel_id": post["channel_id"], "trigger_id": "t", "type": "button",
+        "context": action["context"]})
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
 def click(world: World, user: str, post: dict[str, Any], name: str) -> tuple[int, Any]:
     return world.mm_thread.call(  # type: ignore[no-any-return]
         world.mm.click(user, post["id"], buttons(post)[name]["id"]))
@@ -181,13 +193,7 @@ def test_a_solution_reaches_the_requester_who_accepts_it(world: World, bot: BotP
     # Nobody but the requester may answer it: Mattermost shows the message to nobody else, and
     # a click sent to the bot straight, in someone else's name, is refused too.
     assert click(world, "bob", dm, "Accept")[0] == 403
-    action = buttons(dm)["Accept"]["integration"]
-    forged = httpx.post(action["url"], timeout=5, json={
-        "user_id": world.mm.user_id("bob"), "user_name": "bob", "post_id": dm["id"],
-        "channel_id": dm["channel_id"], "trigger_id": "t", "type": "button",
-        "context": action["context"]})
-    assert forged.status_code == 200, forged.text
-    assert "Only the person" in forged.json()["ephemeral_text"]
+    assert "Only the person" in straight_click(world, "bob", dm, "Accept")["ephemeral_text"]
     assert world.glpi.ticket(n)["status"] == 5
     # The requester accepts: GLPI closes the ticket, and says who accepted.
     assert click(world, "alice", dm, "Accept")[0] == 200
@@ -204,11 +210,7 @@ def test_a_solution_reaches_the_requester_who_accepts_it(world: World, bot: BotP
     # The button is gone (Mattermost finds no such action); the same click sent again to the bot
     # answers nothing twice.
     assert click(world, "alice", dm, "Accept")[0] == 404
-    again = httpx.post(action["url"], timeout=5, json={
-        "user_id": world.mm.user_id("alice"), "user_name": "alice", "post_id": dm["id"],
-        "channel_id": dm["channel_id"], "trigger_id": "t", "type": "button",
-        "context": action["context"]})
-    assert "already answered" in again.json()["ephemeral_text"]
+    assert "already answered" in straight_click(world, "alice", dm, "Accept")["ephemeral_text"]
     assert len([f for f in world.glpi.followups(n) if "Solution accepted" in f["content"]]) == 1
 
 
@@ -474,13 +476,9 @@ def test_a_request_found_too_late_is_offered_once_and_filed_once(world: World) -
         wait_until(lambda: (d := next(iter(direct_posts(world, "bob", r"coffee")), None))
                    and not buttons(d), 10, "bob's offer answered")
         # Alice files hers, twice (a double click): one ticket, its number in her thread.
-        file_it = buttons(offer)["File it"]["integration"]
         assert click(world, "alice", offer, "File it")[0] == 200
-        again = httpx.post(file_it["url"], timeout=5, json={
-            "user_id": world.mm.user_id("alice"), "user_name": "alice", "post_id": offer["id"],
-            "channel_id": offer["channel_id"], "trigger_id": "t", "type": "button",
-            "context": file_it["context"]})
-        assert "already being filed" in again.json()["ephemeral_text"]
+        again = straight_click(world, "alice", offer, "File it")
+        assert "already being filed" in again["ephemeral_text"]
         reply = world.reply(p, rf"Ticket \*\*{linked(world)}\*\* opened in GLPI")
         assert [t["name"] for t in world.tickets()] == ["badge reader broken"]
         assert ticket_number(reply) == world.tickets()[0]["id"]

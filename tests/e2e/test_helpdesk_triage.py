@@ -9,11 +9,18 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from .harness import BotProcess, merge, replies_to, wait_until
-from .test_helpdesk import GLPI_TOKEN, HELPDESK, World, buttons, direct_posts, ticket_number
+from .test_helpdesk import (
+    GLPI_TOKEN,
+    HELPDESK,
+    World,
+    buttons,
+    direct_posts,
+    straight_click,
+    ticket_number,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -66,12 +73,8 @@ def test_from_112_to_an_accepted_solution_through_the_triage_channel(world: Worl
     assert "Assigned to: nobody yet" in post["message"]
     assert set(buttons(post)) == {"Take", "Reply…", "Private note…", "Solve…", "Urgency"}
     # Someone outside the support team cannot act, even by sending the click to the bot straight.
-    take = buttons(post)["Take"]["integration"]
-    forged = httpx.post(take["url"], timeout=5, json={
-        "user_id": world.mm.user_id("bob"), "user_name": "bob", "post_id": post["id"],
-        "channel_id": post["channel_id"], "trigger_id": "t", "type": "button",
-        "context": take["context"]})
-    assert "Only the support team" in forged.json()["ephemeral_text"]
+    forged = straight_click(world, "bob", post, "Take")
+    assert "Only the support team" in forged["ephemeral_text"]
     # Take: assigned to carol's GLPI user, told on the post.
     press(world, "carol", post, "Take")
     post = triage_post(world, r"Taken by @carol")

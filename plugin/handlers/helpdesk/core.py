@@ -13,6 +13,8 @@ from bridge.tickets import Attachment, Person, Status, Ticket, Tracker, TrackerE
 
 from ...access import Membership
 from ...config import HelpdeskSettings
+from ...context import Context
+from ...events import Click
 from ...i18n import N_, NP_, _, pgettext
 from ...mattermost import MattermostError
 from ...outbox import Outbox
@@ -121,6 +123,22 @@ class HelpdeskCore:
         except MattermostError as exc:
             log.warning("cannot describe channel %s: %s", channel_id, exc)
         return where, await api.permalink(post_id, channel)
+
+    @staticmethod
+    async def _open_form(ctx: Context, click: Click, callback_id: str, title: str, submit: str,
+                         field: dict[str, Any], subject: str,
+                         data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A one-field form (a textarea, `field` adding its name and label) opened for a
+        click; the click's answer: nothing, or why the form could not be opened."""
+        dialog = {"title": title[:24], "submit_label": submit,
+                  "elements": [dict({"type": "textarea"}, **field)]}
+        try:
+            await ctx.open_dialog(click.trigger_id, callback_id, dialog, subject=subject,
+                                  data=data)
+        except MattermostError as exc:
+            log.warning("could not open the %s form: %s", callback_id, exc)
+            return {"ephemeral_text": _("The form could not be opened; try again.")}
+        return {}
 
     async def _replace_buttons(self, post_id: str, text: str) -> None:
         """An answered question: the post's buttons give way to `text` (its other props, its

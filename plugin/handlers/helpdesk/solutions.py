@@ -19,7 +19,6 @@ from ... import i18n, markdown
 from ...context import Context
 from ...events import Click
 from ...i18n import _
-from ...mattermost import MattermostError
 from ...outbox import Retry
 from ...signing import Payload
 from ...store import OutboxEntry, TicketLink
@@ -90,18 +89,12 @@ class Solutions(Triage):
             link = await self._answering(click.user_id, payload)
         except NotYours as exc:
             return {"ephemeral_text": str(exc)}
-        dialog = {"title": _("Refuse the solution of #{number}").format(number=link.ticket_id),
-                  "submit_label": _("Refuse"), "elements": [
-                      {"display_name": _("What is still wrong?"), "name": "reason",
-                       "type": "textarea", "max_length": REASON_LIMIT}]}
-        try:
-            await ctx.open_dialog(click.trigger_id, "ticketrefuse", dialog,
-                                  subject=payload.subject,
-                                  data=dict(payload.data, post=click.post_id))
-        except MattermostError as exc:
-            log.warning("could not open the refusal form: %s", exc)
-            return {"ephemeral_text": _("The form could not be opened; try again.")}
-        return {}
+        return await self._open_form(
+            ctx, click, "ticketrefuse",
+            _("Refuse the solution of #{number}").format(number=link.ticket_id), _("Refuse"),
+            {"display_name": _("What is still wrong?"), "name": "reason",
+             "max_length": REASON_LIMIT},
+            payload.subject, dict(payload.data, post=click.post_id))
 
     async def on_refuse_form(self, submission: dict[str, Any], payload: Payload, user_id: str,
                              cancelled: bool) -> dict[str, Any]:

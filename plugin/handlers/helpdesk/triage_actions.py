@@ -16,7 +16,6 @@ from ...access import Membership
 from ...context import Context
 from ...events import Click
 from ...i18n import N_, _
-from ...mattermost import MattermostError
 from ...outbox import Retry
 from ...signing import Payload
 from ...store import OutboxEntry, TicketLink
@@ -85,17 +84,10 @@ class TriageActions(Triage):
         except NotStaff as exc:
             return {"ephemeral_text": str(exc)}
         title, field, _op = _FORMS[payload.action]
-        dialog = {"title": _(title).format(number=link.ticket_id)[:24],
-                  "submit_label": _("Send"), "elements": [
-                      {"display_name": _(field), "name": "text", "type": "textarea",
-                       "max_length": TEXT_LIMIT}]}
-        try:
-            await ctx.open_dialog(click.trigger_id, payload.action, dialog,
-                                  subject=payload.subject)
-        except MattermostError as exc:
-            log.warning("could not open the triage form: %s", exc)
-            return {"ephemeral_text": _("The form could not be opened; try again.")}
-        return {}
+        return await self._open_form(
+            ctx, click, payload.action, _(title).format(number=link.ticket_id), _("Send"),
+            {"display_name": _(field), "name": "text", "max_length": TEXT_LIMIT},
+            payload.subject)
 
     async def on_form_sent(self, submission: dict[str, Any], payload: Payload, user_id: str,
                            cancelled: bool) -> dict[str, Any]:
