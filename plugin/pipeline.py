@@ -76,12 +76,27 @@ class Pipeline:
             if event == "user_updated":
                 self.locales.user_changed(frame.get("data"))
             return
+        data = frame.get("data")
+        if self._own(data):
+            return  # the bot's own post (every reply comes back this way): nothing to do
         try:
-            msg = Message.from_frame(frame.get("data"))
+            msg = Message.from_frame(data)
         except BadPayload as exc:
             log.warning("ignored a malformed posted event: %s", exc)
             return
         self.ingest(msg, time.monotonic())
+
+    def _own(self, data: Any) -> bool:
+        """Whether a `posted` event carries the bot's own post, told without decoding it:
+        Mattermost writes the post's `user_id` before its message and props, so the first
+        `"user_id":"` of the post's JSON is the author's (a quote in a message or a prop is
+        escaped, or comes later)."""
+        post = data.get("post") if isinstance(data, dict) else None
+        bot = self.api.bot_id
+        if not isinstance(post, str) or not bot:
+            return False
+        at = post.find('"user_id":"')
+        return at >= 0 and post.startswith(bot + '"', at + 11)
 
     def ingest(self, msg: Message, received: float) -> bool:
         """Hand a message to its handler (once, whichever way it came); False when none

@@ -227,6 +227,20 @@ async def test_buttons_in_one_post_have_distinct_valid_ids(bot: Bot) -> None:
     assert all(re.fullmatch(r"[A-Za-z0-9]+", i) for i in ids)
 
 
+def test_the_bots_own_posts_are_told_without_decoding_them(bot: Bot) -> None:
+    import json
+    me = bot.api.bot_id
+    assert me
+    own = {"id": "p1", "create_at": 1, "user_id": me, "channel_id": "c", "message": "hi"}
+    assert bot.pipeline._own({"post": json.dumps(own, separators=(",", ":"))})
+    # Someone else's post that names the bot's id in its text or its props is not the bot's.
+    other = {"id": "p2", "create_at": 1, "user_id": "u" * 26, "channel_id": "c",
+             "message": f'"user_id":"{me}"', "props": {"user_id": me}}
+    assert not bot.pipeline._own({"post": json.dumps(other, separators=(",", ":"))})
+    assert not bot.pipeline._own({"post": json.dumps(dict(own, user_id=me + "x"))})
+    assert not bot.pipeline._own(None) and not bot.pipeline._own({"post": 5})
+
+
 async def test_malformed_events_are_skipped(st: SimulatorThread, bot: Bot) -> None:
     import json
     for data in ({"post": json.dumps({"id": "p", "channel_id": "c", "user_id": "u",
