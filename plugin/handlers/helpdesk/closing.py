@@ -68,7 +68,10 @@ class Closing(Triage, Lookups):
         with i18n.use(None):  # the tracker is read by the support team
             text = p["reason"] or _(CLOSED_FROM_CHAT)
         try:
-            await tracker.close(p["ticket_id"], text, person)
+            # A stopped run may have closed it already.
+            if (entry.attempts == 0 and entry.created_at >= self.rt.started_at) or \
+                    (await tracker.get(p["ticket_id"])).status.is_open:
+                await tracker.close(p["ticket_id"], text, person)
         except TrackerUnavailable as exc:
             raise Retry(str(exc)) from None
         except TrackerError as exc:

@@ -135,11 +135,19 @@ class Solutions(Triage):
             return
         await self.rt.speak_to(p["user_id"])
         person = await self._person(p["user_id"])
+        resumed = entry.attempts > 0 or entry.created_at < self.rt.started_at
         if entry.state == "queued":
             with i18n.use(None):  # the tracker is read by the support team
                 text = p["reason"] or _("Solution accepted from Mattermost.")
             try:
-                await tracker.answer_solution(link.ticket_id, bool(p["accepted"]), text, person)
+                # A stopped run may have sent it already: then nothing waits for an answer.
+                waiting = True
+                if resumed:
+                    solution = await tracker.solution(link.ticket_id)
+                    waiting = solution is not None and solution.awaiting_approval
+                if waiting:
+                    await tracker.answer_solution(link.ticket_id, bool(p["accepted"]), text,
+                                                  person)
             except TrackerUnavailable as exc:
                 raise Retry(str(exc)) from None
             except TrackerRejected as exc:
@@ -151,7 +159,6 @@ class Solutions(Triage):
             await self.rt.store.outbox.update(entry.key, state="filed", durable=False)
             log.info("%s the solution of %s #%s", "accepted" if p["accepted"] else "refused",
                      tracker.name, link.ticket_id)
-        resumed = entry.attempts > 0 or entry.created_at < self.rt.started_at
         if p["accepted"]:
             mine = _(":thumbsup: You accepted this solution.")
             note = _(":thumbsup: @{user} accepted the solution.").format(user=person.username)

@@ -132,8 +132,9 @@ class TriageActions(Triage):
         with i18n.use(None):
             if entry.state == "queued":
                 try:
+                    resumed = entry.attempts > 0 or entry.created_at < self.rt.started_at
                     line = await self._carry_out(tracker.name, link, op, person, who, text,
-                                                 int(p.get("urgency") or 3))
+                                                 int(p.get("urgency") or 3), resumed)
                 except TrackerUnavailable as exc:
                     raise Retry(str(exc)) from None
                 except (TrackerError, TicketNotFound) as exc:
@@ -160,8 +161,11 @@ class TriageActions(Triage):
         log.info("triage: %s on %s #%s by %s", op, link.tracker, link.ticket_id, who)
 
     async def _carry_out(self, tracker_name: str, link: TicketLink, op: str, person: Person,
-                         who: str, text: str, urgency: int) -> str:
-        """One action on the tracker; the line that tells it on the triage post."""
+                         who: str, text: str, urgency: int, resumed: bool = False) -> str:
+        """One action on the tracker; the line that tells it on the triage post. A `resumed`
+        action (a stopped run may have done it) looks first where the tracker shows it: a
+        reply among the follow-ups, a solving in the status. (A private note cannot be seen
+        from here: one interrupted at the wrong moment may be written twice.)"""
         tracker = self.trackers[tracker_name]
         number = link.ticket_id
         if op == "take":
@@ -171,8 +175,11 @@ class TriageActions(Triage):
         if op == "reply":
             # Told in the thread by the executor itself: the watch (which looks under the same
             # lock) need not tell it again.
+            first = next((line.strip() for line in text.splitlines() if line.strip()), "")
             async with self._lock(link.tracker, number):
-                comment_id = await tracker.comment(number, text, person)
+                found = [c.id for c in await tracker.comments(number)
+                         if first and first in c.text] if resumed else []
+                comment_id = found[-1] if found else await tracker.comment(number, text, person)
                 await self.rt.store.tickets.mark_comments_seen(link.tracker, number,
                                                                [comment_id])
             return _(":speech_balloon: @{user} replied: {text}").format(
@@ -182,7 +189,8 @@ class TriageActions(Triage):
             return _(":lock: @{user} added a private note: {text}").format(
                 user=who, text=_excerpt(text))
         if op == "solve":
-            await tracker.solve(number, text, person)
+            if not resumed or (await tracker.get(number)).status.is_open:
+                await tracker.solve(number, text, person)
             return _(":white_check_mark: Solved by @{user}: {text}").format(
                 user=who, text=_excerpt(text))
         if op == "urgency":
