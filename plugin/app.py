@@ -32,7 +32,7 @@ from .rest_watch import RestWatch
 from .router import JobDecl, Router, RouteTable
 from .runtime import Runtime
 from .signing import Signer
-from .store import SQLiteStore, Store, StoreInUse
+from .store import Store, StoreError, StoreInUse, open_store
 from .stream import EventStream, FatalStreamError
 from .ways_in import WaysIn
 
@@ -42,6 +42,8 @@ log = logging.getLogger("switchboard")
 EXIT_AUTH = 3
 #: Exit status when the set-up stops the bot (restarting it will not help).
 EXIT_CONFIG = 2
+#: The state store could not be opened (a database out of reach, a file that is no database).
+EXIT_STORE = 4
 
 
 class BotError(Exception):
@@ -76,7 +78,7 @@ class Bot:
                                  retries=s.mattermost.retries,
                                  max_retry_after=s.mattermost.max_retry_after,
                                  connections=s.mattermost.rest_threads, verify=verify)
-        self.store: Store = store or SQLiteStore(s.state.path)
+        self.store: Store = store or open_store(s.state.path)
         self.dispatcher = Dispatcher(s.dispatch.concurrency)
         self.outbox = Outbox(self.store, concurrency=s.outbox.concurrency,
                              retry_initial=s.outbox.retry_initial,
@@ -167,6 +169,8 @@ class Bot:
             await self.store.open()
         except StoreInUse as exc:
             raise BotError(f"cannot start: {exc}", EXIT_CONFIG) from None
+        except StoreError as exc:  # a file that is no database, a database out of reach
+            raise BotError(f"cannot start: {exc}", EXIT_STORE) from None
         self.backfill.fresh = await self.store.kv.get("initialized") is None
         await self.ways_in.read_slash_tokens()
         try:

@@ -14,6 +14,7 @@ from .arguments import DeclarationError
 from .config import Config, ConfigError, load
 from .handlers import default_features
 from .review import check_runnable, warnings
+from .store import shown
 from .trackers import build_trackers
 
 
@@ -50,7 +51,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     target = "the built-in sandbox" if s.sandbox else s.mattermost.url
     print(f"{config.manifest.name} {config.manifest.version}: configuration is valid "
-          f"(Mattermost: {target}; listener: {s.listener.listen}; state: {s.state.path})")
+          f"(Mattermost: {target}; listener: {s.listener.listen}; state: {shown(s.state.path)})")
     return 0
 
 

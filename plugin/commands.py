@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from . import i18n
 from .config import Config
 from .mattermost import MattermostAPI, MattermostAuthError, MattermostError
-from .store import Store, StoreError, change_setting, read_setting
+from .store import Store, StoreError, change_setting, read_setting, shown
 
 log = logging.getLogger("switchboard.commands")
 
@@ -76,8 +76,8 @@ def replace_teams(current: dict[str, dict[str, str]], listed: set[str],
     return kept | found
 
 
-def _read_stored(path: str) -> dict[str, dict[str, str]]:
-    return _parse(read_setting(path, TOKENS_KEY))
+async def _read_stored(path: str) -> dict[str, dict[str, str]]:
+    return _parse(await read_setting(path, TOKENS_KEY))
 
 
 async def _save_stored(path: str, update: Callable[[dict[str, dict[str, str]]],
@@ -316,7 +316,7 @@ async def register_commands(config: Config, token_env: str | None = None,
                 err(f"Mattermost rejected {whose} (401): check it")
                 return 1
         teams, missing = await _teams(bot, acting, s.helpdesk.slash_teams)
-        known = _read_stored(s.state.path)
+        known = await _read_stored(s.state.path)
         results, tokens = await register(acting, teams, specs, url, known, token_env)
     except MattermostError as exc:
         err(f"cannot register the commands: {exc}")
@@ -352,6 +352,6 @@ async def register_commands(config: Config, token_env: str | None = None,
     if results and not any(r.created or r.updated for r in results):
         out("nothing changed: the commands were already up to date")
     elif results:
-        out(f"commands call {url}; their tokens are stored in {s.state.path} (a running bot "
+        out(f"commands call {url}; their tokens are stored in {shown(s.state.path)} (a running bot "
             "accepts them within a minute)")
     return 1 if failed else 0

@@ -200,7 +200,9 @@ class StateSettings(_Model):
     """The state store: cursors, handled posts, the outbox, tickets' and alerts' posts."""
 
     path: str = Field("./state/switchboard.db",
-                      description="SQLite file of the state store (its folder is created).")
+                      description="The state store: an SQLite file (its folder is created), "
+                                  "or a PostgreSQL database that replicas share "
+                                  "(`postgresql://user:password@host:port/database`).")
     retention: float = Field(14 * 24 * 3600, gt=0,
                              description="Seconds after which finished work is forgotten: "
                                          "handled posts, finished outbox entries, resolved "
@@ -211,10 +213,11 @@ class StateSettings(_Model):
     @classmethod
     def _path(cls, v: str) -> str:
         scheme, sep, _ = v.partition("://")
-        if sep and scheme and "/" not in scheme:
-            # A database URL (postgresql://...) is not a file: it would be taken as a folder.
-            raise ValueError(f"is a {scheme}:// URL; the state store is an SQLite file here, "
-                             f"so give a file path (e.g. ./state/switchboard.db)")
+        if sep and scheme and "/" not in scheme and scheme.lower() not in (
+                "postgresql", "postgres"):
+            # Any other URL is no file: it would be taken as a folder.
+            raise ValueError(f"is a {scheme}:// URL; give an SQLite file path (e.g. "
+                             "./state/switchboard.db) or a postgresql:// database URL")
         if not v.strip():
             raise ValueError("must name the SQLite file of the state store")
         return v

@@ -1,7 +1,7 @@
 """Shared fixtures: the real servers (installed and started once per test run), and the markers
 that tell the fast tests from the slow ones.
 
-* `servers`: the test uses a real Redmine, Alertmanager, Zabbix, Icinga 2, Nagios 4,
+* `servers`: the test uses a real Redmine, PostgreSQL, Alertmanager, Zabbix, Icinga 2, Nagios 4,
   snmptrapd or postfix (installed with apt-get on first use); given to every test that asks,
   directly or through another fixture, for one of SERVER_FIXTURES.
 * `e2e`: the test runs the real `switchboard` process; every test under tests/e2e/ has it (the
@@ -22,10 +22,11 @@ pytest_plugins = ["tests.servers.fixtures", "tests.servers.alertmanager_fixture"
                   "tests.servers.postfix_fixture"]
 
 #: The fixtures that install or start a real server.
-SERVER_FIXTURES = frozenset({"redmine_server", "zabbix_server", "alertmanager_install",
-                             "alertmanager_factory", "icinga_install", "icinga_factory",
-                             "snmptrapd_install", "snmptrapd_factory", "nagios_install",
-                             "nagios_factory", "postfix_install", "postfix_factory"})
+SERVER_FIXTURES = frozenset({"redmine_server", "postgres_server", "zabbix_server",
+                             "alertmanager_install", "alertmanager_factory", "icinga_install",
+                             "icinga_factory", "snmptrapd_install", "snmptrapd_factory",
+                             "nagios_install", "nagios_factory", "postfix_install",
+                             "postfix_factory"})
 E2E_DIR = Path(__file__).resolve().parent / "e2e"
 
 

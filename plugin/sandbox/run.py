@@ -26,6 +26,7 @@ from .. import logs
 from ..app import Bot, BotError
 from ..config import Config, GLPISettings
 from ..handlers import default_features
+from ..store import is_database_url
 from ..trackers import build_trackers
 from .console import Console
 from .glpi import GLPISimulatorThread
@@ -61,7 +62,8 @@ def fresh_state(state_dir: Path) -> Iterator[Path]:
 
 def run_sandbox(config: Config, *, console: bool = True) -> int:
     s = config.settings
-    state_dir = Path(s.state.path).parent
+    # The sandbox keeps a fresh file of its own, whatever store is named (a database URL too).
+    state_dir = Path("./state") if is_database_url(s.state.path) else Path(s.state.path).parent
     try:
         with fresh_state(state_dir) as db:
             if s.state.path != ":memory:":

@@ -2,11 +2,19 @@
 
 `Store` (in `protocols`) is what the runtime sees: one repository per concern — claims, channel
 cursors, settings, leases, the outbox, ticket links, alerts — and the store-wide open, close and
-prune. `sqlite` implements it on an embedded file; no SQL lives outside this package.
+prune. `sqlite` implements it on an embedded file, `postgres` on a database replicas share
+(`location` picks one from `settings.state.path`); no SQL lives outside this package.
 """
 
 from __future__ import annotations
 
+from .location import (
+    change_setting,
+    is_database_url,
+    open_store,
+    read_setting,
+    shown,
+)
 from .protocols import (
     AlertRepository,
     ClaimRepository,
@@ -25,12 +33,12 @@ from .records import (
     StoreInUse,
     TicketLink,
 )
-from .sqlite import MIGRATIONS, SQLiteStore, change_setting, read_setting
+from .sqlite import MIGRATIONS, SQLiteStore
 
 __all__ = [
     "MIGRATIONS", "AlertRecord", "AlertRepository", "ClaimRepository", "CursorRepository",
     "KeyValue", "LeaseRepository", "OutboxEntry", "OutboxRepository",
     "PendingClaim", "SQLiteStore", "Store", "StoreError", "StoreInUse", "TicketLink",
     "TicketRepository",
-    "change_setting", "read_setting",
+    "change_setting", "is_database_url", "open_store", "read_setting", "shown",
 ]

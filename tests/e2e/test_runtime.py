@@ -5,6 +5,7 @@ Each test counts the bot's replies per message: zero lost and zero doubled is th
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ import httpx
 import pytest
 
 from plugin.sandbox.mattermost import MattermostSimulator, RequestRecord, SimulatorThread
+from plugin.store.postgres import PostgresStore
+from tests.servers.postgres import PostgresServer, empty_schema
 
 from .harness import BOT_TOKEN, SECRET, BotProcess, one_reply_each, replies_to, wait_until
 
@@ -190,15 +193,51 @@ def test_a_second_bot_on_the_same_state_file_is_refused(sim_thread: SimulatorThr
     one_reply_each(sim, [p])
 
 
-def test_a_database_url_as_the_state_file_is_refused(sim: MattermostSimulator,
-                                                     tmp_path: Path) -> None:
-    b = BotProcess(sim, tmp_path, env={"SWITCHBOARD_DB": "postgresql://sb:pw-secret@db/sb"})
+def test_a_database_url_of_an_unknown_kind_is_refused(sim: MattermostSimulator,
+                                                      tmp_path: Path) -> None:
+    b = BotProcess(sim, tmp_path, env={"SWITCHBOARD_DB": "mysql://sb:pw-secret@db/sb"})
     b.start()
     code = b.wait_exit(20)
     log = b.log()
     assert code == 2, log
-    assert "postgresql:// URL" in log and "pw-secret" not in log, log
-    assert not (Path.cwd() / "postgresql:").exists()
+    assert "mysql:// URL" in log and "pw-secret" not in log, log
+    assert not (Path.cwd() / "mysql:").exists()
+
+
+def test_an_unreachable_database_stops_the_start_clearly(sim: MattermostSimulator,
+                                                         tmp_path: Path) -> None:
+    b = BotProcess(sim, tmp_path, env={
+        "SWITCHBOARD_DB": "postgresql://sb:pw-secret@127.0.0.1:1/sb"})
+    b.start()
+    code = b.wait_exit(30)
+    log = b.log()
+    assert code == 4, log
+    assert "cannot open the PostgreSQL state store" in log, log
+    assert "pw-secret" not in log and "Traceback" not in log, log
+
+
+def test_the_bot_keeps_its_state_in_postgresql(sim_thread: SimulatorThread,
+                                               sim: MattermostSimulator, tmp_path: Path,
+                                               postgres_server: PostgresServer) -> None:
+    asyncio.run(empty_schema(postgres_server.dsn))
+    b = BotProcess(sim, tmp_path, env={"SWITCHBOARD_DB": postgres_server.dsn}).start()
+    try:
+        b.wait_ready()
+        p = say(sim_thread, "helpdesk", "@switchboard ping")
+        one_reply_each(sim, [p])
+    finally:
+        assert b.stop() == 0, b.log()
+
+    async def handled() -> bool:
+        store = PostgresStore(postgres_server.dsn)
+        await store.open()
+        try:
+            return await store.claims.is_handled(p["id"]) and \
+                await store.kv.get("initialized") is not None
+        finally:
+            await store.close()
+
+    assert asyncio.run(handled())
 
 
 def test_rate_limit_is_retried_after_retry_after(sim_thread: SimulatorThread,

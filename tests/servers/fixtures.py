@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.servers.postgres import PostgresServer
 from tests.servers.redmine import RedmineServer
 
 
@@ -19,4 +20,12 @@ def redmine_server() -> Iterator[RedmineServer]:
         yield server
 
 
-__all__ = ["redmine_server"]
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL for the whole session (Debian's, installed on first use), stopped at
+    the end; each test that uses it starts from an empty schema."""
+    with PostgresServer() as server:
+        yield server
+
+
+__all__ = ["postgres_server", "redmine_server"]

@@ -27,7 +27,6 @@ a failure raises `ZabbixSetupError` with the tail of the log.
 from __future__ import annotations
 
 import contextlib
-import glob
 import gzip
 import hashlib
 import os
@@ -66,6 +65,14 @@ from tests.servers.common import (
     stop_group,
     tail,
     update_apt_lists_if_needed,
+)
+from tests.servers.postgres import (
+    pg_bin,
+    plain_env,
+    postgres_cmd,
+    psql,
+    stop_postgres,
+    wait_postgres,
 )
 
 PACKAGES = ("zabbix-server-pgsql", "zabbix-frontend-php", "php8.2-cgi", "php8.2-cli",
@@ -164,24 +171,8 @@ class ZabbixSetupError(ServerSetupError):
 _fail = ZabbixSetupError.with_log
 
 
-def _plain_env(**extra: str) -> dict[str, str]:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8",
-           "LC_ALL": "C.UTF-8", "HOME": "/tmp"}
-    env.update(extra)
-    return env
-
-
 def _packages_installed() -> bool:
     return all(installed_version(name) for name in PACKAGES)
-
-
-def pg_bin(name: str) -> Path:
-    """A PostgreSQL server program (initdb, postgres, pg_ctl) of the newest installed version."""
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                   key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
-    if not found:
-        raise ZabbixSetupError(f"no PostgreSQL program {name} under /usr/lib/postgresql")
-    return Path(found[-1])
 
 
 def sender_path() -> Path:
@@ -255,43 +246,6 @@ def _golden_key() -> str:
     return hashlib.sha256(versions.encode()).hexdigest()[:12]
 
 
-def _postgres_cmd(datadir: Path, port: int, sockdir: Path) -> list[str]:
-    return [str(pg_bin("postgres")), "-D", str(datadir), "-p", str(port),
-            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockdir}",
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-            "-c", "max_connections=60", "-c", "shared_buffers=32MB",
-            "-c", "logging_collector=off"]
-
-
-def _psql(port: int, *args: str) -> list[str]:
-    return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
-            *args]
-
-
-def _wait_postgres(proc: subprocess.Popen[bytes], port: int, log_path: Path,
-                   timeout: float = 60.0) -> None:
-    def ready() -> bool:
-        return subprocess.run(["pg_isready", "-q", "-h", LOOPBACK, "-p", str(port),
-                               "-U", "postgres", "-d", "postgres"],
-                              check=False, capture_output=True).returncode == 0
-
-    poll_until(ready, timeout=timeout, interval=0.1, proc=proc,
-               exited=lambda code: _fail(f"PostgreSQL exited with status {code}", log_path),
-               timed_out=lambda: _fail(f"PostgreSQL did not start within {timeout:.0f} s",
-                                       log_path))
-
-
-def _stop_postgres(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)  # fast shutdown: a clean data directory
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 def golden_database(log_path: Path) -> Path:
     """The tarball of a PostgreSQL data directory holding a freshly imported Zabbix database
     (role and database `zabbix`, password `zabbix`); made on first use."""
@@ -323,28 +277,28 @@ def _make_golden(work: Path, log_path: Path) -> None:
     with open(log_path, "a") as log:
         if run_logged([str(pg_bin("initdb")), "-D", str(datadir), "-U", "postgres",
                        "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"], log,
-                      env=_plain_env(), user=DB_USER, timeout=120) != 0:
+                      env=plain_env(), user=DB_USER, timeout=120) != 0:
             raise _fail("initdb failed", log_path)
         port = free_port()
         note(log, f"starting PostgreSQL on {LOOPBACK}:{port} to import the schema")
-        proc = spawn(_postgres_cmd(datadir, port, sockdir), log, env=_plain_env(),
+        proc = spawn(postgres_cmd(datadir, port, sockdir), log, env=plain_env(),
                      user=DB_USER)
         try:
-            _wait_postgres(proc, port, log_path)
+            wait_postgres(proc, port, lambda m: _fail(m, log_path))
             setup = ("CREATE ROLE zabbix LOGIN PASSWORD 'zabbix';\n"
                      "CREATE DATABASE zabbix OWNER zabbix ENCODING 'UTF8' TEMPLATE template0;\n")
-            status = subprocess.run(_psql(port, "-U", "postgres", "-d", "postgres"),
+            status = subprocess.run(psql(port, "-U", "postgres", "-d", "postgres"),
                                     input=setup.encode(), stdout=log, stderr=subprocess.STDOUT,
-                                    env=_plain_env(), check=False, timeout=60).returncode
+                                    env=plain_env(), check=False, timeout=60).returncode
             if status != 0:
                 raise _fail("creating the zabbix role and database failed", log_path)
             for name in SQL_FILES:
                 note(log, f"importing {name}")
                 with gzip.open(SQL_DIR / name, "rb") as sql:
-                    feeder = subprocess.Popen(_psql(port, "-U", "zabbix", "-d", "zabbix"),
+                    feeder = subprocess.Popen(psql(port, "-U", "zabbix", "-d", "zabbix"),
                                               stdin=subprocess.PIPE, stdout=log,
                                               stderr=subprocess.STDOUT,
-                                              env=_plain_env(PGPASSWORD="zabbix"))
+                                              env=plain_env(PGPASSWORD="zabbix"))
                     assert feeder.stdin is not None
                     with contextlib.suppress(BrokenPipeError):
                         shutil.copyfileobj(sql, feeder.stdin, 1 << 20)
@@ -352,7 +306,7 @@ def _make_golden(work: Path, log_path: Path) -> None:
                     if feeder.wait(600) != 0:
                         raise _fail(f"importing {name} failed", log_path)
         finally:
-            _stop_postgres(proc)
+            stop_postgres(proc)
 
 
 # --------------------------------------------------------------------------- processes
@@ -514,10 +468,10 @@ class ZabbixServer(ServerContext):
         datadir.chmod(0o700)
         for attempt in range(3):
             self.db_port = free_port()
-            proc = self._spawn("postgres", _postgres_cmd(datadir, self.db_port, sockdir),
-                               user=DB_USER, env=_plain_env(), log_path=self.log_path)
+            proc = self._spawn("postgres", postgres_cmd(datadir, self.db_port, sockdir),
+                               user=DB_USER, env=plain_env(), log_path=self.log_path)
             try:
-                _wait_postgres(proc, self.db_port, self.log_path)
+                wait_postgres(proc, self.db_port, lambda m: _fail(m, self.log_path))
                 return
             except ZabbixSetupError:
                 self._stop("postgres")
@@ -530,7 +484,7 @@ class ZabbixServer(ServerContext):
         self.conf_path.write_text(_server_conf(self.workdir, self.db_port, self.server_port))
         chown_tree(run, ZABBIX_USER)
         proc = self._spawn("server", ["zabbix_server", "-f", "-c", str(self.conf_path)],
-                           user=ZABBIX_USER, env=_plain_env(), log_path=self.log_path,
+                           user=ZABBIX_USER, env=plain_env(), log_path=self.log_path,
                            cwd=run)
         poll_until(lambda: "server #0 started" in tail(self.server_log, 400)
                    and port_open(self.server_port),
@@ -544,7 +498,7 @@ class ZabbixServer(ServerContext):
         for attempt in range(3):
             self.web_port = free_port()
             self.url = f"http://127.0.0.1:{self.web_port}"
-            env = _plain_env(SB_ZBX_DB_PORT=str(self.db_port),
+            env = plain_env(SB_ZBX_DB_PORT=str(self.db_port),
                              SB_ZBX_SERVER_PORT=str(self.server_port),
                              PHP_CLI_SERVER_WORKERS="4")
             proc = self._spawn("php", ["php", "-S", f"127.0.0.1:{self.web_port}",

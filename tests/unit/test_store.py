@@ -28,19 +28,27 @@ from plugin.store import (
     StoreError,
     TicketLink,
     TicketRepository,
-    change_setting,
-    read_setting,
 )
 from plugin.store.alert_state import AlertState, DigestState
+from plugin.store.postgres import PostgresStore
 from plugin.store.records import StoreInUse
+from plugin.store.sqlite import change_setting, read_setting
 from plugin.store.sqlite.disk import StoreDiskError
+from tests.servers.postgres import empty_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "state" / "s.db")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.servers)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """Each implementation of the store: the tests that take this fixture are the contract
+    both keep (PostgreSQL's from an empty schema each time)."""
+    if request.param == "sqlite":
+        s: Any = SQLiteStore(tmp_path / "state" / "s.db")
+    else:
+        server = request.getfixturevalue("postgres_server")
+        await empty_schema(server.dsn)
+        s = PostgresStore(server.dsn)
     await s.open()
     yield s
     await s.close()

@@ -1,0 +1,125 @@
+"""`OutboxRepository` on PostgreSQL: the `outbox` table. Replicas read due entries with
+`FOR UPDATE SKIP LOCKED`: an entry is leased to one of them at a time."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..records import OutboxEntry
+from .engine import Connection, PostgresRepository, rowcount
+
+_COLUMNS = "key, kind, payload, state, attempts, notified, result, created_at"
+
+
+def _entry(row: Any) -> OutboxEntry:
+    key, kind, payload, state, attempts, notified, result, created_at = row
+    return OutboxEntry(key, kind, json.loads(payload), state, int(attempts), bool(notified),
+                       json.loads(result), float(created_at))
+
+
+class PostgresOutbox(PostgresRepository):
+    async def put(self, key: str, kind: str, payload: dict[str, Any], *,
+                  due_at: float | None = None) -> bool:
+        now = time.time()
+        status = await self._engine.run(lambda c: c.execute(
+            "INSERT INTO outbox(key, kind, payload, state, next_at, created_at) "
+            "VALUES ($1, $2, $3, 'queued', $4, $5) ON CONFLICT (key) DO NOTHING",
+            key, kind, json.dumps(payload), now if due_at is None else due_at, now))
+        return rowcount(status) == 1
+
+    async def put_leased(self, key: str, kind: str, payload: dict[str, Any],
+                         lease: float) -> OutboxEntry | None:
+        now = time.time()
+        body = json.dumps(payload)
+        status = await self._engine.run(lambda c: c.execute(
+            "INSERT INTO outbox(key, kind, payload, state, next_at, created_at, lease_until) "
+            "VALUES ($1, $2, $3, 'queued', $4, $4, $5) ON CONFLICT (key) DO NOTHING",
+            key, kind, body, now, now + lease))
+        if rowcount(status) != 1:
+            return None
+        return OutboxEntry(key, kind, json.loads(body), "queued", 0, False, {}, now)
+
+    async def get(self, key: str) -> OutboxEntry | None:
+        row = await self._engine.run(lambda c: c.fetchrow(
+            f"SELECT {_COLUMNS} FROM outbox WHERE key = $1", key))
+        return None if row is None else _entry(row)
+
+    async def due(self, now: float, lease: float, limit: int) -> list[OutboxEntry]:
+        rows = await self._engine.run(lambda c: c.fetch(
+            f"UPDATE outbox SET lease_until = $2 WHERE key IN (SELECT key FROM outbox "
+            "WHERE state IN ('queued', 'filed') AND next_at <= $1 AND lease_until <= $1 "
+            "ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
+            f"RETURNING {_COLUMNS}, next_at", now, now + lease, limit))
+        rows = sorted(rows, key=lambda r: float(r[-1]))
+        return [_entry(tuple(r)[:-1]) for r in rows]
+
+    async def update(self, key: str, *, state: str | None = None,
+                     result: dict[str, Any] | None = None, retry_at: float | None = None,
+                     error: str | None = None, notified: bool | None = None,
+                     release: bool = False, durable: bool = True) -> None:
+        sets: list[str] = ["lease_until = 0"] if release or retry_at is not None else []
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if state is not None:
+            sets.append(f"state = {arg(state)}")
+        if result is not None:
+            sets.append(f"result = {arg(json.dumps(result))}")
+        if retry_at is not None:
+            sets.append(f"next_at = {arg(retry_at)}")
+            sets.append("attempts = attempts + 1")
+        if error is not None:
+            sets.append(f"last_error = {arg(error[:500])}")
+        if notified is not None:
+            sets.append(f"notified = {arg(notified)}")
+        if not sets:
+            return
+        sql = f"UPDATE outbox SET {', '.join(sets)} WHERE key = {arg(key)}"
+        await self._engine.run(lambda c: c.execute(sql, *args))
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._engine.run(lambda c: c.fetch(
+            "SELECT state, count(*) FROM outbox GROUP BY state"))
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def backlog(self) -> list[tuple[str, str, int, float]]:
+        rows = await self._engine.run(lambda c: c.fetch(
+            "SELECT kind, state, count(*), min(created_at) FROM outbox "
+            "WHERE state IN ('queued', 'filed') GROUP BY kind, state"))
+        return [(str(r[0]), str(r[1]), int(r[2]), float(r[3])) for r in rows]
+
+    async def open(self, kind: str) -> list[OutboxEntry]:
+        rows = await self._engine.run(lambda c: c.fetch(
+            f"SELECT {_COLUMNS} FROM outbox WHERE kind = $1 "
+            "AND state IN ('queued', 'filed') ORDER BY created_at", kind))
+        return [_entry(r) for r in rows]
+
+    async def requeue(self, key: str, kind: str, payload: dict[str, Any]) -> None:
+        now = time.time()
+        await self._engine.run(lambda c: c.execute(
+            "INSERT INTO outbox(key, kind, payload, state, next_at, created_at) "
+            "VALUES ($1, $2, $3, 'queued', $4, $4) ON CONFLICT (key) DO UPDATE SET "
+            "payload = EXCLUDED.payload, next_at = least(outbox.next_at, EXCLUDED.next_at), "
+            "state = 'queued', attempts = 0, last_error = ''", key, kind, json.dumps(payload),
+            now))
+
+    async def finish(self, key: str, revision: int) -> bool:
+        async def go(c: Connection) -> bool:
+            done = rowcount(await c.execute(
+                "UPDATE outbox SET state = 'done', lease_until = 0 WHERE key = $1 AND "
+                "coalesce((payload::jsonb ->> 'revision')::bigint, 0) <= $2", key, revision))
+            if not done:
+                await c.execute("UPDATE outbox SET lease_until = 0 WHERE key = $1", key)
+            return done == 1
+
+        return await self._engine.run(go)
+
+    async def prune_rows(self, conn: Connection, older_than: float) -> int:
+        return rowcount(await conn.execute(
+            "DELETE FROM outbox WHERE state IN ('done', 'failed') AND created_at < $1",
+            older_than))

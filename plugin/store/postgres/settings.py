@@ -1,0 +1,46 @@
+"""Settings (the `kv` table) of a PostgreSQL state store read or changed from a command-line
+tool, beside running replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import asyncpg  # type: ignore[import-untyped]
+
+from ..records import StoreError
+from .engine import migrate
+
+
+async def read_setting(dsn: str, key: str) -> str | None:
+    """A setting's value; None when it (or the schema) does not exist yet."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StoreError(f"cannot reach the PostgreSQL state store: {exc}") from exc
+    try:
+        return await conn.fetchval("SELECT value FROM kv WHERE key = $1", key)  # type: ignore
+    except asyncpg.UndefinedTableError:
+        return None
+    finally:
+        await conn.close()
+
+
+async def change_setting(dsn: str, key: str, change: Callable[[str | None], str]) -> None:
+    """Set a setting to `change(its current value)`, in one transaction that holds the row
+    (the schema is made first when the database is new)."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StoreError(f"cannot reach the PostgreSQL state store: {exc}") from exc
+    try:
+        await migrate(conn)
+        async with conn.transaction():
+            await conn.execute("INSERT INTO kv(key, value) VALUES ($1, '') "
+                               "ON CONFLICT (key) DO NOTHING", key)
+            current = await conn.fetchval("SELECT value FROM kv WHERE key = $1 FOR UPDATE", key)
+            await conn.execute("UPDATE kv SET value = $2 WHERE key = $1", key,
+                               change(current or None))
+    except asyncpg.PostgresError as exc:
+        raise StoreError(f"the PostgreSQL state store refused the change: {exc}") from exc
+    finally:
+        await conn.close()
