@@ -97,6 +97,31 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return asyncio.run(doctor(config, config_path=args.config))
 
 
+def cmd_store_migrate(args: argparse.Namespace) -> int:
+    """Copy an SQLite state file (the configured one by default) into a PostgreSQL database."""
+    from .store import StoreError, is_database_url
+    from .store.transfer import copy_to_postgres
+    target = args.to or os.environ.get("SWITCHBOARD_DB_TARGET", "")
+    if not is_database_url(target):
+        print("switchboard: store migrate needs --to postgresql://user:password@host/database "
+              "(or SWITCHBOARD_DB_TARGET)", file=sys.stderr)
+        return 2
+    source = args.source or load(args.config).settings.state.path
+    if is_database_url(source):
+        print(f"switchboard: the state is already in a database ({shown(source)}); give the "
+              "SQLite file with --from", file=sys.stderr)
+        return 2
+    try:
+        counts = asyncio.run(copy_to_postgres(source, target))
+    except StoreError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 4
+    copied = ", ".join(f"{n} {table}" for table, n in counts.items())
+    print(f"copied {source} into {shown(target)}: {copied}. Rows already there were kept; "
+          "set SWITCHBOARD_DB to the database and start the bot.")
+    return 0
+
+
 def cmd_register_commands(args: argparse.Namespace) -> int:
     from .commands import register_commands
     config = load(args.config)
@@ -139,6 +164,18 @@ def parser() -> argparse.ArgumentParser:
                     help="take the token from this environment variable (e.g. a system admin's "
                          "personal access token) instead of the bot's")
     rc.set_defaults(fn=cmd_register_commands)
+    st = sub.add_parser("store", help="the state store").add_subparsers(dest="store_command",
+                                                                        required=True)
+    mg = with_config(st.add_parser(
+        "migrate", help="copy an SQLite state file into a PostgreSQL database (again: nothing "
+                        "copied twice); stop the bot first"))
+    mg.add_argument("--from", dest="source", metavar="FILE", default=None,
+                    help="the SQLite state file (default: the configured one)")
+    mg.add_argument("--to", metavar="URL", default=None,
+                    help="postgresql://user:password@host:port/database (or "
+                         "$SWITCHBOARD_DB_TARGET, which keeps the password off the command "
+                         "line)")
+    mg.set_defaults(fn=cmd_store_migrate)
     sub.add_parser("sendevt", help="send an event to the alert listener (see sendevt --help)",
                    add_help=False)
     c = sub.add_parser("console", help="chat with a running sandbox as a user")
