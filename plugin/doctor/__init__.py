@@ -9,7 +9,8 @@ ends the report; the exit status is 1 when any check failed. The checks, one mod
    websocket event stream (`mattermost.py`);
 5. the listener's public URL leads to the listener, and Mattermost may call it; when the bot is
    running, the requests at once it settled on for each tracker and source (`listener.py`);
-6.-7. each tracker and monitoring source, with its credentials (`systems.py`).
+6.-7. each tracker and monitoring source, with its credentials (`systems.py`);
+8. the state store, file or database (`state.py`).
 
 A check that needs Mattermost is skipped, and says so, when Mattermost cannot be signed in to;
 the others run regardless. An error no check expected ends only its group (Mattermost, the
@@ -28,6 +29,7 @@ from ..review import review
 from .listener import check_listener
 from .mattermost import check_bot, check_server, check_websocket
 from .report import Report, SettingNames, guarded, secret_values
+from .state import check_store
 from .systems import check_sources, check_trackers
 
 __all__ = ["Report", "doctor", "secret_values"]
@@ -87,4 +89,6 @@ async def doctor(config: Config, out: Callable[[str], None] = print, *,
                 api.close()
     await check_trackers(report, s, names)
     await check_sources(report, s, names)
+    with guarded(report, "the state store"):
+        await check_store(report, s, names)
     return report.verdict()

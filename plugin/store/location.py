@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .protocols import Store
+from .records import StoreError
 from .sqlite import SQLiteStore
 from .sqlite import change_setting as change_file_setting
+from .sqlite import probe as probe_file
 from .sqlite import read_setting as read_file_setting
 
 #: URL schemes of a PostgreSQL database.
@@ -50,3 +53,31 @@ async def change_setting(path: str, key: str, change: Callable[[str | None], str
         await change_database_setting(path, key, change)
     else:
         await change_file_setting(path, key, change)
+
+
+@dataclass(frozen=True)
+class StoreProbe:
+    """What the state store looks like from outside, for `doctor`."""
+
+    #: "SQLite file" or "PostgreSQL database".
+    kind: str
+    #: The schema version found (0: none yet, made at first start) and this version's.
+    version: int
+    expected: int
+    #: A running bot holds it.
+    in_use: bool
+
+
+async def probe(path: str) -> StoreProbe:
+    """Look at the state store without changing it (`StoreError` when it cannot be read)."""
+    if is_database_url(path):
+        import asyncpg  # type: ignore[import-untyped]
+
+        from .postgres import MIGRATIONS as DATABASE_MIGRATIONS
+        from .postgres.settings import probe as probe_database
+        try:
+            version, held = await probe_database(path)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"cannot reach the PostgreSQL state store: {exc}") from exc
+        return StoreProbe("PostgreSQL database", version, len(DATABASE_MIGRATIONS), held)
+    return StoreProbe("SQLite file", *probe_file(path))

@@ -653,9 +653,16 @@ async def doctor_on_shipped(env: dict[str, str]) -> tuple[int, list[str]]:
     """`switchboard doctor` on the shipped plugin.yaml with only `env` set (the sandbox: no
     Mattermost to reach)."""
     lines: list[str] = []
-    code = await doctor(load(SHIPPED, env), lines.append, config_path=str(SHIPPED))
+    code = await doctor(load(SHIPPED, {"SWITCHBOARD_DB": NO_STATE_YET} | env), lines.append,
+                        config_path=str(SHIPPED))
     assert not any(GIVEN_SECRET in line for line in lines), lines
     return code, lines
+
+
+#: A state file not made yet (a new installation).
+NO_STATE_YET = "/nonexistent/switchboard-doctor/state.db"
+STATE_OK = (f"[  ok] the state store is the SQLite file {NO_STATE_YET}; it is made at first "
+            "start")
 
 
 SANDBOX_WARNING = ("[warn] MM_URL (settings.mattermost.url) is empty: `switchboard run` starts "
@@ -679,8 +686,8 @@ async def test_the_doctor_fails_a_setting_given_in_part_with_its_fix(
         env: dict[str, str], failure: str) -> None:
     code, lines = await doctor_on_shipped(env)
     assert code == 1
-    assert lines == [failure, SANDBOX_WARNING, GENERIC_OK,
-                     "verdict: NOT READY (1 failed, 1 warning, 1 ok): fix the [FAIL] lines, "
+    assert lines == [failure, SANDBOX_WARNING, GENERIC_OK, STATE_OK,
+                     "verdict: NOT READY (1 failed, 1 warning, 2 ok): fix the [FAIL] lines, "
                      "then run `switchboard doctor` again"]
 
 
@@ -716,8 +723,8 @@ async def test_the_doctor_warns_when_decisions_cannot_go_back_to_the_source(
     assert code == 0
     # Named once, by the configuration's check: the source's API is not probed without it.
     assert lines == [warning, "[  ok] the configuration is complete enough to run",
-                     SANDBOX_WARNING, GENERIC_OK,
-                     "verdict: ready (2 ok, 2 warnings: read the [warn] lines)"]
+                     SANDBOX_WARNING, GENERIC_OK, STATE_OK,
+                     "verdict: ready (3 ok, 2 warnings: read the [warn] lines)"]
 
 
 def test_a_token_list_is_named_by_its_variable() -> None:

@@ -22,7 +22,7 @@ Connection = Any  # asyncpg.Connection (its stubs are not typed)
 #: The advisory lock key that serializes migrations between replicas ("swbd").
 _MIGRATION_LOCK = 0x73776264
 #: The advisory lock an exclusive run holds for as long as it runs ("swbr").
-_RUN_LOCK = 0x73776272
+RUN_LOCK = 0x73776272
 
 
 def rowcount(status: str) -> int:
@@ -66,7 +66,7 @@ class PostgresEngine:
             if self.exclusive:
                 self._holder = await asyncpg.connect(self.dsn)
                 if not await self._holder.fetchval("SELECT pg_try_advisory_lock($1)",
-                                                   _RUN_LOCK):
+                                                   RUN_LOCK):
                     raise StoreInUse(
                         "the PostgreSQL state store is in use by another running Switchboard; "
                         "one database serves one running bot for now: stop the other one, or "

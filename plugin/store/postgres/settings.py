@@ -8,7 +8,7 @@ from collections.abc import Callable
 import asyncpg  # type: ignore[import-untyped]
 
 from ..records import StoreError
-from .engine import migrate
+from .engine import RUN_LOCK, migrate
 
 
 async def read_setting(dsn: str, key: str) -> str | None:
@@ -42,5 +42,21 @@ async def change_setting(dsn: str, key: str, change: Callable[[str | None], str]
                                change(current or None))
     except asyncpg.PostgresError as exc:
         raise StoreError(f"the PostgreSQL state store refused the change: {exc}") from exc
+    finally:
+        await conn.close()
+
+
+async def probe(dsn: str) -> tuple[int, bool]:
+    """The database's schema version (0: none yet), and whether a running bot holds it."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        version = 0
+        if await conn.fetchval("SELECT to_regclass('switchboard_schema') IS NOT NULL"):
+            version = await conn.fetchval(
+                "SELECT coalesce(max(version), 0) FROM switchboard_schema")
+        held = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+            "AND objid = $1 AND granted)", RUN_LOCK)
+        return int(version or 0), bool(held)
     finally:
         await conn.close()

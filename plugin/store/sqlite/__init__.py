@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from .engine import SQLiteEngine
 from .schema import MIGRATIONS
-from .statefile import change_setting, read_setting
+from .statefile import change_setting, probe, read_setting
 from .store import SQLiteStore
 
-__all__ = ["MIGRATIONS", "SQLiteEngine", "SQLiteStore", "change_setting", "read_setting"]
+__all__ = ["MIGRATIONS", "SQLiteEngine", "SQLiteStore", "change_setting", "probe",
+           "read_setting"]

@@ -3,11 +3,14 @@ command-line tool, while a running bot may hold the file open."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 from ..records import StoreError
+from .schema import MIGRATIONS
 from .store import SQLiteStore
 
 
@@ -61,3 +64,29 @@ async def change_setting(path: str, key: str, change: Callable[[str | None], str
             db.close()
     except sqlite3.Error as exc:
         raise StoreError(str(exc)) from exc
+
+
+def probe(path: str) -> tuple[int, int, bool]:
+    """The file's schema version (0: no file yet, made at first start), this version's, and
+    whether a running bot holds it (its lock file is locked)."""
+    if path == ":memory:" or not Path(path).exists():
+        return 0, len(MIGRATIONS), False
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"the state file {path} cannot be read: {exc}") from exc
+    held = False
+    lock = Path(path + ".lock")
+    if lock.exists():
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = True
+        finally:
+            os.close(fd)
+    return version, len(MIGRATIONS), held
