@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -45,6 +48,8 @@ class Runtime:
         self.stream_enabled = stream_enabled
         #: When this run of the bot began (work queued before it is being resumed).
         self.started_at = time.time()
+        #: This run among the replicas sharing a store: the owner of the leases it takes.
+        self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._locales = locales
         self._tasks = tasks
         self._stopping = stopping

@@ -13,6 +13,7 @@ decision is a claim — insert-if-absent — never an in-memory set.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from .alert_state import AlertState, DigestState
@@ -259,6 +260,12 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    def locked(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Hold `name` against every other process on this store while the block runs (a
+        read-change-save of one incident or one ticket). Within a process, callers serialize
+        themselves first (an `asyncio.Lock` per name): this is the lock between replicas."""
+        ...
 
     def barrier(self) -> Callable[[], Awaitable[None]]:
         """A waiter that returns once everything written so far is on disk: what an effect

@@ -116,3 +116,25 @@ def test_the_location_picks_the_store_and_hides_the_password() -> None:
         "postgresql://sb:***@db:5432/switchboard"
     assert shown("postgres://db/switchboard") == "postgres://db/switchboard"
     assert shown("./state/switchboard.db") == "./state/switchboard.db"
+
+
+async def test_a_named_lock_is_held_by_one_replica_at_a_time(
+        replicas: list[PostgresStore]) -> None:
+    order: list[str] = []
+
+    async def work(store: PostgresStore, who: str) -> None:
+        async with store.locked("alert|am|disk"):
+            order.append(f"{who} in")
+            await asyncio.sleep(0.2)
+            order.append(f"{who} out")
+
+    await asyncio.gather(work(replicas[0], "a"), work(replicas[1], "b"),
+                         work(replicas[2], "c"))
+    # Never two inside at once: each "in" is followed by its own "out".
+    assert [x.split()[1] for x in order] == ["in", "out"] * 3
+    assert all(order[i].split()[0] == order[i + 1].split()[0] for i in range(0, 6, 2))
+    # Other names do not wait for it.
+    async with replicas[0].locked("alert|am|disk"):
+        async with asyncio.timeout(1):
+            async with replicas[1].locked("alert|am|cpu"):
+                pass

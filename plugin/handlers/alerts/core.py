@@ -5,8 +5,9 @@ check every click goes through."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +76,14 @@ class AlertsCore:
             raise RuntimeError("the alerts feature has not been started")
         return self._rt
 
-    def _lock(self, scope: str, key: str) -> asyncio.Lock:
+    @contextlib.asynccontextmanager
+    async def _lock(self, scope: str, key: str) -> AsyncIterator[None]:
+        """One read-change-save of an incident (or a digest, a channel's storm count) at a
+        time: in this process, then between replicas sharing the store."""
+        async with self._local_lock(scope, key), self.rt.store.locked(f"alert|{scope}|{key}"):
+            yield
+
+    def _local_lock(self, scope: str, key: str) -> asyncio.Lock:
         lock = self._locks.get((scope, key))
         if lock is None:
             if len(self._locks) > 10_000:  # forget idle locks now and then

@@ -5,8 +5,10 @@ are named."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from bridge.tickets import Attachment, Person, Status, Ticket, Tracker, TrackerError, clean_text
@@ -98,8 +100,13 @@ class HelpdeskCore:
     def outbox(self) -> Outbox:
         return self.rt.outbox
 
-    def _lock(self, tracker: str, ticket_id: str) -> asyncio.Lock:
-        return self._locks.setdefault((tracker, ticket_id), asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _lock(self, tracker: str, ticket_id: str) -> AsyncIterator[None]:
+        """One piece of work on a ticket at a time: in this process, then between replicas
+        sharing the store."""
+        local = self._locks.setdefault((tracker, ticket_id), asyncio.Lock())
+        async with local, self.rt.store.locked(f"ticket|{tracker}|{ticket_id}"):
+            yield
 
     async def _person(self, user_id: str) -> Person:
         try:

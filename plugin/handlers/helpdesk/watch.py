@@ -24,7 +24,7 @@ class Watch(Solutions):
 
     async def watch(self) -> None:
         """One look at linked tickets, by whichever process holds the watch's lease."""
-        if await self.rt.store.leases.take("helpdesk-watch", f"watch-{id(self)}",
+        if await self.rt.store.leases.take("helpdesk-watch", self.rt.replica,
                                           self.settings.poll_interval * 3):
             await self.poll_once()
 

@@ -5,8 +5,10 @@ database is this process's alone."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
@@ -60,6 +62,9 @@ class PostgresEngine:
         self.exclusive = exclusive
         self._pool: Any = None
         self._holder: Any = None
+        #: The connection holding this process's advisory locks (`locked`), and its turn.
+        self._locks: Any = None
+        self._locks_in_use = asyncio.Lock()
 
     async def open(self) -> None:
         try:
@@ -86,9 +91,36 @@ class PostgresEngine:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
-        holder, self._holder = self._holder, None
-        if holder is not None:
-            await holder.close()  # the run's lock goes with its connection
+        for attr in ("_holder", "_locks"):
+            conn = getattr(self, attr)
+            setattr(self, attr, None)
+            if conn is not None:
+                await conn.close()  # its locks go with it (the run's, any left held)
+
+    @contextlib.asynccontextmanager
+    async def locked(self, name: str) -> AsyncIterator[None]:
+        """Hold the advisory lock of `name` (a 64-bit hash of it) while the block runs. One
+        connection of its own holds this process's locks; taking one is tried, not waited on
+        (a wait would hold that connection from every other lock and unlock), again and again
+        until it is free."""
+        if self._pool is None:
+            raise RuntimeError("the state store is not open")
+        if self._locks is None:
+            self._locks = await asyncpg.connect(self.dsn)
+        delay = 0.005
+        while True:
+            async with self._locks_in_use:
+                if await self._locks.fetchval(
+                        "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", name):
+                    break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        try:
+            yield
+        finally:
+            async with self._locks_in_use:
+                await self._locks.fetchval(
+                    "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name)
 
     async def run(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """`fn(connection)` in a transaction of its own; committed (and durable) when it

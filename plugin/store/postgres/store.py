@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 from ..protocols import (
     AlertRepository,
@@ -58,6 +59,9 @@ class PostgresStore:
 
     def barrier(self) -> Callable[[], Awaitable[None]]:
         return _on_disk
+
+    def locked(self, name: str) -> AbstractAsyncContextManager[None]:
+        return self.engine.locked(name)
 
     async def prune(self, older_than: float) -> int:
         async def go(conn: Connection) -> int:

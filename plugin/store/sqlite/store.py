@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from ..protocols import (
@@ -67,6 +68,11 @@ class SQLiteStore:
 
     def barrier(self) -> Callable[[], Awaitable[None]]:
         return self.engine.barrier()
+
+    @contextlib.asynccontextmanager
+    async def locked(self, name: str) -> AsyncIterator[None]:
+        """The embedded store serves one process, which serializes itself: nothing to hold."""
+        yield
 
     async def prune(self, older_than: float) -> int:
         # One request for all: pruning costs one round trip and one commit.
