@@ -77,7 +77,7 @@ async def probe(path: str) -> StoreProbe:
         from .postgres.settings import probe as probe_database
         try:
             version, held = await probe_database(path)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise StoreError(f"cannot reach the PostgreSQL state store: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"the PostgreSQL state store cannot be read: {exc}") from exc
         return StoreProbe("PostgreSQL database", version, len(DATABASE_MIGRATIONS), held)
     return StoreProbe("SQLite file", *probe_file(path))

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from .postgres.engine import migrate
+from .postgres.engine import connect, migrate
 from .records import StoreError
 from .sqlite import SQLiteStore
 
@@ -56,10 +56,7 @@ async def copy_to_postgres(path: str, dsn: str) -> dict[str, int]:
                            "ORDER BY id").fetchall()
     finally:
         db.close()
-    try:
-        conn = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise StoreError(f"cannot reach the PostgreSQL state store: {exc}") from exc
+    conn = await connect(dsn)
     try:
         await migrate(conn)
         async with conn.transaction():

@@ -5,40 +5,31 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
-from ..alert_state import DIGEST_SOURCE, AlertState, DigestState, state_from_json
+from ..alert_state import DIGEST_SOURCE, AlertState, DigestState
 from ..records import AlertRecord
+from ..rows import ALERT_COLUMNS, alert_record
 from .engine import Connection, PostgresRepository, rowcount
-
-_COLUMNS = "source, key, channel_id, post_id, state, revision, created_at"
-
-
-def _alert(row: Any) -> AlertRecord:
-    source, key, channel_id, post_id, state, revision, created_at = row
-    return AlertRecord(source, key, channel_id, post_id,
-                       state_from_json(source, json.loads(state)), int(revision),
-                       float(created_at))
 
 
 class PostgresAlerts(PostgresRepository):
     async def get(self, source: str, key: str) -> AlertRecord | None:
         row = await self._engine.run(lambda c: c.fetchrow(
-            f"SELECT {_COLUMNS} FROM alerts WHERE source = $1 AND key = $2", source, key))
-        return None if row is None else _alert(row)
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE source = $1 AND key = $2", source, key))
+        return None if row is None else alert_record(row)
 
     async def by_identity(self, source: str, identity: str) -> AlertRecord | None:
         row = await self._engine.run(lambda c: c.fetchrow(
-            f"SELECT {_COLUMNS} FROM alerts WHERE source = $1 "
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE source = $1 "
             "AND (state::jsonb #>> '{alert,identity}') = $2 "
             "ORDER BY created_at DESC LIMIT 1", source, identity))
-        return None if row is None else _alert(row)
+        return None if row is None else alert_record(row)
 
     async def in_digest(self, digest_key: str) -> list[AlertRecord]:
         rows = await self._engine.run(lambda c: c.fetch(
-            f"SELECT {_COLUMNS} FROM alerts WHERE (state::jsonb ->> 'digest') = $1 "
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE (state::jsonb ->> 'digest') = $1 "
             "ORDER BY created_at", digest_key))
-        return [_alert(r) for r in rows]
+        return [alert_record(r) for r in rows]
 
     async def save(self, source: str, key: str, channel_id: str,
                    state: AlertState | DigestState,
@@ -51,13 +42,13 @@ class PostgresAlerts(PostgresRepository):
                 "INSERT INTO alerts(source, key, channel_id, state, created_at, updated_at) "
                 "VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (source, key) DO UPDATE SET "
                 "state = EXCLUDED.state, revision = alerts.revision + 1, "
-                f"updated_at = EXCLUDED.updated_at RETURNING {_COLUMNS}",
+                f"updated_at = EXCLUDED.updated_at RETURNING {ALERT_COLUMNS}",
                 source, key, channel_id, body, now)
             if notes:
                 await c.executemany(
                     "INSERT INTO alert_notes(source, key, text) VALUES ($1, $2, $3)",
                     [(source, key, n) for n in notes])
-            return _alert(row)
+            return alert_record(row)
 
         return await self._engine.run(go)
 

@@ -33,6 +33,14 @@ def rowcount(status: str) -> int:
     return int(last) if last.isdigit() else 0
 
 
+async def connect(dsn: str) -> Connection:
+    """A connection of its own (a command-line tool's); `StoreError` when out of reach."""
+    try:
+        return await asyncpg.connect(dsn, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StoreError(f"cannot reach the PostgreSQL state store: {exc}") from exc
+
+
 async def migrate(conn: Connection) -> None:
     """Bring the schema (`switchboard_schema.version`) up to date, one migration per
     transaction, under an advisory lock; a database newer than `MIGRATIONS` is refused."""

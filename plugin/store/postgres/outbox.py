@@ -8,15 +8,8 @@ import time
 from typing import Any
 
 from ..records import OutboxEntry
+from ..rows import OUTBOX_COLUMNS, outbox_entry
 from .engine import Connection, PostgresRepository, rowcount
-
-_COLUMNS = "key, kind, payload, state, attempts, notified, result, created_at"
-
-
-def _entry(row: Any) -> OutboxEntry:
-    key, kind, payload, state, attempts, notified, result, created_at = row
-    return OutboxEntry(key, kind, json.loads(payload), state, int(attempts), bool(notified),
-                       json.loads(result), float(created_at))
 
 
 class PostgresOutbox(PostgresRepository):
@@ -43,17 +36,17 @@ class PostgresOutbox(PostgresRepository):
 
     async def get(self, key: str) -> OutboxEntry | None:
         row = await self._engine.run(lambda c: c.fetchrow(
-            f"SELECT {_COLUMNS} FROM outbox WHERE key = $1", key))
-        return None if row is None else _entry(row)
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE key = $1", key))
+        return None if row is None else outbox_entry(row)
 
     async def due(self, now: float, lease: float, limit: int) -> list[OutboxEntry]:
         rows = await self._engine.run(lambda c: c.fetch(
             f"UPDATE outbox SET lease_until = $2 WHERE key IN (SELECT key FROM outbox "
             "WHERE state IN ('queued', 'filed') AND next_at <= $1 AND lease_until <= $1 "
             "ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {_COLUMNS}, next_at", now, now + lease, limit))
+            f"RETURNING {OUTBOX_COLUMNS}, next_at", now, now + lease, limit))
         rows = sorted(rows, key=lambda r: float(r[-1]))
-        return [_entry(tuple(r)[:-1]) for r in rows]
+        return [outbox_entry(tuple(r)[:-1]) for r in rows]
 
     async def update(self, key: str, *, state: str | None = None,
                      result: dict[str, Any] | None = None, retry_at: float | None = None,
@@ -95,9 +88,9 @@ class PostgresOutbox(PostgresRepository):
 
     async def open(self, kind: str) -> list[OutboxEntry]:
         rows = await self._engine.run(lambda c: c.fetch(
-            f"SELECT {_COLUMNS} FROM outbox WHERE kind = $1 "
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE kind = $1 "
             "AND state IN ('queued', 'filed') ORDER BY created_at", kind))
-        return [_entry(r) for r in rows]
+        return [outbox_entry(r) for r in rows]
 
     async def requeue(self, key: str, kind: str, payload: dict[str, Any]) -> None:
         now = time.time()

@@ -8,15 +8,12 @@ from collections.abc import Callable
 import asyncpg  # type: ignore[import-untyped]
 
 from ..records import StoreError
-from .engine import RUN_LOCK, migrate
+from .engine import RUN_LOCK, connect, migrate
 
 
 async def read_setting(dsn: str, key: str) -> str | None:
     """A setting's value; None when it (or the schema) does not exist yet."""
-    try:
-        conn = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise StoreError(f"cannot reach the PostgreSQL state store: {exc}") from exc
+    conn = await connect(dsn)
     try:
         return await conn.fetchval("SELECT value FROM kv WHERE key = $1", key)  # type: ignore
     except asyncpg.UndefinedTableError:
@@ -28,10 +25,7 @@ async def read_setting(dsn: str, key: str) -> str | None:
 async def change_setting(dsn: str, key: str, change: Callable[[str | None], str]) -> None:
     """Set a setting to `change(its current value)`, in one transaction that holds the row
     (the schema is made first when the database is new)."""
-    try:
-        conn = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise StoreError(f"cannot reach the PostgreSQL state store: {exc}") from exc
+    conn = await connect(dsn)
     try:
         await migrate(conn)
         async with conn.transaction():
@@ -48,7 +42,7 @@ async def change_setting(dsn: str, key: str, change: Callable[[str | None], str]
 
 async def probe(dsn: str) -> tuple[int, bool]:
     """The database's schema version (0: none yet), and whether a running bot holds it."""
-    conn = await asyncpg.connect(dsn, timeout=10)
+    conn = await connect(dsn)
     try:
         version = 0
         if await conn.fetchval("SELECT to_regclass('switchboard_schema') IS NOT NULL"):

@@ -7,52 +7,44 @@ import time
 from typing import Any
 
 from ..records import TicketLink
+from ..rows import TICKET_COLUMNS, ticket_link
 from .engine import Connection, PostgresRepository, rowcount
-
-_COLUMNS = ("tracker, ticket_id, channel_id, root_id, requester_id, requester, title, url, "
-            "status, status_changes, open, origin")
-
-
-def _link(row: Any) -> TicketLink:
-    values = list(row)
-    values[9], values[10] = int(values[9]), bool(values[10])
-    return TicketLink(*values)
 
 
 class PostgresTickets(PostgresRepository):
     async def link(self, link: TicketLink, *, durable: bool = True) -> None:
         await self._engine.run(lambda c: c.execute(
-            f"INSERT INTO tickets({_COLUMNS}, created_at, watch_until) VALUES ($1, $2, $3, $4, "
-            "$5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
+            f"INSERT INTO tickets({TICKET_COLUMNS}, created_at, watch_until) VALUES ($1, $2, $3, "
+            "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
             link.tracker, link.ticket_id, link.channel_id, link.root_id, link.requester_id,
             link.requester, link.title, link.url, link.status, link.status_changes, link.open,
             link.origin, time.time(), None if link.open else 0.0))
 
     async def by_root(self, root_id: str) -> TicketLink | None:
         row = await self._engine.run(lambda c: c.fetchrow(
-            f"SELECT {_COLUMNS} FROM tickets WHERE root_id = $1 "
+            f"SELECT {TICKET_COLUMNS} FROM tickets WHERE root_id = $1 "
             "ORDER BY created_at DESC LIMIT 1", root_id))
-        return None if row is None else _link(row)
+        return None if row is None else ticket_link(row)
 
     async def get(self, tracker: str, ticket_id: str) -> TicketLink | None:
         row = await self._engine.run(lambda c: c.fetchrow(
-            f"SELECT {_COLUMNS} FROM tickets WHERE tracker = $1 AND ticket_id = $2",
+            f"SELECT {TICKET_COLUMNS} FROM tickets WHERE tracker = $1 AND ticket_id = $2",
             tracker, ticket_id))
-        return None if row is None else _link(row)
+        return None if row is None else ticket_link(row)
 
     async def find(self, *, open_only: bool = True,
                    requester_id: str | None = None) -> list[TicketLink]:
         rows = await self._engine.run(lambda c: c.fetch(
-            f"SELECT {_COLUMNS} FROM tickets WHERE ($1 = FALSE OR open) "
+            f"SELECT {TICKET_COLUMNS} FROM tickets WHERE ($1 = FALSE OR open) "
             "AND ($2::text IS NULL OR requester_id = $2) ORDER BY created_at",
             open_only, requester_id))
-        return [_link(r) for r in rows]
+        return [ticket_link(r) for r in rows]
 
     async def watched(self, now: float) -> list[TicketLink]:
         rows = await self._engine.run(lambda c: c.fetch(
-            f"SELECT {_COLUMNS} FROM tickets WHERE open OR watch_until > $1 "
+            f"SELECT {TICKET_COLUMNS} FROM tickets WHERE open OR watch_until > $1 "
             "ORDER BY created_at", now))
-        return [_link(r) for r in rows]
+        return [ticket_link(r) for r in rows]
 
     async def linked_roots(self) -> set[str]:
         rows = await self._engine.run(lambda c: c.fetch(

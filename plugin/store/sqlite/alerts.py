@@ -5,41 +5,32 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import Any
 
-from ..alert_state import DIGEST_SOURCE, AlertState, DigestState, state_from_json
+from ..alert_state import DIGEST_SOURCE, AlertState, DigestState
 from ..records import AlertRecord
+from ..rows import ALERT_COLUMNS, alert_record
 from .engine import SQLiteRepository, transaction
-
-_COLUMNS = "source, key, channel_id, post_id, state, revision, created_at"
-
-
-def _alert(row: tuple[Any, ...]) -> AlertRecord:
-    source, key, channel_id, post_id, state, revision, created_at = row
-    return AlertRecord(source, key, channel_id, post_id,
-                       state_from_json(source, json.loads(state)), int(revision),
-                       float(created_at))
 
 
 class SQLiteAlerts(SQLiteRepository):
     async def get(self, source: str, key: str) -> AlertRecord | None:
         row = await self._engine.run(lambda db: db.execute(
-            f"SELECT {_COLUMNS} FROM alerts WHERE source = ? AND key = ?",
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE source = ? AND key = ?",
             (source, key)).fetchone())
-        return None if row is None else _alert(row)
+        return None if row is None else alert_record(row)
 
     async def by_identity(self, source: str, identity: str) -> AlertRecord | None:
         row = await self._engine.run(lambda db: db.execute(
-            f"SELECT {_COLUMNS} FROM alerts WHERE source = ? "
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE source = ? "
             "AND json_extract(state, '$.alert.identity') = ? "
             "ORDER BY created_at DESC LIMIT 1", (source, identity)).fetchone())
-        return None if row is None else _alert(row)
+        return None if row is None else alert_record(row)
 
     async def in_digest(self, digest_key: str) -> list[AlertRecord]:
         rows = await self._engine.run(lambda db: db.execute(
-            f"SELECT {_COLUMNS} FROM alerts WHERE json_extract(state, '$.digest') = ? "
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE json_extract(state, '$.digest') = ? "
             "ORDER BY created_at", (digest_key,)).fetchall())
-        return [_alert(row) for row in rows]
+        return [alert_record(row) for row in rows]
 
     async def save(self, source: str, key: str, channel_id: str,
                    state: AlertState | DigestState,
@@ -58,9 +49,9 @@ class SQLiteAlerts(SQLiteRepository):
                 db.executemany("INSERT INTO alert_notes(source, key, text) VALUES (?, ?, ?)",
                                [(source, key, n) for n in notes or []])
                 row = db.execute(
-                    f"SELECT {_COLUMNS} FROM alerts WHERE source = ? AND key = ?",
+                    f"SELECT {ALERT_COLUMNS} FROM alerts WHERE source = ? AND key = ?",
                     (source, key)).fetchone()
-            return _alert(row)
+            return alert_record(row)
 
         return await self._engine.run(go)
 

@@ -8,15 +8,8 @@ import time
 from typing import Any
 
 from ..records import OutboxEntry
+from ..rows import OUTBOX_COLUMNS, outbox_entry
 from .engine import SQLiteRepository, transaction
-
-_COLUMNS = "key, kind, payload, state, attempts, notified, result, created_at"
-
-
-def _entry(row: tuple[Any, ...]) -> OutboxEntry:
-    key, kind, payload, state, attempts, notified, result, created_at = row
-    return OutboxEntry(key, kind, json.loads(payload), state, int(attempts), bool(notified),
-                       json.loads(result), float(created_at))
 
 
 class SQLiteOutbox(SQLiteRepository):
@@ -43,19 +36,19 @@ class SQLiteOutbox(SQLiteRepository):
 
     async def get(self, key: str) -> OutboxEntry | None:
         row = await self._engine.run(lambda db: db.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone())
-        return None if row is None else _entry(row)
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone())
+        return None if row is None else outbox_entry(row)
 
     async def due(self, now: float, lease: float, limit: int) -> list[OutboxEntry]:
         def go(db: sqlite3.Connection) -> list[OutboxEntry]:
             with transaction(db):
                 rows = db.execute(
-                    f"SELECT {_COLUMNS} FROM outbox "
+                    f"SELECT {OUTBOX_COLUMNS} FROM outbox "
                     "WHERE state IN ('queued', 'filed') AND next_at <= ? AND lease_until <= ? "
                     "ORDER BY next_at LIMIT ?", (now, now, limit)).fetchall()
                 db.executemany("UPDATE outbox SET lease_until = ? WHERE key = ?",
                                [(now + lease, r[0]) for r in rows])
-            return [_entry(r) for r in rows]
+            return [outbox_entry(r) for r in rows]
 
         return await self._engine.run(go, durable=False)
 
@@ -101,9 +94,9 @@ class SQLiteOutbox(SQLiteRepository):
 
     async def open(self, kind: str) -> list[OutboxEntry]:
         rows = await self._engine.run(lambda db: db.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE kind = ? "
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE kind = ? "
             "AND state IN ('queued', 'filed') ORDER BY created_at", (kind,)).fetchall())
-        return [_entry(r) for r in rows]
+        return [outbox_entry(r) for r in rows]
 
     async def requeue(self, key: str, kind: str, payload: dict[str, Any]) -> None:
         now = time.time()

@@ -8,23 +8,15 @@ import time
 from typing import Any
 
 from ..records import TicketLink
+from ..rows import TICKET_COLUMNS, ticket_link
 from .engine import SQLiteRepository
-
-_COLUMNS = ("tracker, ticket_id, channel_id, root_id, requester_id, requester, title, url, "
-            "status, status_changes, open, origin")
-
-
-def _link(row: tuple[Any, ...]) -> TicketLink:
-    values = list(row)
-    values[10] = bool(values[10])
-    return TicketLink(*values)
 
 
 class SQLiteTickets(SQLiteRepository):
     async def link(self, link: TicketLink, *, durable: bool = True) -> None:
         now = time.time()
         await self._engine.write(lambda db: db.execute(
-            f"INSERT OR IGNORE INTO tickets({_COLUMNS}, created_at, watch_until) "
+            f"INSERT OR IGNORE INTO tickets({TICKET_COLUMNS}, created_at, watch_until) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (link.tracker, link.ticket_id, link.channel_id, link.root_id, link.requester_id,
              link.requester, link.title, link.url, link.status, link.status_changes,
@@ -32,19 +24,19 @@ class SQLiteTickets(SQLiteRepository):
 
     async def by_root(self, root_id: str) -> TicketLink | None:
         row = await self._engine.run(lambda db: db.execute(
-            f"SELECT {_COLUMNS} FROM tickets WHERE root_id = ? "
+            f"SELECT {TICKET_COLUMNS} FROM tickets WHERE root_id = ? "
             "ORDER BY created_at DESC LIMIT 1", (root_id,)).fetchone())
-        return None if row is None else _link(row)
+        return None if row is None else ticket_link(row)
 
     async def get(self, tracker: str, ticket_id: str) -> TicketLink | None:
         row = await self._engine.run(lambda db: db.execute(
-            f"SELECT {_COLUMNS} FROM tickets WHERE tracker = ? AND ticket_id = ?",
+            f"SELECT {TICKET_COLUMNS} FROM tickets WHERE tracker = ? AND ticket_id = ?",
             (tracker, ticket_id)).fetchone())
-        return None if row is None else _link(row)
+        return None if row is None else ticket_link(row)
 
     async def find(self, *, open_only: bool = True,
                    requester_id: str | None = None) -> list[TicketLink]:
-        sql = f"SELECT {_COLUMNS} FROM tickets WHERE 1 = 1"
+        sql = f"SELECT {TICKET_COLUMNS} FROM tickets WHERE 1 = 1"
         args: list[Any] = []
         if open_only:
             sql += " AND open = 1"
@@ -53,13 +45,13 @@ class SQLiteTickets(SQLiteRepository):
             args.append(requester_id)
         rows = await self._engine.run(lambda db: db.execute(sql + " ORDER BY created_at",
                                                             args).fetchall())
-        return [_link(r) for r in rows]
+        return [ticket_link(r) for r in rows]
 
     async def watched(self, now: float) -> list[TicketLink]:
         rows = await self._engine.run(lambda db: db.execute(
-            f"SELECT {_COLUMNS} FROM tickets WHERE open = 1 OR watch_until > ? "
+            f"SELECT {TICKET_COLUMNS} FROM tickets WHERE open = 1 OR watch_until > ? "
             "ORDER BY created_at", (now,)).fetchall())
-        return [_link(r) for r in rows]
+        return [ticket_link(r) for r in rows]
 
     async def linked_roots(self) -> set[str]:
         rows = await self._engine.run(lambda db: db.execute(
