@@ -165,9 +165,8 @@ class RedmineTracker:
         self.priority_ids = dict(priority_ids or {})
         self.switch_user = switch_user
         self.web_url = (web_url or url).rstrip("/")
-        #: The status that solves an issue (found once: the first one named like "Resolved",
-        #: else the first closed one).
-        self._solved_status: int | None = None
+        #: Redmine's issue statuses (read once: `_solving_status`, `_closing_status`).
+        self._status_list: list[dict[str, Any]] | None = None
         #: Bounds the requests on the wire at once: as many as Redmine serves without making
         #: them wait, never more than `max_in_flight` (`bridge.limiter`).
         self.limiter = Limiter(max_in_flight)
@@ -547,17 +546,23 @@ class RedmineTracker:
                          json={"issue": {"status_id": status, "notes": notes}}, ticket=True,
                          switch=login)
 
-    async def _solving_status(self) -> int:
-        if self._solved_status is None:
+    async def _statuses(self) -> list[dict[str, Any]]:
+        """Redmine's issue statuses, read once."""
+        if self._status_list is None:
             data = await self._json("GET", "/issue_statuses.json")
-            statuses = [s for s in data.get("issue_statuses") or [] if isinstance(s, dict)]
-            solved = [s for s in statuses
-                      if map_status(str(s.get("name") or ""), None) is Status.SOLVED]
-            closed = [s for s in statuses if s.get("is_closed")]
-            if not (solved or closed):
-                raise TrackerRejected("Redmine has no status that solves an issue")
-            self._solved_status = int((solved or closed)[0]["id"])
-        return self._solved_status
+            self._status_list = [s for s in data.get("issue_statuses") or []
+                                 if isinstance(s, dict)]
+        return self._status_list
+
+    async def _solving_status(self) -> int:
+        """The first status named like "Resolved", else the first closed one."""
+        statuses = await self._statuses()
+        solved = [s for s in statuses
+                  if map_status(str(s.get("name") or ""), None) is Status.SOLVED]
+        closed = [s for s in statuses if s.get("is_closed")]
+        if not (solved or closed):
+            raise TrackerRejected("Redmine has no status that solves an issue")
+        return int((solved or closed)[0]["id"])
 
     async def close(self, ticket_id: str, text: str, author: Person | None = None) -> None:
         """Closed with the key's own account (a requester's role may not close issues, and
@@ -572,9 +577,8 @@ class RedmineTracker:
                          json={"issue": {"status_id": status, "notes": notes}}, ticket=True)
 
     async def _closing_status(self) -> int:
-        data = await self._json("GET", "/issue_statuses.json")
-        statuses = [s for s in data.get("issue_statuses") or [] if isinstance(s, dict)]
-        closed = [s for s in statuses if s.get("is_closed")]
+        """The first closed status named like "Closed", else the first closed one."""
+        closed = [s for s in await self._statuses() if s.get("is_closed")]
         named = [s for s in closed if str(s.get("name") or "").strip().lower() in _CLOSED]
         if not (named or closed):
             raise TrackerRejected("Redmine has no closed status")
