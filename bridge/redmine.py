@@ -16,7 +16,6 @@ user may not work in the project.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,16 @@ from urllib.parse import quote
 import httpx
 
 from bridge.limiter import Limiter
+from bridge.redmine_text import (
+    CLOSED_NAMES,
+    description_for,
+    has_ref,
+    map_status,
+    named_requester,
+    same_text,
+    search_token,
+    subject_for,
+)
 from bridge.tickets import (
     Attachment,
     Comment,
@@ -51,20 +60,6 @@ ISSUE_FIELDS = frozenset({
     "start_date", "due_date", "estimated_hours",
 })
 _DEFAULT_TLS = TLSOptions()
-REF_PREFIX = "Chat ref: "
-REQUESTER_PREFIX = "Requester: "
-_REQUESTER_LINE = re.compile(r"^Requester: .*\(@(?P<username>[^,\s)]+)")
-
-_NEW = frozenset({"new", "open", "opened", "nouveau", "nouvelle", "neu", "nuevo", "nueva",
-                  "novo", "nova", "nuovo"})
-_SOLVED = frozenset({"resolved", "solved", "done", "fixed", "résolu", "resolu", "gelöst",
-                     "erledigt", "resuelto", "resolvido", "risolto"})
-_PENDING = frozenset({"feedback", "pending", "waiting", "on hold", "waiting for customer",
-                      "waiting for feedback", "commentaire", "en attente", "rückmeldung",
-                      "comentario", "em espera"})
-_CLOSED = frozenset({"closed", "rejected", "fermé", "ferme", "rejeté", "rejete",
-                     "geschlossen", "abgewiesen", "cerrado", "rechazado", "fechado", "chiuso"})
-
 #: Answers to a request made as another user that say this user may not make it.
 _SWITCH_REFUSALS = frozenset({403, 404, 412, 422})
 #: How long "no such Redmine user" or "this user may not act here" is trusted (seconds).
@@ -73,70 +68,6 @@ NEGATIVE_USER_TTL = 300.0
 MAX_PAGES = 20
 #: `find_by_ref` looks this much before `since`, for clocks that disagree.
 CLOCK_SLACK = timedelta(minutes=5)
-
-
-def map_status(name: str, is_closed: bool | None = None) -> Status:
-    """Redmine's status (a free name plus an `is_closed` flag) as a common `Status`."""
-    label = name.strip().lower()
-    if is_closed or (is_closed is None and label in _CLOSED):
-        return Status.CLOSED
-    if label in _NEW:
-        return Status.NEW
-    if label in _SOLVED:
-        return Status.SOLVED
-    if label in _PENDING:
-        return Status.PENDING
-    return Status.IN_PROGRESS
-
-
-def ref_line(ref: str) -> str:
-    return REF_PREFIX + " ".join(clean_text(ref).split())
-
-
-def requester_line(person: Person) -> str:
-    display = " ".join(clean_text(person.display_name or person.username).split())
-    inside = f"@{person.username}" + (f", {person.email}" if person.email else "")
-    return f"{REQUESTER_PREFIX}{display} ({clean_text(inside)})"
-
-
-def description_for(ticket: NewTicket) -> str:
-    body = clean_text(ticket.content).rstrip()
-    footer = f"{requester_line(ticket.requester)}\n{ref_line(ticket.ref)}"
-    return f"{body}\n\n{footer}" if body else footer
-
-
-def _lines(text: Any) -> list[str]:
-    if not isinstance(text, str):
-        return []
-    return [line.strip() for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
-
-
-def has_ref(description: Any, ref: str) -> bool:
-    lines = _lines(description)
-    return bool(lines) and lines[-1] == ref_line(ref)
-
-
-def named_requester(description: Any) -> str:
-    """The chat username in the requester line this module wrote, or ""."""
-    for line in reversed(_lines(description)[-3:]):
-        match = _REQUESTER_LINE.match(line)
-        if match:
-            return match.group("username")
-    return ""
-
-
-def subject_for(title: str, limit: int) -> str:
-    return " ".join(clean_text(title).split())[:limit].rstrip()
-
-
-def _same_text(a: Any, b: str) -> bool:
-    return isinstance(a, str) and a.replace("\r\n", "\n").strip() == b.replace(
-        "\r\n", "\n").strip()
-
-
-def _search_token(text: str) -> str:
-    """A value for Redmine's "contains" filter: no '|' (a value separator), no blanks."""
-    return "".join(text.replace("|", " ").split()[:1])
 
 
 class _Forbidden(TrackerRejected):
@@ -453,7 +384,7 @@ class RedmineTracker:
         moment = (moment - CLOCK_SLACK).astimezone(UTC)
         params: dict[str, Any] = {"status_id": "*",
                                   "created_on": ">=" + moment.strftime("%Y-%m-%dT%H:%M:%SZ")}
-        token = _search_token(ref)
+        token = search_token(ref)
         if len(token) > 1:
             params["description"] = "~" + token
         for issue in await self._issues(params):
@@ -488,7 +419,7 @@ class RedmineTracker:
         await self._call("PUT", f"/issues/{issue_id}.json", json={"issue": change},
                          ticket=True, switch=login)
         # Redmine answers 204 without the journal: read it back to learn its id.
-        mine = [j for j in await self._journals(issue_id) if _same_text(j.get("notes"), notes)]
+        mine = [j for j in await self._journals(issue_id) if same_text(j.get("notes"), notes)]
         if not mine:
             raise TrackerUnavailable(f"the note on issue {issue_id} was not found after saving")
         user = await self._find_user(author) if login and author else None
@@ -579,7 +510,7 @@ class RedmineTracker:
     async def _closing_status(self) -> int:
         """The first closed status named like "Closed", else the first closed one."""
         closed = [s for s in await self._statuses() if s.get("is_closed")]
-        named = [s for s in closed if str(s.get("name") or "").strip().lower() in _CLOSED]
+        named = [s for s in closed if str(s.get("name") or "").strip().lower() in CLOSED_NAMES]
         if not (named or closed):
             raise TrackerRejected("Redmine has no closed status")
         return int((named or closed)[0]["id"])
@@ -614,7 +545,7 @@ class RedmineTracker:
         if user is not None:
             for issue in await self._issues({"status_id": "open", "author_id": user.id}):
                 issues[int(issue["id"])] = issue
-        token = _search_token(f"(@{requester.username}")
+        token = search_token(f"(@{requester.username}")
         if len(token) > 2:
             for issue in await self._issues({"status_id": "open", "description": "~" + token}):
                 if named_requester(issue.get("description")) == requester.username:
