@@ -23,7 +23,7 @@ from .mattermost import MattermostAPI
 from .metrics import Metrics
 from .outbox import Outbox
 from .signing import Signer
-from .store import Store
+from .store import OutboxEntry, Store
 
 
 class Runtime:
@@ -78,6 +78,11 @@ class Runtime:
     async def speak_to(self, user_id: str) -> None:
         """Answer in this user's language for the rest of the current task."""
         await self._locales.speak_to(user_id)
+
+    def resumed(self, entry: OutboxEntry) -> bool:
+        """Whether an outbox entry may have been carried out in part already (an earlier try,
+        or a run that stopped): its executor looks before acting again."""
+        return entry.attempts > 0 or entry.created_at < self.started_at
 
     def help_text(self) -> str:
         """What users can do, from every feature's declarations, in the language in force."""

@@ -4,7 +4,7 @@ while, then tell the requester in a direct message."""
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from plugin.config import HelpdeskSettings
 from plugin.handlers.helpdesk import Helpdesk
 from plugin.mattermost import MattermostError
 from plugin.outbox import Retry
+from plugin.runtime import Runtime
 from plugin.store import OutboxEntry
 
 THREAD_CHANNEL, DM_CHANNEL = "c" * 26, "d" * 26
@@ -63,8 +64,10 @@ class FakeStore:
 
 def helpdesk(api: FakeAPI, store: FakeStore) -> Helpdesk:
     h = Helpdesk(HelpdeskSettings(number_retry_hours=1), {})
-    h._rt = SimpleNamespace(api=api, store=store, started_at=0.0,  # type: ignore[assignment]
-                            stream_enabled=True, speak_to=_noop)
+    rt = SimpleNamespace(api=api, store=store, started_at=0.0, stream_enabled=True,
+                         speak_to=_noop)
+    rt.resumed = MethodType(Runtime.resumed, rt)
+    h._rt = rt  # type: ignore[assignment]
     return h
 
 

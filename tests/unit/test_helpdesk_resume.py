@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from bridge.glpi import GLPITracker
 from bridge.tickets import NewTicket, Person
 from plugin.config import HelpdeskSettings
 from plugin.handlers.helpdesk import Helpdesk
+from plugin.runtime import Runtime
 from plugin.sandbox.glpi import GLPISimulator
 from plugin.store import OutboxEntry, SQLiteStore, TicketLink
 
@@ -61,8 +62,10 @@ async def world(tmp_path: Path) -> AsyncIterator[SimpleNamespace]:
     await store.open()
     h = Helpdesk(HelpdeskSettings(), {"glpi": tracker})
     api = FakeAPI()
-    h._rt = SimpleNamespace(api=api, store=store, started_at=time.time(),  # type: ignore
-                            speak_to=_noop, outbox=SimpleNamespace(kick=lambda: None))
+    rt = SimpleNamespace(api=api, store=store, started_at=time.time(), speak_to=_noop,
+                         outbox=SimpleNamespace(kick=lambda: None))
+    rt.resumed = MethodType(Runtime.resumed, rt)
+    h._rt = rt  # type: ignore[assignment]
     ticket = await tracker.create(NewTicket(title="Printer", content="jammed", requester=ALICE,
                                             ref="mattermost-post:x"))
     await store.tickets.link(TicketLink("glpi", ticket.id, "c" * 26, "r" * 26, "a" * 26,

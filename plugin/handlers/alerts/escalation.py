@@ -58,7 +58,7 @@ class Escalation(AlertsCore):
             await outbox.update(entry.key, state="done")
             return
         alert = rec.incident.alert
-        resumed = entry.attempts > 0 or entry.created_at < self.rt.started_at
+        resumed = self.rt.resumed(entry)
         minutes = float(p["minutes"])
         shown = f"{minutes:g}"
         title = markdown.without_bare_urls(alert.title)

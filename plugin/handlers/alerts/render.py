@@ -92,7 +92,7 @@ class Rendering(AlertsCore):
         if rec is None:
             await outbox.finish(entry.key, 1 << 62)
             return
-        resumed = entry.attempts > 0 or entry.created_at < self.rt.started_at
+        resumed = self.rt.resumed(entry)
         with i18n.use(None):  # the post belongs to the channel: its language
             if rec.source == DIGEST_SOURCE:
                 message, props = digest_post(rec.digest)

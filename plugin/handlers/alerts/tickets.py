@@ -96,7 +96,7 @@ class Tickets(AlertsCore):
         ref = f"alert:{p['source']}:{p['key']}"
         try:
             found = None
-            if entry.attempts > 0 or entry.created_at < self.rt.started_at:
+            if self.rt.resumed(entry):
                 found = await tracker.find_by_ref(
                     ref, datetime.fromtimestamp(entry.created_at - 600, UTC))
             if found is None:

@@ -69,7 +69,7 @@ class Closing(Triage, Lookups):
             text = p["reason"] or _(CLOSED_FROM_CHAT)
         try:
             # A stopped run may have closed it already.
-            if (entry.attempts == 0 and entry.created_at >= self.rt.started_at) or \
+            if not self.rt.resumed(entry) or \
                     (await tracker.get(p["ticket_id"])).status.is_open:
                 await tracker.close(p["ticket_id"], text, person)
         except TrackerUnavailable as exc:

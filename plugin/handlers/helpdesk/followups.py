@@ -49,7 +49,7 @@ class FollowUps(HelpdeskCore):
         try:
             async with self._lock(p["tracker"], p["ticket_id"]):
                 comment_id = ""
-                if entry.attempts > 0 or entry.created_at < self.rt.started_at:
+                if self.rt.resumed(entry):
                     # An earlier try may have landed: look before writing it again.
                     for c in await tracker.comments(p["ticket_id"]):
                         if marker in c.text:

@@ -80,7 +80,7 @@ class Opening(Triage):
         ticket: Ticket | None = None
         # An entry that a stopped run was working on may already have its ticket (found again
         # by its reference) and even its reply (found again by its key).
-        resumed = entry.attempts > 0 or entry.created_at < self.rt.started_at
+        resumed = self.rt.resumed(entry)
         if entry.state == "queued":
             ticket = await self._create(entry, tracker)
             if ticket is None:
@@ -169,7 +169,7 @@ class Opening(Triage):
         """Create the ticket, unless an earlier try already did; None when refused."""
         p = entry.payload
         ref = f"mattermost-post:{p['post_id']}"
-        started_before = entry.attempts > 0 or entry.created_at < self.rt.started_at
+        started_before = self.rt.resumed(entry)
         try:
             if started_before:
                 since = datetime.fromtimestamp(entry.created_at - 600, UTC)

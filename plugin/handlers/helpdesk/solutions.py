@@ -135,7 +135,7 @@ class Solutions(Triage):
             return
         await self.rt.speak_to(p["user_id"])
         person = await self._person(p["user_id"])
-        resumed = entry.attempts > 0 or entry.created_at < self.rt.started_at
+        resumed = self.rt.resumed(entry)
         if entry.state == "queued":
             with i18n.use(None):  # the tracker is read by the support team
                 text = p["reason"] or _("Solution accepted from Mattermost.")

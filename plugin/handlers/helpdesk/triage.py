@@ -107,8 +107,7 @@ class Triage(HelpdeskCore):
             else:
                 post = await api.create_post(
                     triage["channel"], message, props={"attachments": attachments},
-                    key=entry.key, check_first=entry.attempts > 0 or
-                    entry.created_at < self.rt.started_at)
+                    key=entry.key, check_first=self.rt.resumed(entry))
                 triage["post"] = str(post["id"])
                 await store.tickets.save_triage(link.tracker, link.ticket_id, triage)
         if not await store.outbox.finish(entry.key, int(triage.get("rev", 0))):

@@ -132,7 +132,7 @@ class TriageActions(Triage):
         with i18n.use(None):
             if entry.state == "queued":
                 try:
-                    resumed = entry.attempts > 0 or entry.created_at < self.rt.started_at
+                    resumed = self.rt.resumed(entry)
                     line = await self._carry_out(tracker.name, link, op, person, who, text,
                                                  int(p.get("urgency") or 3), resumed)
                 except TrackerUnavailable as exc:
@@ -155,7 +155,7 @@ class TriageActions(Triage):
                 link.channel_id, _(":speech_balloon: **@{author}** on #{number}:\n{text}").format(
                     author=who, number=link.ticket_id, text=markdown.without_bare_urls(text)),
                 root_id=link.root_id, key=f"{entry.key}:thread",
-                check_first=entry.attempts > 0 or entry.created_at < self.rt.started_at)
+                check_first=self.rt.resumed(entry))
         await self._redraw_triage(link.tracker, link.ticket_id, line)
         await store.outbox.update(entry.key, state="done", durable=False)
         log.info("triage: %s on %s #%s by %s", op, link.tracker, link.ticket_id, who)
