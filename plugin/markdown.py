@@ -152,3 +152,9 @@ def without_bare_urls(text: str) -> str:
     if not text:
         return text
     return _TOKENS.sub(_token, text)
+
+
+def quote(text: str) -> str:
+    """Free text as a block quote (each line behind `> `), its bare addresses made links as
+    `without_bare_urls` makes them; "" for no text."""
+    return "\n".join("> " + line for line in without_bare_urls(text).splitlines())

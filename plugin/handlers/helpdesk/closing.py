@@ -88,8 +88,7 @@ class Closing(Triage, Lookups):
         link = await self.rt.store.tickets.get(p["tracker"], p["ticket_id"])
         if link is not None:
             await self.rt.speak_to(link.requester_id)
-            quoted = "\n".join("> " + line for line in
-                               markdown.without_bare_urls(p["reason"]).splitlines())
+            quoted = markdown.quote(p["reason"])
             await self.rt.api.create_post(
                 link.channel_id, _(":lock: @{user} closed the ticket.").format(
                     user=person.username) + (f"\n{quoted}" if quoted else ""),

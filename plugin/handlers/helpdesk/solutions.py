@@ -51,8 +51,7 @@ class Solutions(Triage):
     @staticmethod
     def _solution_text(solution: Solution) -> str:
         """The solution as a quoted block, naming who wrote it."""
-        text = markdown.without_bare_urls(solution.text.strip())
-        quoted = "\n".join("> " + line for line in text.splitlines()) or "> …"
+        quoted = markdown.quote(solution.text.strip()) or "> …"
         return _("Solution from **{author}**:\n{text}").format(
             author=markdown.escape(solution.author or _("Support")), text=quoted)
 
@@ -163,8 +162,7 @@ class Solutions(Triage):
             mine = _(":thumbsup: You accepted this solution.")
             note = _(":thumbsup: @{user} accepted the solution.").format(user=person.username)
         else:
-            quoted = "\n".join("> " + line for line in
-                               markdown.without_bare_urls(p["reason"]).splitlines())
+            quoted = markdown.quote(p["reason"])
             mine = _(":thumbsdown: You refused this solution:\n{reason}").format(reason=quoted)
             note = _(":thumbsdown: @{user} refused the solution:\n{reason}").format(
                 user=person.username, reason=quoted)
