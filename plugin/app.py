@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .outbox import Outbox
 from .outgoing import OutgoingWebhooks
 from .pipeline import Pipeline
+from .replicas import Replica
 from .rest_watch import RestWatch
 from .router import JobDecl, Router, RouteTable
 from .runtime import Runtime
@@ -79,6 +80,7 @@ class Bot:
                                  max_retry_after=s.mattermost.max_retry_after,
                                  connections=s.mattermost.rest_threads, verify=verify)
         self.store: Store = store or open_store(s.state.path)
+        self.store.liveness.dead_after = s.replicas.takeover_after
         self.dispatcher = Dispatcher(s.dispatch.concurrency)
         self.outbox = Outbox(self.store, concurrency=s.outbox.concurrency,
                              retry_initial=s.outbox.retry_initial,
@@ -114,14 +116,22 @@ class Bot:
                               health=self.health)
         self.listener = Listener(build(self.ways_in, s.listener.max_body_bytes),
                                  s.listener.host, s.listener.port)
-        self.stream = EventStream(
-            self.api.ws_url, mm_token, s.stream,
+        self._mm_token = mm_token
+        self.stream = self._new_stream()
+        self.replica = Replica(self.store, s.replicas, version=__version__, lead=self._lead,
+                               stop_leading=self._stop_leading,
+                               while_leading=self.pipeline.recover,
+                               running=self.outbox.running, lease=self.outbox.lease)
+        self._outbox_counts: dict[str, int] = {}
+        i18n.set_default(s.language.default_locale)
+
+    def _new_stream(self) -> EventStream:
+        return EventStream(
+            self.api.ws_url, self._mm_token, self.settings.stream,
             on_event=self.pipeline.on_frame, on_connected=self.backfill.after_connect,
             check_token=self._token_valid, probe=self.backfill.probe,
             on_reconnect=lambda reason: self.metrics.reconnects.labels(reason).inc(),
             on_state=self._on_stream_state)
-        self._outbox_counts: dict[str, int] = {}
-        i18n.set_default(s.language.default_locale)
 
     # --- lifecycle ------------------------------------------------------------------------------
     @property
@@ -145,24 +155,27 @@ class Bot:
                 pass
         try:
             await self.start()
-            # Webhook-only mode: no websocket (so no probes), only the listener, a backfill of
-            # what was posted while the bot was down, and a periodic look at the token.
-            stream = asyncio.create_task(
-                self.stream.run() if self.settings.stream.enabled else self.rest_watch.run(),
-                name="stream")
-            stopper = asyncio.create_task(self._stopping.wait(), name="stop")
-            done, _ = await asyncio.wait({stream, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if stream in done and stream.exception() is not None:
-                exc = stream.exception()
-                stopper.cancel()
-                if isinstance(exc, FatalStreamError):
-                    raise BotError(str(exc), EXIT_AUTH)
-                raise exc  # type: ignore[misc]
-            self.stream.stop()
-            await asyncio.gather(stream, return_exceptions=True)
-            stopper.cancel()
+            # Beats until the bot stops, and reads the stream while this replica leads.
+            try:
+                await self.replica.run(self._stopping)
+            except FatalStreamError as exc:
+                raise BotError(str(exc), EXIT_AUTH) from None
         finally:
             await self.shutdown()
+
+    async def _lead(self) -> None:
+        """This replica's work as the leader: the stream (its rounds, `pipeline.recover`, come
+        with each beat). Webhook-only mode: no websocket (so no probes), only a backfill of
+        what was posted while no bot read it, and a periodic look at the token."""
+        self.backfill.fresh = await self.store.kv.get("initialized") is None
+        if self.settings.stream.enabled:
+            self.stream = self._new_stream()
+            await self.stream.run()
+        else:
+            await self.rest_watch.run()
+
+    def _stop_leading(self) -> None:
+        self.stream.stop()
 
     async def start(self) -> None:
         try:
@@ -171,7 +184,6 @@ class Bot:
             raise BotError(f"cannot start: {exc}", EXIT_CONFIG) from None
         except StoreError as exc:  # a file that is no database, a database out of reach
             raise BotError(f"cannot start: {exc}", EXIT_STORE) from None
-        self.backfill.fresh = await self.store.kv.get("initialized") is None
         await self.ways_in.read_slash_tokens()
         try:
             me = await self.api.login()
@@ -190,13 +202,15 @@ class Bot:
                            "address") from None
         if not self.runtime.public_url:
             self.runtime.public_url = f"http://{self.listener.host}:{port}"
+        self.replica.listener = self.runtime.public_url
         log.info("Switchboard %s started as %s; listener on %s:%d", __version__,
                  self.pipeline.mention, self.listener.host, port)
         for hook in self.routes.declared.starts:
             await hook(self.runtime)
         for job in self.routes.declared.jobs:
             self.dispatcher.spawn(self._every(job), job.name)
-        await self.pipeline.recover()
+        # The first beat: this replica leads at once where nobody else does.
+        await self.replica.beat()
         self.dispatcher.spawn(self._housekeeping(), "housekeeping")
         self.dispatcher.spawn(self.outbox.run(self._stopping), "outbox")
 
@@ -235,12 +249,13 @@ class Bot:
             await self.runtime.sleep(1.0)
             try:
                 await self._flush_cursors()
-                if not self.settings.stream.enabled:
+                leads = self.replica.role == "leader"
+                if leads and not self.settings.stream.enabled:
                     # Without a stream, cursors move only with webhook posts: this marks how
                     # long the bot was up, so a restart reads only what came while it was down.
                     await self.store.kv.put("alive_at", str(int(time.time() * 1000)))
                 self._outbox_counts = await self.store.outbox.counts()
-                if time.time() - last_prune > 3600:
+                if leads and time.time() - last_prune > 3600:
                     last_prune = time.time()
                     await self.store.prune(time.time() - self.settings.state.retention)
             except Exception:
@@ -269,16 +284,22 @@ class Bot:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         outbox = {k: v for k, v in self._outbox_counts.items() if k in ("queued", "filed")}
+        replica = self.replica
         common = {"handlers_queued": self.dispatcher.queued, "outbox": outbox,
-                  "version": __version__}
+                  "version": __version__, "role": replica.role, "replica": replica.id,
+                  "leader": replica.leader, "store": "ok" if replica.alive else "unreachable"}
+        if replica.role != "leader":
+            # Standing by: it serves clicks and works the outbox while the store answers.
+            return replica.alive, {"websocket": "standby"} | common
+        common["leading_since"] = round(replica.leading_since, 3)
         s = self.settings.stream
         if not s.enabled:
             # Webhook-only mode: no stream to judge; the REST side must work for replies.
-            ok = self.rest_watch.ok
+            ok = self.rest_watch.ok and replica.alive
             return ok, {"websocket": "disabled", "rest": "ok" if ok else "failing"} | common
         age = time.monotonic() - self.stream.last_event if self.stream.last_event else None
         deaf_after = s.idle_probe_after + s.probe_timeout + s.pong_timeout
-        ok = self.stream.connected and age is not None and age < deaf_after
+        ok = self.stream.connected and age is not None and age < deaf_after and replica.alive
         return ok, {
             "websocket": "connected" if self.stream.connected else "disconnected",
             "last_event_age_seconds": None if age is None else round(age, 3),

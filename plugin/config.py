@@ -296,6 +296,27 @@ class OutboxSettings(_Model):
                                                   "(its worker died) is taken up again.")
 
 
+class ReplicaSettings(_Model):
+    """Several replicas on one PostgreSQL database: one of them, the leader, reads Mattermost's
+    event stream; every one serves the listener and works the outbox. (An SQLite file serves
+    one bot, always the leader.)"""
+
+    heartbeat: float = Field(1.0, gt=0, le=60, description="Seconds between a replica's "
+                                                           "signs of life in the store.")
+    takeover_after: float = Field(6.0, gt=0, le=600,
+                                  description="Seconds without a sign of life after which a "
+                                              "replica counts as gone: another takes over "
+                                              "its leadership, its claimed posts and its "
+                                              "requests in flight.")
+
+    @model_validator(mode="after")
+    def _beats_in_time(self) -> ReplicaSettings:
+        if self.heartbeat * 2 > self.takeover_after:
+            raise ValueError("takeover_after must be at least twice heartbeat, or a replica "
+                             "late by one beat would count as gone")
+        return self
+
+
 #: Outbox settings that earlier releases took under `helpdesk`.
 OUTBOX_MOVED = ("retry_initial", "retry_max", "concurrency")
 
@@ -354,6 +375,8 @@ class Settings(_Model):
                                                  description="Ticket trackers, by name.")
     outbox: OutboxSettings = Field(default_factory=lambda: OutboxSettings(),
                                    description="Requests to outside systems.")
+    replicas: ReplicaSettings = Field(default_factory=lambda: ReplicaSettings(),
+                                      description="Replicas sharing a PostgreSQL database.")
     helpdesk: HelpdeskSettings = Field(default_factory=lambda: HelpdeskSettings(),
                                        description="Tickets from chat.")
     alerts: AlertSettings = Field(default_factory=lambda: AlertSettings(),

@@ -96,6 +96,10 @@ class Outbox:
         self._kick.set()
         return inserted
 
+    def running(self) -> list[str]:
+        """The entries being worked on here (their leases are renewed while they run)."""
+        return list(self._running)
+
     def kick(self) -> None:
         """Wake the worker: something was queued behind its back (e.g. re-queued)."""
         self._kick.set()

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,7 +46,7 @@ class Runtime:
         #: When this run of the bot began (work queued before it is being resumed).
         self.started_at = time.time()
         #: This run among the replicas sharing a store: the owner of the leases it takes.
-        self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.replica = store.liveness.owner
         self._locales = locales
         self._tasks = tasks
         self._stopping = stopping

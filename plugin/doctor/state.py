@@ -1,5 +1,5 @@
 """The state store: it can be read (a database reached), its schema is one this version knows,
-and whether a running bot holds it."""
+and how many running bots use it."""
 
 from __future__ import annotations
 
@@ -31,5 +31,6 @@ async def check_store(report: Report, s: Settings, names: SettingNames) -> None:
         return
     state = "up to date" if found.version == found.expected else \
         f"migrated from version {found.version} at the next start"
-    report.ok(f"the state store is the {found.kind} {where} (schema {state})"
-              + ("; a running bot holds it" if found.in_use else ""))
+    running = "" if not found.running else "; a running bot holds it" if found.running == 1 \
+        else f"; {found.running} replicas run on it"
+    report.ok(f"the state store is the {found.kind} {where} (schema {state}){running}")

@@ -22,13 +22,16 @@ from .protocols import (
     KeyValue,
     LeaseRepository,
     OutboxRepository,
+    ReplicaRepository,
     Store,
     TicketRepository,
 )
 from .records import (
     AlertRecord,
+    Liveness,
     OutboxEntry,
     PendingClaim,
+    ReplicaInfo,
     StoreError,
     StoreInUse,
     TicketLink,
@@ -37,8 +40,9 @@ from .sqlite import MIGRATIONS, SQLiteStore
 
 __all__ = [
     "MIGRATIONS", "AlertRecord", "AlertRepository", "ClaimRepository", "CursorRepository",
-    "KeyValue", "LeaseRepository", "OutboxEntry", "OutboxRepository",
-    "PendingClaim", "SQLiteStore", "Store", "StoreError", "StoreInUse", "TicketLink",
+    "KeyValue", "LeaseRepository", "Liveness", "OutboxEntry", "OutboxRepository",
+    "PendingClaim", "ReplicaInfo", "ReplicaRepository", "SQLiteStore", "Store", "StoreError",
+    "StoreInUse", "TicketLink",
     "TicketRepository",
     "change_setting", "is_database_url", "open_store", "read_setting", "shown",
 ]

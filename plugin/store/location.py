@@ -64,8 +64,8 @@ class StoreProbe:
     #: The schema version found (0: none yet, made at first start) and this version's.
     version: int
     expected: int
-    #: A running bot holds it.
-    in_use: bool
+    #: How many running bots use it (an SQLite file: 0 or 1; a database: its replicas).
+    running: int
 
 
 async def probe(path: str) -> StoreProbe:
@@ -76,8 +76,9 @@ async def probe(path: str) -> StoreProbe:
         from .postgres import MIGRATIONS as DATABASE_MIGRATIONS
         from .postgres.settings import probe as probe_database
         try:
-            version, held = await probe_database(path)
+            version, running = await probe_database(path)
         except asyncpg.PostgresError as exc:
             raise StoreError(f"the PostgreSQL state store cannot be read: {exc}") from exc
-        return StoreProbe("PostgreSQL database", version, len(DATABASE_MIGRATIONS), held)
-    return StoreProbe("SQLite file", *probe_file(path))
+        return StoreProbe("PostgreSQL database", version, len(DATABASE_MIGRATIONS), running)
+    version, expected, held = probe_file(path)
+    return StoreProbe("SQLite file", version, expected, int(held))

@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from .alert_state import AlertState, DigestState
-from .records import AlertRecord, OutboxEntry, PendingClaim, TicketLink
+from .records import AlertRecord, Liveness, OutboxEntry, PendingClaim, ReplicaInfo, TicketLink
 
 
 class ClaimRepository(Protocol):
@@ -29,7 +29,8 @@ class ClaimRepository(Protocol):
         ...
 
     async def reclaim(self, post_id: str) -> int:
-        """Take over a pending claim left by a stopped run; the attempt number (0: none)."""
+        """Take over a pending claim left by a run that is gone (see `pending`); the attempt
+        number (0: none, or another replica took it first)."""
         ...
 
     async def complete(self, post_id: str) -> None:
@@ -41,7 +42,8 @@ class ClaimRepository(Protocol):
     async def is_handled(self, post_id: str) -> bool: ...
 
     async def pending(self) -> list[PendingClaim]:
-        """Claims not completed, oldest first."""
+        """Claims not completed whose run is gone (a stopped run, a replica not seen for the
+        store's `Liveness.dead_after`), oldest first. This run's own are never among them."""
         ...
 
     async def prune(self, older_than: float) -> int:
@@ -73,6 +75,31 @@ class LeaseRepository(Protocol):
         """Hold `name` for `seconds` unless another owner holds it; True when held."""
         ...
 
+    async def release(self, name: str, owner: str) -> None:
+        """Give `name` up, if `owner` holds it: another may take it at once."""
+        ...
+
+    async def holder(self, name: str) -> tuple[str, float] | None:
+        """Who holds `name`, and until when (None: nobody, or a lease run out)."""
+        ...
+
+
+class ReplicaRepository(Protocol):
+    """The replicas running on this store, each seen every few seconds."""
+
+    async def beat(self, replica: ReplicaInfo) -> None:
+        """Say that `replica` runs (its `seen_at` is now)."""
+        ...
+
+    async def listed(self) -> list[ReplicaInfo]:
+        """Every replica seen lately (those not seen for long are forgotten), first started
+        first."""
+        ...
+
+    async def forget(self, replica_id: str) -> None:
+        """A replica that stopped cleanly: gone at once."""
+        ...
+
 
 class OutboxRepository(Protocol):
     """Requests to outside systems, durable until done.
@@ -96,8 +123,15 @@ class OutboxRepository(Protocol):
     async def get(self, key: str) -> OutboxEntry | None: ...
 
     async def due(self, now: float, lease: float, limit: int) -> list[OutboxEntry]:
-        """Entries whose time has come, leased to the caller for `lease` seconds (the lease is
-        not durable on its own: a lost lease only makes an entry due again)."""
+        """Entries whose time has come, leased to the caller (the store's `Liveness.owner`)
+        for `lease` seconds: those not leased, those whose lease ran out, and those leased to a
+        replica that is gone. An entry taken over from a run that never released it counts
+        an attempt (its executor looks before acting again). The lease is not durable on its
+        own: a lost lease only makes an entry due again."""
+        ...
+
+    async def renew(self, keys: list[str], lease: float) -> None:
+        """Extend the caller's leases of these entries (still running) by `lease` seconds."""
         ...
 
     async def update(self, key: str, *, state: str | None = None,
@@ -254,6 +288,9 @@ class Store(Protocol):
     outbox: OutboxRepository
     tickets: TicketRepository
     alerts: AlertRepository
+    replicas: ReplicaRepository
+    #: This run among the replicas sharing the store: the owner of its claims and leases.
+    liveness: Liveness
 
     async def open(self) -> None:
         """Connect, and bring the schema up to date."""

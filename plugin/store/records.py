@@ -2,10 +2,57 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from .alert_state import AlertState, DigestState
+
+
+def new_replica_id() -> str:
+    """A name for this run among the replicas sharing a store: host, process and a random part
+    (a process id comes back after a restart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Liveness:
+    """This run among the replicas sharing a store, and when another one counts as gone: it
+    has not been seen (`ReplicaRepository.beat`) for `dead_after` seconds. Claims and outbox
+    entries of a replica that is gone are taken over. Right after this run could not reach the
+    store itself, nobody is judged gone until `dead_after` has passed: the others may have
+    been cut off just as long, and need the time to be seen again."""
+
+    def __init__(self, owner: str | None = None, dead_after: float = 6.0) -> None:
+        self.owner = owner or new_replica_id()
+        self.dead_after = dead_after
+        self._judging_from = 0.0
+
+    def cutoff(self, now: float) -> float | None:
+        """Replicas not seen since this time are gone; None: judge nobody now."""
+        if time.monotonic() < self._judging_from:
+            return None
+        return now - self.dead_after
+
+    def outage(self) -> None:
+        """The store was out of reach: judge nobody until everyone had time to be seen."""
+        self._judging_from = time.monotonic() + self.dead_after
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    """A running replica, as it last said itself (`ReplicaRepository.beat`)."""
+
+    id: str
+    #: `leader` (it reads Mattermost's event stream) or `standby`.
+    role: str
+    version: str
+    #: Where its listener is reached (its public URL).
+    listener: str
+    started_at: float
+    seen_at: float
 
 
 @dataclass(frozen=True)

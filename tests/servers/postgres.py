@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Self
@@ -160,6 +161,20 @@ class PostgresServer(ServerContext):
             self.stop()
             raise
         return self
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop the server (fast: every connection cut) and start it again on the same port
+        after `down_for` seconds, as an outage or a failover looks to its clients."""
+        assert self._proc is not None and self.workdir is not None
+        stop_postgres(self._proc)
+        time.sleep(down_for)
+        with open(self.log_path, "a") as log:
+            note(log, f"starting PostgreSQL again on {LOOPBACK}:{self.port}")
+            self._proc = spawn(postgres_cmd(self.workdir / "pgdata", self.port,
+                                            self.workdir / "sock"), log, env=plain_env(),
+                               user=DB_USER)
+        wait_postgres(self._proc, self.port,
+                      lambda m: PostgresSetupError.with_log(m, self.log_path))
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -12,8 +12,9 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from plugin.store import (
+    Liveness,
+    ReplicaInfo,
     StoreError,
-    StoreInUse,
     change_setting,
     open_store,
     read_setting,
@@ -26,9 +27,12 @@ from tests.servers.postgres import PostgresServer, empty_schema
 @pytest.fixture
 async def replicas(postgres_server: PostgresServer) -> AsyncIterator[list[PostgresStore]]:
     await empty_schema(postgres_server.dsn)
-    stores = [PostgresStore(postgres_server.dsn, exclusive=False) for _ in range(3)]
+    stores = [PostgresStore(postgres_server.dsn, liveness=Liveness(f"r{n}", dead_after=0.5))
+              for n in range(3)]
     # Opened together: one of them migrates, the others wait for it under the lock.
     await asyncio.gather(*(s.open() for s in stores))
+    for store in stores:  # each seen running, as a replica says every second
+        await store.replicas.beat(ReplicaInfo(store.liveness.owner, "standby", "1", "", 0, 0))
     yield stores
     for s in stores:
         await s.close()
@@ -64,17 +68,28 @@ async def test_a_lease_has_one_owner_until_it_lapses(replicas: list[PostgresStor
     assert not await a.leases.take("watch", "replica-a", 10)
 
 
-async def test_a_newer_schema_is_refused(postgres_server: PostgresServer) -> None:
+async def test_a_schema_one_newer_is_run_on_and_a_newer_one_refused(
+        postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture) -> None:
     await empty_schema(postgres_server.dsn)
     store = PostgresStore(postgres_server.dsn)
     await store.open()
     await store.close()
-    conn = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await conn.execute("INSERT INTO switchboard_schema(version) VALUES ($1)",
-                           len(MIGRATIONS) + 1)
-    finally:
-        await conn.close()
+
+    async def newer(version: int) -> None:
+        conn = await asyncpg.connect(postgres_server.dsn)
+        try:
+            await conn.execute("INSERT INTO switchboard_schema(version) VALUES ($1)", version)
+        finally:
+            await conn.close()
+
+    # A rolling upgrade: the first new replica migrated; an old one still runs on it.
+    await newer(len(MIGRATIONS) + 1)
+    old = PostgresStore(postgres_server.dsn)
+    await old.open()
+    assert await old.claims.claim("during-the-upgrade", "c")
+    await old.close()
+    assert "one newer than this Switchboard's" in caplog.text
+    await newer(len(MIGRATIONS) + 2)
     with pytest.raises(StoreError, match="newer than this Switchboard understands"):
         await PostgresStore(postgres_server.dsn).open()
 
@@ -95,18 +110,71 @@ async def test_settings_are_read_and_changed_beside_running_replicas(
     assert await read_setting(dsn, "tokens") == "from a replica"
 
 
-async def test_a_second_exclusive_run_is_refused(postgres_server: PostgresServer) -> None:
+async def test_a_gone_replicas_claims_and_leases_are_taken_over_by_one(
+        replicas: list[PostgresStore]) -> None:
+    a, b, c = replicas
+    assert await a.claims.claim("p1", "c")
+    assert await a.outbox.put_leased("job", "ticket", {}, 120) is not None
+    # While `a` is seen, nobody takes what it holds.
+    assert await b.claims.pending() == []
+    assert await b.outbox.due(time.time(), 60, 10) == []
+    await asyncio.sleep(0.6)
+    await b.replicas.beat(ReplicaInfo("r1", "standby", "1", "", 0, 0))
+    await c.replicas.beat(ReplicaInfo("r2", "standby", "1", "", 0, 0))
+    # `a` is gone: its claim is pending for the others, and one of them takes it.
+    assert [p.post_id for p in await b.claims.pending()] == ["p1"]
+    assert await a.claims.pending() == []  # never its own
+    taken = await asyncio.gather(b.claims.reclaim("p1"), c.claims.reclaim("p1"))
+    assert sorted(taken) == [0, 2]
+    # Its outbox entry too, long before its lease runs out, counted as a further attempt.
+    due = await asyncio.gather(*(s.outbox.due(time.time(), 60, 10) for s in (b, c)))
+    entries = [e for batch in due for e in batch]
+    assert [(e.key, e.attempts) for e in entries] == [("job", 1)]
+
+
+async def test_leases_of_running_entries_are_renewed_by_their_owner(
+        replicas: list[PostgresStore]) -> None:
+    a, b, _ = replicas
+    await a.replicas.beat(ReplicaInfo("r0", "leader", "1", "", 0, 0))
+    await b.replicas.beat(ReplicaInfo("r1", "standby", "1", "", 0, 0))
+    assert await a.outbox.put_leased("job", "ticket", {}, 0.3) is not None
+    await b.outbox.renew(["job"], 60)  # not its lease: nothing changes
+    await a.outbox.renew(["job"], 0.3)
+    await asyncio.sleep(0.2)
+    await a.outbox.renew(["job"], 0.3)
+    await a.replicas.beat(ReplicaInfo("r0", "leader", "1", "", 0, 0))
+    await b.replicas.beat(ReplicaInfo("r1", "standby", "1", "", 0, 0))
+    await asyncio.sleep(0.2)
+    assert await b.outbox.due(time.time(), 60, 10) == []  # renewed: still a's
+    await asyncio.sleep(0.2)
+    assert [e.key for e in await b.outbox.due(time.time(), 60, 10)] == ["job"]
+
+
+async def test_a_lease_is_released_and_its_holder_known(replicas: list[PostgresStore]) -> None:
+    a, b, _ = replicas
+    assert await a.leases.take("stream", "r0", 30)
+    assert (await b.leases.holder("stream") or ("", 0))[0] == "r0"
+    await b.leases.release("stream", "r1")  # not its own: still held
+    assert not await b.leases.take("stream", "r1", 30)
+    await a.leases.release("stream", "r0")
+    assert await b.leases.holder("stream") is None
+    assert await b.leases.take("stream", "r1", 30)
+
+
+async def test_a_restarted_database_is_waited_for(postgres_server: PostgresServer) -> None:
     await empty_schema(postgres_server.dsn)
-    first = PostgresStore(postgres_server.dsn)
-    await first.open()
+    store = PostgresStore(postgres_server.dsn)
+    await store.open()
     try:
-        with pytest.raises(StoreInUse, match="in use by another running Switchboard"):
-            await PostgresStore(postgres_server.dsn).open()
+        assert await store.claims.claim("before", "c")
+        postgres_server.restart(down_for=1.0)
+        # Cut connections, a refused one while it starts: the request waits and succeeds.
+        assert await store.claims.claim("after", "c")
+        async with store.locked("ticket|glpi|1"):
+            pass
+        assert await store.claims.is_handled("before")
     finally:
-        await first.close()
-    again = PostgresStore(postgres_server.dsn)  # its lock went with the first run
-    await again.open()
-    await again.close()
+        await store.close()
 
 
 def test_the_location_picks_the_store_and_hides_the_password() -> None:

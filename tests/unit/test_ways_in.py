@@ -160,6 +160,8 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr(bot.api, name, getattr(rest, name))
     bot.api.me = {"id": BOT_ID, "username": "switchboard"}
     await store.open()
+    # The one replica of its file, leading, without the stream (or REST watch) it would run.
+    bot.replica.role, bot.replica.last_beat = "leader", time.monotonic()
     listener = Listener(build(bot.ways_in, 1 << 20), "127.0.0.1", 0)
     port = await listener.start()
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False,

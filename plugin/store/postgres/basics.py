@@ -1,28 +1,44 @@
-"""`ClaimRepository`, `CursorRepository`, `KeyValue` and `LeaseRepository` on PostgreSQL: the
-`handled`, `cursors`, `kv` and `leases` tables."""
+"""`ClaimRepository`, `CursorRepository`, `KeyValue`, `LeaseRepository` and
+`ReplicaRepository` on PostgreSQL: the `handled`, `cursors`, `kv`, `leases` and `replicas`
+tables."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from ..records import PendingClaim
-from .engine import Connection, PostgresRepository, rowcount
+from ..records import PendingClaim, ReplicaInfo
+from .engine import Connection, PostgresRepository, living, rowcount
+
+#: How long a replica not seen is still listed (`ReplicaRepository.listed`).
+REPLICAS_LISTED_FOR = 600.0
 
 
 class PostgresClaims(PostgresRepository):
     async def claim(self, post_id: str, channel_id: str, *, durable: bool = True) -> bool:
         # One row per post, whichever replica inserts it first: the others find it taken.
         status = await self._engine.run(lambda c: c.execute(
-            "INSERT INTO handled(post_id, channel_id, state, claimed_at) "
-            "VALUES ($1, $2, 'pending', $3) ON CONFLICT (post_id) DO NOTHING",
-            post_id, channel_id, time.time()))
+            "INSERT INTO handled(post_id, channel_id, state, claimed_at, owner) "
+            "VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT (post_id) DO NOTHING",
+            post_id, channel_id, time.time(), self._engine.liveness.owner))
         return rowcount(status) == 1
 
     async def reclaim(self, post_id: str) -> int:
-        value = await self._engine.run(lambda c: c.fetchval(
-            "UPDATE handled SET attempts = attempts + 1 "
-            "WHERE post_id = $1 AND state = 'pending' RETURNING attempts", post_id))
-        return int(value or 0)
+        live = self._engine.liveness
+
+        async def go(c: Connection) -> int:
+            running = await living(c, live, time.time())
+            if running is None:
+                return 0
+            # Taken from the run that is gone by one replica only: the first to change its
+            # owner (the others find it owned by a running one).
+            value = await c.fetchval(
+                "UPDATE handled SET attempts = attempts + 1, owner = $2 "
+                "WHERE post_id = $1 AND state = 'pending' AND owner <> ALL($3::text[]) "
+                "RETURNING attempts", post_id, live.owner, running)
+            return int(value or 0)
+
+        return await self._engine.run(go)
 
     async def complete(self, post_id: str) -> None:
         await self._engine.run(lambda c: c.execute(
@@ -34,9 +50,16 @@ class PostgresClaims(PostgresRepository):
             "SELECT EXISTS (SELECT 1 FROM handled WHERE post_id = $1)", post_id)))
 
     async def pending(self) -> list[PendingClaim]:
-        rows = await self._engine.run(lambda c: c.fetch(
-            "SELECT post_id, channel_id, attempts, claimed_at FROM handled "
-            "WHERE state = 'pending' ORDER BY claimed_at"))
+        async def go(c: Connection) -> list[Any]:
+            running = await living(c, self._engine.liveness, time.time())
+            if running is None:
+                return []
+            return list(await c.fetch(
+                "SELECT post_id, channel_id, attempts, claimed_at FROM handled "
+                "WHERE state = 'pending' AND owner <> ALL($1::text[]) ORDER BY claimed_at",
+                running))
+
+        rows = await self._engine.run(go)
         return [PendingClaim(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
 
     async def prune_rows(self, conn: Connection, older_than: float) -> int:
@@ -84,3 +107,37 @@ class PostgresLeases(PostgresRepository):
             "WHERE leases.until < $4 OR leases.owner = EXCLUDED.owner",
             name, owner, now + seconds, now))
         return rowcount(status) == 1
+
+    async def release(self, name: str, owner: str) -> None:
+        await self._engine.run(lambda c: c.execute(
+            "DELETE FROM leases WHERE name = $1 AND owner = $2", name, owner))
+
+    async def holder(self, name: str) -> tuple[str, float] | None:
+        row = await self._engine.run(lambda c: c.fetchrow(
+            "SELECT owner, until FROM leases WHERE name = $1 AND until >= $2",
+            name, time.time()))
+        return None if row is None else (str(row[0]), float(row[1]))
+
+
+class PostgresReplicas(PostgresRepository):
+    async def beat(self, replica: ReplicaInfo) -> None:
+        await self._engine.run(lambda c: c.execute(
+            "INSERT INTO replicas(id, role, version, listener, started_at, seen_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET "
+            "role = EXCLUDED.role, version = EXCLUDED.version, listener = EXCLUDED.listener, "
+            "seen_at = EXCLUDED.seen_at", replica.id, replica.role, replica.version,
+            replica.listener, replica.started_at, time.time()))
+
+    async def listed(self) -> list[ReplicaInfo]:
+        rows = await self._engine.run(lambda c: c.fetch(
+            "SELECT id, role, version, listener, started_at, seen_at FROM replicas "
+            "WHERE seen_at > $1 ORDER BY started_at, id", time.time() - REPLICAS_LISTED_FOR))
+        return [ReplicaInfo(r[0], r[1], r[2], r[3], float(r[4]), float(r[5])) for r in rows]
+
+    async def forget(self, replica_id: str) -> None:
+        await self._engine.run(lambda c: c.execute(
+            "DELETE FROM replicas WHERE id = $1", replica_id))
+
+    async def prune_rows(self, conn: Connection, older_than: float) -> int:
+        return rowcount(await conn.execute(
+            "DELETE FROM replicas WHERE seen_at < $1", time.time() - REPLICAS_LISTED_FOR))

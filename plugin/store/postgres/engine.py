@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
-from ..records import StoreError, StoreInUse
+from ..records import Liveness, StoreError
 from .schema import MIGRATIONS
 
 log = logging.getLogger("switchboard.store")
@@ -23,8 +24,17 @@ Connection = Any  # asyncpg.Connection (its stubs are not typed)
 
 #: The advisory lock key that serializes migrations between replicas ("swbd").
 _MIGRATION_LOCK = 0x73776264
-#: The advisory lock an exclusive run holds for as long as it runs ("swbr").
-RUN_LOCK = 0x73776272
+
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` is the database going away: its connections cut (a restart, a failover),
+    refused while it starts or stops, or out of reach. A request that meets one may be tried
+    again."""
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" in str(exc)  # the pool's connection was cut; others are misuse
+    return isinstance(exc, (OSError, TimeoutError, asyncpg.PostgresConnectionError,
+                            asyncpg.exceptions.OperatorInterventionError))
 
 
 def rowcount(status: str) -> int:
@@ -43,16 +53,23 @@ async def connect(dsn: str) -> Connection:
 
 async def migrate(conn: Connection) -> None:
     """Bring the schema (`switchboard_schema.version`) up to date, one migration per
-    transaction, under an advisory lock; a database newer than `MIGRATIONS` is refused."""
+    transaction, under an advisory lock. Migrations only add (tables, columns with defaults),
+    so a replica runs on a schema one version newer than its own, as in a rolling upgrade
+    where the first new replica migrated; a database newer still is refused."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
         await conn.execute("CREATE TABLE IF NOT EXISTS switchboard_schema "
                            "(version INTEGER NOT NULL)")
         current = await conn.fetchval("SELECT max(version) FROM switchboard_schema") or 0
-        if current > len(MIGRATIONS):
+        if current > len(MIGRATIONS) + 1:
             raise StoreError(
                 f"the database has schema version {current}, newer than this Switchboard "
-                f"understands ({len(MIGRATIONS)}); upgrade Switchboard or use another database")
+                f"understands ({len(MIGRATIONS)}, or one more during a rolling upgrade); "
+                "upgrade Switchboard or use another database")
+        if current > len(MIGRATIONS):
+            log.warning("the database has schema version %d, one newer than this "
+                        "Switchboard's (%d): running on it until this replica is upgraded",
+                        current, len(MIGRATIONS))
         for version in range(current, len(MIGRATIONS)):
             await conn.execute(MIGRATIONS[version])
             await conn.execute("INSERT INTO switchboard_schema(version) VALUES ($1)",
@@ -62,28 +79,22 @@ async def migrate(conn: Connection) -> None:
 class PostgresEngine:
     """The pool, and requests run each in a transaction of its own."""
 
-    def __init__(self, dsn: str, *, max_connections: int = 8, exclusive: bool = True) -> None:
+    def __init__(self, dsn: str, *, max_connections: int = 8, outage_grace: float = 60.0,
+                 liveness: Liveness | None = None) -> None:
         self.dsn = dsn
         self.max_connections = max_connections
-        #: Whether this run must be the database's only one (until the other parts of the bot
-        #: are safe with replicas): a second is refused at opening.
-        self.exclusive = exclusive
+        #: How long a request waits for a database that went away (a restart, a failover)
+        #: before it fails with `StoreError`.
+        self.outage_grace = outage_grace
+        #: This run among the replicas: the owner its claims and leases are written with.
+        self.liveness = liveness or Liveness()
         self._pool: Any = None
-        self._holder: Any = None
         #: The connection holding this process's advisory locks (`locked`), and its turn.
         self._locks: Any = None
         self._locks_in_use = asyncio.Lock()
 
     async def open(self) -> None:
         try:
-            if self.exclusive:
-                self._holder = await asyncpg.connect(self.dsn)
-                if not await self._holder.fetchval("SELECT pg_try_advisory_lock($1)",
-                                                   RUN_LOCK):
-                    raise StoreInUse(
-                        "the PostgreSQL state store is in use by another running Switchboard; "
-                        "one database serves one running bot for now: stop the other one, or "
-                        "give this one a database of its own")
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=self.max_connections, command_timeout=30)
             async with self._pool.acquire() as conn:
@@ -99,11 +110,9 @@ class PostgresEngine:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
-        for attr in ("_holder", "_locks"):
-            conn = getattr(self, attr)
-            setattr(self, attr, None)
-            if conn is not None:
-                await conn.close()  # its locks go with it (the run's, any left held)
+        conn, self._locks = self._locks, None
+        if conn is not None:
+            await conn.close()  # its locks go with it (any left held)
 
     @contextlib.asynccontextmanager
     async def locked(self, name: str) -> AsyncIterator[None]:
@@ -113,30 +122,75 @@ class PostgresEngine:
         until it is free."""
         if self._pool is None:
             raise RuntimeError("the state store is not open")
-        if self._locks is None:
-            self._locks = await asyncpg.connect(self.dsn)
+        deadline = time.monotonic() + self.outage_grace
         delay = 0.005
         while True:
             async with self._locks_in_use:
-                if await self._locks.fetchval(
-                        "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", name):
-                    break
+                try:
+                    if self._locks is None or self._locks.is_closed():
+                        self._locks = await asyncpg.connect(self.dsn, timeout=10)
+                    if await self._locks.fetchval(
+                            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", name):
+                        break
+                except Exception as exc:
+                    if not is_outage(exc) or time.monotonic() > deadline:
+                        raise StoreError(f"cannot lock {name!r} in the PostgreSQL state "
+                                         f"store: {type(exc).__name__}: {exc}") from exc
+                    self._locks = None  # cut: its locks went with it; a new one is made
+                    self.liveness.outage()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
         try:
             yield
         finally:
             async with self._locks_in_use:
-                await self._locks.fetchval(
-                    "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name)
+                try:
+                    await self._locks.fetchval(
+                        "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name)
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    self._locks = None  # the lock went with the connection
 
     async def run(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """`fn(connection)` in a transaction of its own; committed (and durable) when it
-        returns."""
+        returns. A database that goes away meanwhile (restarted, failed over) is waited for,
+        up to `outage_grace` seconds, and the transaction run again from the start: nothing
+        of a transaction cut short was committed."""
         if self._pool is None:
             raise RuntimeError("the state store is not open")
-        async with self._pool.acquire() as conn, conn.transaction():
-            return await fn(conn)
+        deadline = time.monotonic() + self.outage_grace
+        delay = 0.05
+        while True:
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await fn(conn)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                if self._pool is None or time.monotonic() + delay > deadline:
+                    raise StoreError(f"the PostgreSQL state store is out of reach: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+                self.liveness.outage()
+                if delay == 0.05:
+                    log.warning("the PostgreSQL state store went away (%s: %s); trying again",
+                                type(exc).__name__, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+
+async def living(conn: Connection, liveness: Liveness, now: float) -> list[str] | None:
+    """The replicas that count as running (this one among them), read in the caller's
+    transaction; None when nobody is judged now (see `Liveness.cutoff`). A statement then
+    takes what belongs to a replica not among them with `owner <> ALL($n)`: a plain test of
+    the row, which PostgreSQL checks again on the row's newest version when another
+    transaction changed it meanwhile (a join with `replicas` would not be checked again, so
+    two replicas could take the same row)."""
+    cutoff = liveness.cutoff(now)
+    if cutoff is None:
+        return None
+    ids = await conn.fetchval("SELECT array_agg(id) FROM replicas WHERE seen_at > $1", cutoff)
+    return [liveness.owner, *(ids or [])]
 
 
 class PostgresRepository:

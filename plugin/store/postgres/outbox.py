@@ -1,5 +1,6 @@
 """`OutboxRepository` on PostgreSQL: the `outbox` table. Replicas read due entries with
-`FOR UPDATE SKIP LOCKED`: an entry is leased to one of them at a time."""
+`FOR UPDATE SKIP LOCKED`: an entry is leased to one of them at a time, and taken over from a
+replica that is gone (see `Liveness`) without waiting for its lease to run out."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from ..records import OutboxEntry
 from ..rows import OUTBOX_COLUMNS, outbox_entry
-from .engine import Connection, PostgresRepository, rowcount
+from .engine import Connection, PostgresRepository, living, rowcount
 
 
 class PostgresOutbox(PostgresRepository):
@@ -27,9 +28,9 @@ class PostgresOutbox(PostgresRepository):
         now = time.time()
         body = json.dumps(payload)
         status = await self._engine.run(lambda c: c.execute(
-            "INSERT INTO outbox(key, kind, payload, state, next_at, created_at, lease_until) "
-            "VALUES ($1, $2, $3, 'queued', $4, $4, $5) ON CONFLICT (key) DO NOTHING",
-            key, kind, body, now, now + lease))
+            "INSERT INTO outbox(key, kind, payload, state, next_at, created_at, lease_until, "
+            "owner) VALUES ($1, $2, $3, 'queued', $4, $4, $5, $6) ON CONFLICT (key) DO NOTHING",
+            key, kind, body, now, now + lease, self._engine.liveness.owner))
         if rowcount(status) != 1:
             return None
         return OutboxEntry(key, kind, json.loads(body), "queued", 0, False, {}, now)
@@ -40,13 +41,32 @@ class PostgresOutbox(PostgresRepository):
         return None if row is None else outbox_entry(row)
 
     async def due(self, now: float, lease: float, limit: int) -> list[OutboxEntry]:
-        rows = await self._engine.run(lambda c: c.fetch(
-            f"UPDATE outbox SET lease_until = $2 WHERE key IN (SELECT key FROM outbox "
-            "WHERE state IN ('queued', 'filed') AND next_at <= $1 AND lease_until <= $1 "
-            "ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {OUTBOX_COLUMNS}, next_at", now, now + lease, limit))
+        live = self._engine.liveness
+
+        async def go(c: Connection) -> list[Any]:
+            # Judging nobody just now: an entry is taken over only once its lease ran out.
+            running = await living(c, live, now)
+            # A lease still running when the entry is read again was never released: the run
+            # that held it died (or overran it), so this is a further attempt.
+            return list(await c.fetch(
+                "UPDATE outbox SET lease_until = $2, owner = $4, "
+                "attempts = attempts + (lease_until > 0)::int WHERE key IN (SELECT key "
+                "FROM outbox WHERE state IN ('queued', 'filed') AND next_at <= $1 "
+                "AND (lease_until <= $1 OR ($6 AND owner <> ALL($5::text[]))) "
+                "ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {OUTBOX_COLUMNS}, next_at", now, now + lease, limit, live.owner,
+                running or [], running is not None))
+
+        rows = await self._engine.run(go)
         rows = sorted(rows, key=lambda r: float(r[-1]))
         return [outbox_entry(tuple(r)[:-1]) for r in rows]
+
+    async def renew(self, keys: list[str], lease: float) -> None:
+        if keys:
+            await self._engine.run(lambda c: c.execute(
+                "UPDATE outbox SET lease_until = $1 WHERE key = ANY($2::text[]) AND owner = $3 "
+                "AND lease_until > 0", time.time() + lease, keys,
+                self._engine.liveness.owner))
 
     async def update(self, key: str, *, state: str | None = None,
                      result: dict[str, Any] | None = None, retry_at: float | None = None,

@@ -91,4 +91,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX alert_notes_pending ON alert_notes(source, key, posted);
     """,
+    # Replicas: each says it runs every few seconds; the claims and outbox leases of one not
+    # seen for a while are taken over. Additive only, so the version before runs on it too.
+    """
+    CREATE TABLE replicas (
+        id TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        version TEXT NOT NULL,
+        listener TEXT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        seen_at DOUBLE PRECISION NOT NULL
+    );
+    ALTER TABLE handled ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    """,
 ]

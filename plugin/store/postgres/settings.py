@@ -3,12 +3,13 @@ tool, beside running replicas."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import asyncpg  # type: ignore[import-untyped]
 
 from ..records import StoreError
-from .engine import RUN_LOCK, connect, migrate
+from .engine import connect, migrate
 
 
 async def read_setting(dsn: str, key: str) -> str | None:
@@ -40,17 +41,21 @@ async def change_setting(dsn: str, key: str, change: Callable[[str | None], str]
         await conn.close()
 
 
-async def probe(dsn: str) -> tuple[int, bool]:
-    """The database's schema version (0: none yet), and whether a running bot holds it."""
+#: A replica seen this recently is running (it says so every second or so).
+RUNNING_WITHIN = 15.0
+
+
+async def probe(dsn: str) -> tuple[int, int]:
+    """The database's schema version (0: none yet), and how many replicas run on it."""
     conn = await connect(dsn)
     try:
-        version = 0
+        version = running = 0
         if await conn.fetchval("SELECT to_regclass('switchboard_schema') IS NOT NULL"):
             version = await conn.fetchval(
                 "SELECT coalesce(max(version), 0) FROM switchboard_schema")
-        held = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
-            "AND objid = $1 AND granted)", RUN_LOCK)
-        return int(version or 0), bool(held)
+        if await conn.fetchval("SELECT to_regclass('replicas') IS NOT NULL"):
+            running = await conn.fetchval("SELECT count(*) FROM replicas WHERE seen_at > $1",
+                                          time.time() - RUNNING_WITHIN)
+        return int(version or 0), int(running or 0)
     finally:
         await conn.close()

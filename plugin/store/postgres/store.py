@@ -12,10 +12,18 @@ from ..protocols import (
     KeyValue,
     LeaseRepository,
     OutboxRepository,
+    ReplicaRepository,
     TicketRepository,
 )
+from ..records import Liveness
 from .alerts import PostgresAlerts
-from .basics import PostgresClaims, PostgresCursors, PostgresKeyValue, PostgresLeases
+from .basics import (
+    PostgresClaims,
+    PostgresCursors,
+    PostgresKeyValue,
+    PostgresLeases,
+    PostgresReplicas,
+)
 from .engine import Connection, PostgresEngine, PostgresRepository
 from .outbox import PostgresOutbox
 from .schema import MIGRATIONS
@@ -27,16 +35,17 @@ async def _on_disk() -> None:
 
 
 class PostgresStore:
-    """`Store` on a PostgreSQL database (`postgresql://user@host:port/database`). An
-    `exclusive` store (the default, while the rest of the bot is not yet safe with replicas)
-    refuses to open beside another running one."""
+    """`Store` on a PostgreSQL database (`postgresql://user@host:port/database`), shared by any
+    number of replicas."""
 
-    def __init__(self, dsn: str, *, exclusive: bool = True) -> None:
-        self.engine = PostgresEngine(dsn, exclusive=exclusive)
+    def __init__(self, dsn: str, *, liveness: Liveness | None = None) -> None:
+        self.engine = PostgresEngine(dsn, liveness=liveness)
+        self.liveness = self.engine.liveness
         claims, cursors = PostgresClaims(self.engine), PostgresCursors(self.engine)
         kv, leases = PostgresKeyValue(self.engine), PostgresLeases(self.engine)
         outbox, tickets = PostgresOutbox(self.engine), PostgresTickets(self.engine)
         alerts = PostgresAlerts(self.engine)
+        replicas = PostgresReplicas(self.engine)
         self.claims: ClaimRepository = claims
         self.cursors: CursorRepository = cursors
         self.kv: KeyValue = kv
@@ -44,8 +53,9 @@ class PostgresStore:
         self.outbox: OutboxRepository = outbox
         self.tickets: TicketRepository = tickets
         self.alerts: AlertRepository = alerts
+        self.replicas: ReplicaRepository = replicas
         self._repositories: tuple[PostgresRepository, ...] = (
-            claims, cursors, kv, leases, outbox, tickets, alerts)
+            claims, cursors, kv, leases, outbox, tickets, alerts, replicas)
 
     @property
     def schema_version(self) -> int:

@@ -15,8 +15,9 @@ class SQLiteClaims(SQLiteRepository):
 
         def go(db: sqlite3.Connection) -> bool:
             return db.execute(
-                "INSERT OR IGNORE INTO handled(post_id, channel_id, state, claimed_at) "
-                "VALUES (?, ?, 'pending', ?)", (post_id, channel_id, now)).rowcount == 1
+                "INSERT OR IGNORE INTO handled(post_id, channel_id, state, claimed_at, owner) "
+                "VALUES (?, ?, 'pending', ?, ?)",
+                (post_id, channel_id, now, self._engine.liveness.owner)).rowcount == 1
 
         if durable:
             return await self._engine.run(go)
@@ -24,11 +25,14 @@ class SQLiteClaims(SQLiteRepository):
         return await self._engine.at_once(go)
 
     async def reclaim(self, post_id: str) -> int:
+        me = self._engine.liveness.owner
+
         def go(db: sqlite3.Connection) -> int:
+            # The file serves this run alone: every other run is gone.
             row = db.execute(
-                "UPDATE handled SET attempts = attempts + 1 "
-                "WHERE post_id = ? AND state = 'pending' RETURNING attempts",
-                (post_id,)).fetchone()
+                "UPDATE handled SET attempts = attempts + 1, owner = ? "
+                "WHERE post_id = ? AND state = 'pending' AND owner <> ? RETURNING attempts",
+                (me, post_id, me)).fetchone()
             return int(row[0]) if row else 0
 
         return await self._engine.run(go)
@@ -46,7 +50,8 @@ class SQLiteClaims(SQLiteRepository):
     async def pending(self) -> list[PendingClaim]:
         rows = await self._engine.run(lambda db: db.execute(
             "SELECT post_id, channel_id, attempts, claimed_at FROM handled "
-            "WHERE state = 'pending' ORDER BY claimed_at").fetchall())
+            "WHERE state = 'pending' AND owner <> ? ORDER BY claimed_at",
+            (self._engine.liveness.owner,)).fetchall())
         return [PendingClaim(*row) for row in rows]
 
     def prune_rows(self, db: sqlite3.Connection, older_than: float) -> int:

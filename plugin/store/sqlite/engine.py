@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..records import StoreInUse
+from ..records import Liveness, StoreInUse
 from .disk import Answers, DiskThread
 from .schema import MIGRATIONS
 
@@ -112,6 +112,8 @@ class SQLiteEngine:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        #: This run: the owner its claims are written with (the file serves it alone).
+        self.liveness = Liveness()
         self._db: sqlite3.Connection | None = None
         self._disk: DiskThread | None = None
         #: The thread whose event loop uses the connection.

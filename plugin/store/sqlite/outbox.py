@@ -120,8 +120,18 @@ class SQLiteOutbox(SQLiteRepository):
 
         return await self._engine.run(go)
 
+    async def renew(self, keys: list[str], lease: float) -> None:
+        until = time.time() + lease
+        if keys:
+            await self._engine.run(lambda db: db.executemany(
+                "UPDATE outbox SET lease_until = ? WHERE key = ? AND lease_until > 0",
+                [(until, key) for key in keys]), durable=False)
+
     def on_open(self, db: sqlite3.Connection) -> None:
-        # An embedded store serves one process: leases held by an earlier run are void.
+        # An embedded store serves one process: leases held by an earlier run are void, and
+        # what that run held and never released was cut short (its executor looks first).
+        db.execute("UPDATE outbox SET lease_until = 0, attempts = attempts + 1 "
+                   "WHERE lease_until > 0 AND state IN ('queued', 'filed')")
         db.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0")
 
     def prune_rows(self, db: sqlite3.Connection, older_than: float) -> int:

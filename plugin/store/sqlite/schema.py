@@ -108,4 +108,8 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE tickets ADD COLUMN triage TEXT NOT NULL DEFAULT '{}';
     """,
+    # Each claim names the run that made it: a run takes over only the claims of runs gone.
+    """
+    ALTER TABLE handled ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    """,
 ]

@@ -1,11 +1,13 @@
 """`CursorRepository`, `KeyValue` and `LeaseRepository` on SQLite: the `cursors`, `kv` and
-`leases` tables."""
+`leases` tables; and `ReplicaRepository`, which an embedded file serving one process keeps in
+memory."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
 
+from ..records import ReplicaInfo
 from .engine import SQLiteRepository, transaction
 
 
@@ -51,6 +53,35 @@ class SQLiteLeases(SQLiteRepository):
             "WHERE leases.until < ? OR leases.owner = excluded.owner",
             (name, owner, now + seconds, now)).rowcount == 1)
 
+    async def release(self, name: str, owner: str) -> None:
+        await self._engine.run(lambda db: db.execute(
+            "DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner)))
+
+    async def holder(self, name: str) -> tuple[str, float] | None:
+        row = await self._engine.run(lambda db: db.execute(
+            "SELECT owner, until FROM leases WHERE name = ? AND until >= ?",
+            (name, time.time())).fetchone(), durable=False)
+        return None if row is None else (str(row[0]), float(row[1]))
+
     def on_open(self, db: sqlite3.Connection) -> None:
         # An embedded store serves one process: leases held by an earlier run are void.
         db.execute("DELETE FROM leases")
+
+
+class LocalReplicas:
+    """The one replica an embedded store serves: this process (the file lock keeps out any
+    other), known in memory."""
+
+    def __init__(self) -> None:
+        self._me: ReplicaInfo | None = None
+
+    async def beat(self, replica: ReplicaInfo) -> None:
+        self._me = ReplicaInfo(replica.id, replica.role, replica.version, replica.listener,
+                               replica.started_at, time.time())
+
+    async def listed(self) -> list[ReplicaInfo]:
+        return [] if self._me is None else [self._me]
+
+    async def forget(self, replica_id: str) -> None:
+        if self._me is not None and self._me.id == replica_id:
+            self._me = None

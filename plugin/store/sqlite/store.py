@@ -14,14 +14,16 @@ from ..protocols import (
     KeyValue,
     LeaseRepository,
     OutboxRepository,
+    ReplicaRepository,
     TicketRepository,
 )
+from ..records import Liveness
 from .alerts import SQLiteAlerts
 from .claims import SQLiteClaims
 from .engine import SQLiteEngine, SQLiteRepository
 from .outbox import SQLiteOutbox
 from .schema import MIGRATIONS
-from .settings import SQLiteCursors, SQLiteKeyValue, SQLiteLeases
+from .settings import LocalReplicas, SQLiteCursors, SQLiteKeyValue, SQLiteLeases
 from .tickets import SQLiteTickets
 
 
@@ -29,8 +31,11 @@ class SQLiteStore:
     """`Store` on an embedded SQLite file, which it assumes to be its own: opening it voids the
     leases of an earlier run."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, liveness: Liveness | None = None) -> None:
         self.engine = SQLiteEngine(path)
+        if liveness is not None:
+            self.engine.liveness = liveness
+        self.liveness = self.engine.liveness
         claims = SQLiteClaims(self.engine)
         cursors = SQLiteCursors(self.engine)
         kv = SQLiteKeyValue(self.engine)
@@ -45,6 +50,7 @@ class SQLiteStore:
         self.outbox: OutboxRepository = outbox
         self.tickets: TicketRepository = tickets
         self.alerts: AlertRepository = alerts
+        self.replicas: ReplicaRepository = LocalReplicas()
         self._repositories: tuple[SQLiteRepository, ...] = (
             claims, cursors, kv, leases, outbox, tickets, alerts)
 

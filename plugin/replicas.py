@@ -1,0 +1,156 @@
+"""This replica among those sharing the store: its signs of life, and who leads.
+
+Every replica says it runs every `replicas.heartbeat` seconds (`ReplicaRepository.beat`), and
+renews the leases of the outbox entries it is working on. One of them, the leader, holds the
+`stream` lease: it reads Mattermost's event stream (or, in webhook-only mode, catches up over
+REST), saves the channels' cursors, recovers the posts claimed by replicas that are gone, and
+prunes. The others stand by: they serve the listener (clicks, dialogs, slash commands,
+webhooks, alerts) and work the outbox like the leader. When the leader is gone, its lease runs
+out after `replicas.takeover_after` seconds and the first standby to look takes it.
+
+Two leaders for a moment (one cut off from the store while another took over) do no harm:
+every post is claimed in the store before it is handled, so it is handled once whoever reads
+it. The old leader steps down at its next beat, when it finds the lease taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from .config import ReplicaSettings
+from .store import ReplicaInfo, Store
+
+log = logging.getLogger("switchboard.replicas")
+
+#: The lease the leader holds.
+LEADER_LEASE = "stream"
+#: Seconds a leader stepping down waits for its stream to close before cancelling it.
+STEP_DOWN_GRACE = 5.0
+
+
+class Replica:
+    """This replica: `run` beats until the bot stops, and runs `lead()` while it leads."""
+
+    def __init__(self, store: Store, settings: ReplicaSettings, *, version: str,
+                 lead: Callable[[], Coroutine[Any, Any, None]], stop_leading: Callable[[], None],
+                 while_leading: Callable[[], Awaitable[None]],
+                 running: Callable[[], list[str]], lease: float) -> None:
+        self.store = store
+        self.settings = settings
+        self.version = version
+        self.id = store.liveness.owner
+        #: `leader` or `standby`.
+        self.role = "standby"
+        #: The leader as last seen from here (this replica's id when it leads; "" unknown).
+        self.leader = ""
+        #: Where this replica's listener is reached (known once it listens).
+        self.listener = ""
+        self.started_at = time.time()
+        #: When this replica began to lead (wall clock), and its last beat that reached the
+        #: store (monotonic; 0: none yet).
+        self.leading_since = 0.0
+        self.last_beat = 0.0
+        self._lead = lead
+        self._stop_leading = stop_leading
+        self._while_leading = while_leading
+        self._running = running
+        self._lease = lease
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether this replica's signs of life reach the store (the others count it in)."""
+        return bool(self.last_beat) and \
+            time.monotonic() - self.last_beat < self.settings.takeover_after
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Beat until `stopping`; raises what ended the leading work with an error (a token
+        Mattermost refused)."""
+        try:
+            while not stopping.is_set():
+                await self.beat()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), self.settings.heartbeat)
+        finally:
+            await self.resign()
+
+    async def beat(self) -> None:
+        """One sign of life: take or keep the leadership, say so, renew what is being worked
+        on; the leader then does its rounds."""
+        self._raise_if_lead_failed()
+        try:
+            leads = await self.store.leases.take(LEADER_LEASE, self.id,
+                                                 self.settings.takeover_after)
+            if leads and self.role != "leader":
+                await self._take_lead()
+            elif not leads and self.role == "leader":
+                log.warning("another replica leads now; this one stands by")
+                await self._step_down()
+            if not leads:
+                held = await self.store.leases.holder(LEADER_LEASE)
+                self.leader = held[0] if held else ""
+            await self.store.replicas.beat(ReplicaInfo(
+                self.id, self.role, self.version, self.listener, self.started_at, 0.0))
+            await self.store.outbox.renew(self._running(), self._lease)
+            self.last_beat = time.monotonic()
+            if self.role == "leader":
+                await self._while_leading()
+        except Exception as exc:
+            # The store out of reach: the work goes on, and nobody here is judged gone
+            # until everyone had time to be seen again.
+            self.store.liveness.outage()
+            log.warning("cannot reach the state store for this replica's heartbeat: %s", exc)
+
+    async def _take_lead(self) -> None:
+        previous = await self._previous_leader()
+        self.role, self.leader, self.leading_since = "leader", self.id, time.time()
+        if previous:
+            log.info("this replica leads now (took over from %s): reading Mattermost's events",
+                     previous)
+        else:
+            log.info("this replica leads: reading Mattermost's events")
+        self._task = asyncio.create_task(self._lead(), name="leading")
+
+    async def _previous_leader(self) -> str:
+        others = [r for r in await self.store.replicas.listed()
+                  if r.id != self.id and r.role == "leader"]
+        return others[-1].id if others else ""
+
+    def _raise_if_lead_failed(self) -> None:
+        task = self._task
+        if task is not None and task.done():
+            self._task = None
+            self.role = "standby"
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def _step_down(self) -> None:
+        self.role, self.leading_since = "standby", 0.0
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop_leading()
+        done, _ = await asyncio.wait({task}, timeout=STEP_DOWN_GRACE)
+        if not done:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning("leading ended with %r", task.exception())
+
+    async def resign(self) -> None:
+        """Stop leading and say this replica is gone, so that another leads at once."""
+        task = self._task
+        await self._step_down()
+        try:
+            await self.store.leases.release(LEADER_LEASE, self.id)
+            await self.store.replicas.forget(self.id)
+        except Exception as exc:
+            log.warning("could not tell the other replicas this one stops: %s", exc)
+        if task is not None and task.done() and not task.cancelled() and \
+                task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
