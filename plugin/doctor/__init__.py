@@ -10,7 +10,7 @@ ends the report; the exit status is 1 when any check failed. The checks, one mod
 5. the listener's public URL leads to the listener, and Mattermost may call it; when the bot is
    running, the requests at once it settled on for each tracker and source (`listener.py`);
 6.-7. each tracker and monitoring source, with its credentials (`systems.py`);
-8. the state store, file or database (`state.py`).
+8. the state store, file or database, and the replicas running on a database (`state.py`).
 
 A check that needs Mattermost is skipped, and says so, when Mattermost cannot be signed in to;
 the others run regardless. An error no check expected ends only its group (Mattermost, the
@@ -29,7 +29,7 @@ from ..review import review
 from .listener import check_listener
 from .mattermost import check_bot, check_server, check_websocket
 from .report import Report, SettingNames, guarded, secret_values
-from .state import check_store
+from .state import check_replicas, check_store
 from .systems import check_sources, check_trackers
 
 __all__ = ["Report", "doctor", "secret_values"]
@@ -91,4 +91,5 @@ async def doctor(config: Config, out: Callable[[str], None] = print, *,
     await check_sources(report, s, names)
     with guarded(report, "the state store"):
         await check_store(report, s, names)
+        await check_replicas(report, s, names)
     return report.verdict()

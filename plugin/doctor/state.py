@@ -3,9 +3,13 @@ and how many running bots use it."""
 
 from __future__ import annotations
 
+import time
+
+import httpx
+
 from ..config import Settings
-from ..store import StoreError, is_database_url, shown
-from ..store.location import probe
+from ..store import ReplicaInfo, StoreError, is_database_url, shown
+from ..store.location import probe, replicas
 from .report import Report, SettingNames
 
 
@@ -34,3 +38,67 @@ async def check_store(report: Report, s: Settings, names: SettingNames) -> None:
     running = "" if not found.running else "; a running bot holds it" if found.running == 1 \
         else f"; {found.running} replicas run on it"
     report.ok(f"the state store is the {found.kind} {where} (schema {state}){running}")
+
+
+async def check_replicas(report: Report, s: Settings, names: SettingNames) -> None:
+    """The replicas on a shared database: one leads, each is seen in time and its listener
+    answers /healthz; several versions at once are a rolling upgrade."""
+    if not is_database_url(s.state.path):
+        return
+    gone_after = s.replicas.takeover_after
+    try:
+        found = await replicas(s.state.path, max(60.0, gone_after * 10))
+    except StoreError as exc:
+        report.fail(f"the replicas cannot be listed: {exc}",
+                    "check the database as the line above says")
+        return
+    if not found:
+        report.ok("no replica runs on the database now")
+        return
+    now = time.time()
+    running = [r for r in found if now - r.seen_at < gone_after]
+    for r in found:
+        if r not in running:
+            report.warn(f"replica {r.id} was last seen {now - r.seen_at:.0f} s ago: it is "
+                        "gone, and its work is taken over by the others",
+                        "nothing, if it was stopped; otherwise look at its host and log")
+    leaders = [r for r in running if r.role == "leader"]
+    async with httpx.AsyncClient(timeout=3, trust_env=False) as client:
+        for r in running:
+            await _check_one(report, client, r, now)
+    if not leaders and running:
+        report.fail("no running replica leads: nobody reads Mattermost's event stream",
+                    f"wait {gone_after:.0f} s ({names('settings.replicas.takeover_after')}); "
+                    "if it lasts, look at the replicas' logs")
+    elif len(leaders) > 1:
+        report.warn(f"{len(leaders)} replicas say they lead; the one that lost its lease "
+                    "stands by at its next heartbeat", "run doctor again in a few seconds")
+    versions = sorted({r.version for r in running})
+    if len(versions) > 1:
+        report.warn(f"the replicas run different versions ({', '.join(versions)}): a rolling "
+                    "upgrade is under way", "finish it: replace the replicas of the older "
+                    "version one at a time")
+    if running:
+        report.ok(f"{len(running)} replica(s) run on the database; "
+                  f"{leaders[0].id if leaders else 'none'} leads")
+
+
+async def _check_one(report: Report, client: httpx.AsyncClient, r: ReplicaInfo,
+                     now: float) -> None:
+    seen = f"{r.role}, version {r.version}, seen {now - r.seen_at:.1f} s ago"
+    if not r.listener:
+        report.ok(f"replica {r.id} ({seen})")
+        return
+    try:
+        answer = await client.get(r.listener.rstrip("/") + "/healthz")
+        status = answer.json().get("status", "?")
+    except (httpx.HTTPError, ValueError) as exc:
+        report.warn(f"replica {r.id} ({seen}): its listener {r.listener} does not answer "
+                    f"from here ({type(exc).__name__})",
+                    "check that this host can reach it (Mattermost must)")
+        return
+    if answer.status_code == 200:
+        report.ok(f"replica {r.id} ({seen}): /healthz {status}")
+    else:
+        report.warn(f"replica {r.id} ({seen}): /healthz says {status} ({answer.status_code})",
+                    "look at the replica's log")

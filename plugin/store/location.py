@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .protocols import Store
-from .records import StoreError
+from .records import ReplicaInfo, StoreError
 from .sqlite import SQLiteStore
 from .sqlite import change_setting as change_file_setting
 from .sqlite import probe as probe_file
@@ -82,3 +82,17 @@ async def probe(path: str) -> StoreProbe:
         return StoreProbe("PostgreSQL database", version, len(DATABASE_MIGRATIONS), running)
     version, expected, held = probe_file(path)
     return StoreProbe("SQLite file", version, expected, int(held))
+
+
+async def replicas(path: str, within: float) -> list[ReplicaInfo]:
+    """The replicas running on a shared store (seen in the last `within` seconds); an SQLite
+    file has none to tell (one bot, which holds its lock)."""
+    if not is_database_url(path):
+        return []
+    import asyncpg
+
+    from .postgres.settings import replicas as database_replicas
+    try:
+        return await database_replicas(path, within)
+    except asyncpg.PostgresError as exc:
+        raise StoreError(f"the PostgreSQL state store cannot be read: {exc}") from exc

@@ -199,9 +199,9 @@ class TicketRepository(Protocol):
         watch lasts beyond `now`."""
         ...
 
-    async def linked_roots(self) -> set[str]:
+    async def linked_roots(self, since: float = 0.0) -> set[str]:
         """The root post of every thread whose replies go to a ticket (a request's thread;
-        not an alert's)."""
+        not an alert's); only those linked at or after `since`, when given."""
         ...
 
     async def set_status(self, tracker: str, ticket_id: str, status: str, is_open: bool, *,
@@ -291,6 +291,9 @@ class Store(Protocol):
     replicas: ReplicaRepository
     #: This run among the replicas sharing the store: the owner of its claims and leases.
     liveness: Liveness
+    #: Whether other processes may use the store at the same time (a database replicas
+    #: share): what one of them keeps in memory may then be changed by another.
+    shared: bool
 
     async def open(self) -> None:
         """Connect, and bring the schema up to date."""

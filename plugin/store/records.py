@@ -128,7 +128,11 @@ class AlertRecord:
 
 
 class StoreError(Exception):
-    """The store could not do what was asked (the file or database refused it)."""
+    """The store could not do what was asked (the file or database refused it, or was out of
+    reach for too long). A request to an outside system that meets one is tried again later:
+    its outbox entry keeps it."""
+
+    retryable = True
 
 
 class StoreInUse(StoreError):

@@ -1,23 +1,29 @@
-"""`doctor` on the state store: a file or a database, new, in use, unreadable, or too new."""
+"""`doctor` on the state store: a file or a database, new, in use, unreadable, or too new; and
+the replicas running on a database."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from plugin.config import Settings
 from plugin.doctor.report import Report, SettingNames
-from plugin.doctor.state import check_store
-from plugin.store import MIGRATIONS, SQLiteStore
+from plugin.doctor.state import check_replicas, check_store
+from plugin.store import MIGRATIONS, Liveness, ReplicaInfo, SQLiteStore
 from plugin.store.postgres import PostgresStore
 from tests.servers.postgres import PostgresServer, empty_schema
 
 
-async def report_on(path: str) -> list[str]:
+async def report_on(path: str, check: Any = check_store) -> list[str]:
     lines: list[str] = []
     settings = Settings.model_validate({"state": {"path": path}})
-    await check_store(Report(lines.append, ["pw-secret"]), settings,
-                      SettingNames({"settings.state.path": "SWITCHBOARD_DB"}))
+    await check(Report(lines.append, ["pw-secret"]), settings,
+                SettingNames({"settings.state.path": "SWITCHBOARD_DB"}))
     return lines
 
 
@@ -51,15 +57,71 @@ async def test_a_database_reached_in_use_or_out_of_reach(
     dsn = postgres_server.dsn
     assert await report_on(dsn) == [
         f"[  ok] the state store is the PostgreSQL database {dsn}; it is made at first start"]
-    running = PostgresStore(dsn)
-    await running.open()
+    running = [PostgresStore(dsn) for _ in range(2)]
+    for store in running:
+        await store.open()
+        await store.replicas.beat(ReplicaInfo(store.liveness.owner, "standby", "1", "", 0, 0))
     try:
         assert await report_on(dsn) == [
-            f"[  ok] the state store is the PostgreSQL database {dsn} (schema up to date); a "
-            "running bot holds it"]
+            f"[  ok] the state store is the PostgreSQL database {dsn} (schema up to date); 2 "
+            "replicas run on it"]
     finally:
-        await running.close()
+        for store in running:
+            await store.close()
     (away,) = await report_on("postgresql://sb:pw-secret@127.0.0.1:1/sb")
     assert away.startswith("[FAIL] the state store postgresql://sb:***@127.0.0.1:1/sb cannot "
                            "be read: cannot reach the PostgreSQL state store")
     assert "fix: check the database's address" in away and "pw-secret" not in away
+
+
+class Healthz(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"status": "ok", "role": "leader"}).encode()
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_the_replicas_on_a_database_their_leader_listeners_and_versions(
+        postgres_server: PostgresServer) -> None:
+    await empty_schema(postgres_server.dsn)
+    dsn = postgres_server.dsn
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    listening = f"http://127.0.0.1:{server.server_address[1]}"
+    store = PostgresStore(dsn, liveness=Liveness("doctor-test"))
+    await store.open()
+    try:
+        assert await report_on(dsn, check_replicas) == [
+            "[  ok] no replica runs on the database now"]
+        # A leader whose listener answers, a standby of a newer version out of reach, and
+        # one not seen for a while.
+        await store.replicas.beat(ReplicaInfo("host-a:1:aa", "leader", "1.4.0", listening,
+                                              time.time() - 60, 0))
+        await store.replicas.beat(ReplicaInfo("host-b:2:bb", "standby", "1.5.0",
+                                              "http://127.0.0.1:1", time.time(), 0))
+        await store.replicas.beat(ReplicaInfo("host-c:3:cc", "standby", "1.4.0", "", 0, 0))
+        await store.engine.run(lambda c: c.execute(
+            "UPDATE replicas SET seen_at = seen_at - 40 WHERE id = 'host-c:3:cc'"))
+        lines = await report_on(dsn, check_replicas)
+        text = "\n".join(lines)
+        assert "[warn] replica host-c:3:cc was last seen 40 s ago: it is gone" in text
+        assert "[  ok] replica host-a:1:aa (leader, version 1.4.0, seen" in text
+        assert "/healthz ok" in text
+        assert "[warn] replica host-b:2:bb (standby, version 1.5.0" in text
+        assert "does not answer from here" in text
+        assert "[warn] the replicas run different versions (1.4.0, 1.5.0)" in text
+        assert lines[-1] == "[  ok] 2 replica(s) run on the database; host-a:1:aa leads"
+        # Without a leader running, nobody reads the stream.
+        await store.engine.run(lambda c: c.execute(
+            "UPDATE replicas SET role = 'standby' WHERE id = 'host-a:1:aa'"))
+        text = "\n".join(await report_on(dsn, check_replicas))
+        assert "[FAIL] no running replica leads: nobody reads Mattermost's event stream" in text
+    finally:
+        await store.close()
+        server.shutdown()

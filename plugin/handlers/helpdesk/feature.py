@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -23,12 +24,18 @@ from .watch import Watch
 if TYPE_CHECKING:
     from ...runtime import Runtime
 
+#: Seconds between looks at the threads other replicas linked to tickets, and how far each
+#: look reaches back before the last one.
+LINKED_REFRESH = 1.0
+LINKED_OVERLAP = 30.0
+
 
 class Helpdesk(Slash, LateRequests, TriageActions, FollowUps, Watch):
     """The helpdesk feature: its router, outbox executors and ticket watcher."""
 
     def __init__(self, settings: HelpdeskSettings, trackers: dict[str, Tracker]) -> None:
         super().__init__(settings, trackers)
+        self._linked_at = 0.0
         self.router = Router("helpdesk")
         self._declare()
 
@@ -53,6 +60,7 @@ class Helpdesk(Slash, LateRequests, TriageActions, FollowUps, Watch):
         r.action("ticketlate")(self.on_file_late)
         r.action("ticketlatedismiss")(self.on_dismiss_late)
         r.every(self.settings.poll_interval, name="helpdesk-watch")(self.watch)
+        r.every(LINKED_REFRESH, name="helpdesk-linked")(self._learn_linked)
         # Replies in a linked thread go to the ticket first, whatever they say.
         r.message(self._in_linked_thread)(self.thread_reply)
         for trigger in self.settings.triggers:
@@ -94,12 +102,31 @@ class Helpdesk(Slash, LateRequests, TriageActions, FollowUps, Watch):
 
     async def start(self, rt: Runtime) -> None:
         self._rt = rt
-        self.linked = await rt.store.tickets.linked_roots()
-        # Threads of tickets still queued take replies too (they are filed later).
-        self.linked |= {e.payload.get("root_id", "") for e in
-                        await rt.store.outbox.open("ticket")} - {""}
+        self._linked_at = time.time()
+        self.linked = await self._linked_since(0.0)
+
+    async def _linked_since(self, since: float) -> set[str]:
+        """Threads linked to a ticket since then; threads of tickets still queued take
+        replies too (they are filed later)."""
+        store = self.rt.store
+        queued = {e.payload.get("root_id", "") for e in await store.outbox.open("ticket")
+                  if e.created_at >= since}
+        return (await store.tickets.linked_roots(since) | queued) - {""}
+
+    async def _learn_linked(self) -> None:
+        """Learn the threads other replicas linked (a ticket from a slash command, a click or
+        an outgoing webhook one of them served): this replica may be the one reading the
+        replies. Clocks of replicas' hosts differ a little: the looks overlap."""
+        if not self.rt.store.shared:
+            return  # nobody else links threads
+        since, self._linked_at = self._linked_at - LINKED_OVERLAP, time.time()
+        self.linked |= await self._linked_since(since)
 
     async def stop(self) -> None:
+        try:
+            await self.rt.store.leases.release("helpdesk-watch", self.rt.replica)
+        except Exception as exc:
+            log.warning("could not hand the watch over: %s", exc)
         for tracker in self.trackers.values():
             try:
                 await tracker.aclose()

@@ -78,9 +78,20 @@ class Watch(Solutions):
                     root_id=link.root_id,
                     key=f"followup:{link.tracker}:{link.ticket_id}:{c.id}", check_first=True)
                 await self.rt.store.tickets.mark_comments_seen(link.tracker, link.ticket_id, [c.id])
+            # The status under the same lock, as stored now: a replica that polled it at the
+            # same time (one that held the watch before) may have told it already.
+            current = await self.rt.store.tickets.get(link.tracker, link.ticket_id)
+            changed = await self._tell_status(tracker, current or link)
+        if changed:
+            await self._redraw_triage(link.tracker, link.ticket_id)
+
+    async def _tell_status(self, tracker: Tracker, link: TicketLink) -> bool:
+        """Tell a change of the ticket's status (the thread, and the requester once it is
+        solved or closed) and record it; whether it changed."""
+        api = self.rt.api
         ticket = await tracker.get(link.ticket_id)
         if ticket.status.value == link.status:
-            return
+            return False
         # Announce first, record after: a failed post is tried again at the next poll, and the
         # keys (one per change) keep a repeated announcement from being posted twice.
         n = link.status_changes + 1
@@ -111,4 +122,4 @@ class Watch(Solutions):
         await self.rt.store.tickets.set_status(
             link.tracker, link.ticket_id, ticket.status.value, ticket.status.is_open,
             watch_until=time.time() + self.settings.watch_closed_days * 86400)
-        await self._redraw_triage(link.tracker, link.ticket_id)
+        return True

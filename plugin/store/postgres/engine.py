@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -33,8 +33,11 @@ def is_outage(exc: BaseException) -> bool:
     again."""
     if isinstance(exc, asyncpg.InterfaceError):
         return "closed" in str(exc)  # the pool's connection was cut; others are misuse
+    # A connection the server cut while a request was on its way is left in a state it cannot
+    # leave ("cannot switch to state …"): nothing more was sent on it.
     return isinstance(exc, (OSError, TimeoutError, asyncpg.PostgresConnectionError,
-                            asyncpg.exceptions.OperatorInterventionError))
+                            asyncpg.exceptions.OperatorInterventionError,
+                            asyncpg.InternalClientError))
 
 
 def rowcount(status: str) -> int:
@@ -96,7 +99,7 @@ class PostgresEngine:
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.max_connections, command_timeout=30)
+                self.dsn, min_size=0, max_size=self.max_connections, command_timeout=30)
             async with self._pool.acquire() as conn:
                 await migrate(conn)
         except (OSError, asyncpg.PostgresError) as exc:
@@ -145,8 +148,9 @@ class PostgresEngine:
         finally:
             async with self._locks_in_use:
                 try:
-                    await self._locks.fetchval(
-                        "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name)
+                    if self._locks is not None:  # None: cut, and the lock went with it
+                        await self._locks.fetchval(
+                            "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name)
                 except Exception as exc:
                     if not is_outage(exc):
                         raise
@@ -162,10 +166,19 @@ class PostgresEngine:
         deadline = time.monotonic() + self.outage_grace
         delay = 0.05
         while True:
+            committed, result = False, cast(T, None)
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    return await fn(conn)
+                async with self._pool.acquire() as conn:
+                    async with conn.transaction():
+                        result = await fn(conn)
+                    committed = True
+                return result
             except Exception as exc:
+                if committed:
+                    # Done; only handing the connection back to the pool failed (cut after
+                    # the commit): the answer stands, and must not be asked again.
+                    log.debug("a connection was lost after its commit: %s", exc)
+                    return result
                 if not is_outage(exc):
                     raise
                 if self._pool is None or time.monotonic() + delay > deadline:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import asyncpg  # type: ignore[import-untyped]
 
-from ..records import StoreError
+from ..records import ReplicaInfo, StoreError
 from .engine import connect, migrate
 
 
@@ -57,5 +57,19 @@ async def probe(dsn: str) -> tuple[int, int]:
             running = await conn.fetchval("SELECT count(*) FROM replicas WHERE seen_at > $1",
                                           time.time() - RUNNING_WITHIN)
         return int(version or 0), int(running or 0)
+    finally:
+        await conn.close()
+
+
+async def replicas(dsn: str, within: float) -> list[ReplicaInfo]:
+    """The replicas seen in the last `within` seconds, first started first."""
+    conn = await connect(dsn)
+    try:
+        if not await conn.fetchval("SELECT to_regclass('replicas') IS NOT NULL"):
+            return []
+        rows = await conn.fetch(
+            "SELECT id, role, version, listener, started_at, seen_at FROM replicas "
+            "WHERE seen_at > $1 ORDER BY started_at, id", time.time() - within)
+        return [ReplicaInfo(r[0], r[1], r[2], r[3], float(r[4]), float(r[5])) for r in rows]
     finally:
         await conn.close()

@@ -38,6 +38,8 @@ class PostgresStore:
     """`Store` on a PostgreSQL database (`postgresql://user@host:port/database`), shared by any
     number of replicas."""
 
+    shared = True
+
     def __init__(self, dsn: str, *, liveness: Liveness | None = None) -> None:
         self.engine = PostgresEngine(dsn, liveness=liveness)
         self.liveness = self.engine.liveness

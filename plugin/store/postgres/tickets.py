@@ -46,9 +46,9 @@ class PostgresTickets(PostgresRepository):
             "ORDER BY created_at", now))
         return [ticket_link(r) for r in rows]
 
-    async def linked_roots(self) -> set[str]:
+    async def linked_roots(self, since: float = 0.0) -> set[str]:
         rows = await self._engine.run(lambda c: c.fetch(
-            "SELECT root_id FROM tickets WHERE origin = 'chat'"))
+            "SELECT root_id FROM tickets WHERE origin = 'chat' AND created_at >= $1", since))
         return {r[0] for r in rows}
 
     async def set_status(self, tracker: str, ticket_id: str, status: str, is_open: bool, *,

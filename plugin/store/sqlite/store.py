@@ -31,6 +31,9 @@ class SQLiteStore:
     """`Store` on an embedded SQLite file, which it assumes to be its own: opening it voids the
     leases of an earlier run."""
 
+    #: One process at a time (the file is locked while open).
+    shared = False
+
     def __init__(self, path: str | Path, *, liveness: Liveness | None = None) -> None:
         self.engine = SQLiteEngine(path)
         if liveness is not None:

@@ -53,9 +53,10 @@ class SQLiteTickets(SQLiteRepository):
             "ORDER BY created_at", (now,)).fetchall())
         return [ticket_link(r) for r in rows]
 
-    async def linked_roots(self) -> set[str]:
+    async def linked_roots(self, since: float = 0.0) -> set[str]:
         rows = await self._engine.run(lambda db: db.execute(
-            "SELECT root_id FROM tickets WHERE origin = 'chat'").fetchall())
+            "SELECT root_id FROM tickets WHERE origin = 'chat' AND created_at >= ?",
+            (since,)).fetchall())
         return {r[0] for r in rows}
 
     async def set_status(self, tracker: str, ticket_id: str, status: str, is_open: bool, *,
