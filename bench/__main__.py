@@ -11,6 +11,10 @@
    3.1 s; the figures are each bot's time to give every message its ticket and threaded reply,
    as a ratio to the floor, Switchboard's ratio to the reference's, and each bot's CPU time and
    peak memory.
+4. Replicas (`bench/replicas.py`): the helpdesk burst and the alert intake on one bot with its
+   SQLite file, on one replica and on two replicas sharing a PostgreSQL database, side by side;
+   and what a post's claim costs when one replica reads the stream or three race for it.
+   `BENCH_REPLICAS=0` leaves them out.
 
 The bot is the real `switchboard run` process. Each figure that has a target is printed with it,
 marked `ok` or `MISS`; a closing summary line names every figure that missed, and the exit status
@@ -133,6 +137,9 @@ def main() -> int:
     alerts.report(alerts.run(bot_cpu), card)
     from bench import helpdesk
     helpdesk.report(helpdesk.compare(bot_cpu, sim_cpu), card)
+    if os.environ.get("BENCH_REPLICAS", "1") != "0":
+        from bench import replicas
+        replicas.report(*replicas.run(bot_cpu, sim_cpu))
     print(card.summary())
     return card.exit_status()
 
