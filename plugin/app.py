@@ -184,6 +184,8 @@ class Bot:
             raise BotError(f"cannot start: {exc}", EXIT_CONFIG) from None
         except StoreError as exc:  # a file that is no database, a database out of reach
             raise BotError(f"cannot start: {exc}", EXIT_STORE) from None
+        # Seen before it claims anything: what it owns can be taken over should it die.
+        await self.replica.announce()
         await self.ways_in.read_slash_tokens()
         try:
             me = await self.api.login()

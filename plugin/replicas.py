@@ -79,6 +79,12 @@ class Replica:
         finally:
             await self.resign()
 
+    async def announce(self) -> None:
+        """Say this replica runs (standing by), before it claims or leases anything."""
+        await self.store.replicas.beat(ReplicaInfo(
+            self.id, self.role, self.version, self.listener, self.started_at, 0.0))
+        self.last_beat = time.monotonic()
+
     async def beat(self) -> None:
         """One sign of life: take or keep the leadership, say so, renew what is being worked
         on; the leader then does its rounds."""

@@ -19,16 +19,18 @@ def new_replica_id() -> str:
 
 
 class Liveness:
-    """This run among the replicas sharing a store, and when another one counts as gone: it
-    has not been seen (`ReplicaRepository.beat`) for `dead_after` seconds. Claims and outbox
-    entries of a replica that is gone are taken over. Right after this run could not reach the
-    store itself, nobody is judged gone until `dead_after` has passed: the others may have
-    been cut off just as long, and need the time to be seen again."""
+    """This run among the replicas sharing a store, and which others are gone: not seen
+    (`ReplicaRepository.beat`) for `dead_after` seconds. Claims and outbox entries owned by a
+    replica that is gone are taken over. Each beat learns who is gone (`learn`); right after
+    this run could not reach the store itself, nobody is judged gone until `dead_after` has
+    passed: the others may have been cut off just as long, and need the time to be seen
+    again."""
 
     def __init__(self, owner: str | None = None, dead_after: float = 6.0) -> None:
         self.owner = owner or new_replica_id()
         self.dead_after = dead_after
         self._judging_from = 0.0
+        self._gone: list[str] = []
 
     def cutoff(self, now: float) -> float | None:
         """Replicas not seen since this time are gone; None: judge nobody now."""
@@ -39,6 +41,19 @@ class Liveness:
     def outage(self) -> None:
         """The store was out of reach: judge nobody until everyone had time to be seen."""
         self._judging_from = time.monotonic() + self.dead_after
+
+    def learn(self, gone: list[str]) -> None:
+        """The replicas found gone at this beat."""
+        self._gone = [g for g in gone if g != self.owner]
+
+    @property
+    def gone(self) -> list[str]:
+        """The owners whose claims and leases may be taken over: the replicas found gone at
+        the last beat (none while nobody is judged), and "" (rows from before owners were
+        written down, or copied from an SQLite file)."""
+        if time.monotonic() < self._judging_from:
+            return [""]
+        return ["", *self._gone]
 
 
 @dataclass(frozen=True)

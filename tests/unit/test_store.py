@@ -24,6 +24,7 @@ from plugin.store import (
     KeyValue,
     LeaseRepository,
     OutboxRepository,
+    ReplicaInfo,
     SQLiteStore,
     StoreError,
     TicketLink,
@@ -85,14 +86,19 @@ async def test_claim_is_once_and_survives_reopen(tmp_path: Path) -> None:
 
 
 async def later_run(store: Any) -> Any:
-    """Another run on the same store, after `store`'s (an SQLite file's run stopped first; a
-    database's, never seen running, counts as gone)."""
+    """Another run on the same store, after `store`'s stopped (a database's replica says so:
+    it counts as gone at once)."""
     if isinstance(store, SQLiteStore):
         await store.close()
         later: Any = SQLiteStore(store.path)
-    else:
-        later = PostgresStore(store.engine.dsn)
+        await later.open()
+        return later
+    owner = store.liveness.owner
+    await store.replicas.beat(ReplicaInfo(owner, "leader", "1", "", 0, 0))
+    await store.replicas.forget(owner)
+    later = PostgresStore(store.engine.dsn)
     await later.open()
+    await later.replicas.beat(ReplicaInfo(later.liveness.owner, "leader", "1", "", 0, 0))
     return later
 
 
@@ -352,14 +358,18 @@ async def test_each_call_is_one_round_trip(store: SQLiteStore,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine serves one request per call, the store-wide prune included."""
     requests = 0
-    run = store.engine.run
+    # Every request of the PostgreSQL engine, in a transaction of ours or not, goes through
+    # `_attempt`.
+    name = "_attempt" if hasattr(store.engine, "_attempt") else "run"
+    run = getattr(store.engine, name)
 
-    async def counting(fn: Callable[[sqlite3.Connection], Any], **options: Any) -> Any:
+    async def counting(fn: Callable[[sqlite3.Connection], Any], *args: Any,
+                       **options: Any) -> Any:
         nonlocal requests
         requests += 1
-        return await run(fn, **options)
+        return await run(fn, *args, **options)
 
-    monkeypatch.setattr(store.engine, "run", counting)
+    monkeypatch.setattr(store.engine, name, counting)
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: store.claims.claim("p", "c"), lambda: store.claims.reclaim("p"),
         lambda: store.claims.pending(), lambda: store.cursors.save({"c": 1}),

@@ -14,19 +14,19 @@ from .engine import Connection, PostgresRepository, rowcount
 
 class PostgresAlerts(PostgresRepository):
     async def get(self, source: str, key: str) -> AlertRecord | None:
-        row = await self._engine.run(lambda c: c.fetchrow(
+        row = await self._engine.one(lambda c: c.fetchrow(
             f"SELECT {ALERT_COLUMNS} FROM alerts WHERE source = $1 AND key = $2", source, key))
         return None if row is None else alert_record(row)
 
     async def by_identity(self, source: str, identity: str) -> AlertRecord | None:
-        row = await self._engine.run(lambda c: c.fetchrow(
+        row = await self._engine.one(lambda c: c.fetchrow(
             f"SELECT {ALERT_COLUMNS} FROM alerts WHERE source = $1 "
             "AND (state::jsonb #>> '{alert,identity}') = $2 "
             "ORDER BY created_at DESC LIMIT 1", source, identity))
         return None if row is None else alert_record(row)
 
     async def in_digest(self, digest_key: str) -> list[AlertRecord]:
-        rows = await self._engine.run(lambda c: c.fetch(
+        rows = await self._engine.one(lambda c: c.fetch(
             f"SELECT {ALERT_COLUMNS} FROM alerts WHERE (state::jsonb ->> 'digest') = $1 "
             "ORDER BY created_at", digest_key))
         return [alert_record(r) for r in rows]
@@ -53,32 +53,32 @@ class PostgresAlerts(PostgresRepository):
         return await self._engine.run(go)
 
     async def set_post(self, source: str, key: str, post_id: str) -> None:
-        await self._engine.run(lambda c: c.execute(
+        await self._engine.one(lambda c: c.execute(
             "UPDATE alerts SET post_id = $1 WHERE source = $2 AND key = $3",
             post_id, source, key))
 
     async def notes(self, source: str, key: str) -> list[tuple[int, str]]:
-        rows = await self._engine.run(lambda c: c.fetch(
+        rows = await self._engine.one(lambda c: c.fetch(
             "SELECT id, text FROM alert_notes WHERE source = $1 AND key = $2 AND NOT posted "
             "ORDER BY id", source, key))
         return [(int(r[0]), str(r[1])) for r in rows]
 
     async def note_posted(self, note_id: int) -> None:
-        await self._engine.run(lambda c: c.execute(
+        await self._engine.one(lambda c: c.execute(
             "UPDATE alert_notes SET posted = TRUE WHERE id = $1", note_id))
 
     async def mark_notes_posted(self, source: str, key: str) -> None:
-        await self._engine.run(lambda c: c.execute(
+        await self._engine.one(lambda c: c.execute(
             "UPDATE alert_notes SET posted = TRUE WHERE source = $1 AND key = $2",
             source, key))
 
     async def created_since(self, channel_id: str, since: float) -> int:
-        return int(await self._engine.run(lambda c: c.fetchval(
+        return int(await self._engine.one(lambda c: c.fetchval(
             "SELECT count(*) FROM alerts WHERE channel_id = $1 AND created_at >= $2",
             channel_id, since)))
 
     async def by_state(self, now: float) -> list[tuple[str, str, int]]:
-        rows = await self._engine.run(lambda c: c.fetch(
+        rows = await self._engine.one(lambda c: c.fetch(
             "SELECT source, CASE "
             "WHEN (state::jsonb #>> '{alert,status}') = 'resolved' THEN 'resolved' "
             "WHEN (state::jsonb #>> '{silence,until}')::double precision > $1 "
