@@ -25,6 +25,12 @@ async def check_store(report: Report, s: Settings, names: SettingNames) -> None:
             f"restore the state file from a backup, or give {setting} a new file"
         report.fail(f"the state store {where} cannot be read: {exc}", fix)
         return
+    if found.version == found.expected + 1 and is_database_url(path):
+        report.warn(f"the {found.kind} {where} has schema version {found.version}, one newer "
+                    f"than this Switchboard's ({found.expected}): a rolling upgrade is under "
+                    "way, and this version runs on it until it is upgraded",
+                    "upgrade this installation to the version the other replicas run")
+        return
     if found.version > found.expected:
         report.fail(f"the {found.kind} {where} has schema version {found.version}, newer than "
                     f"this Switchboard understands ({found.expected})",

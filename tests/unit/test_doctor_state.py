@@ -15,6 +15,7 @@ from plugin.config import Settings
 from plugin.doctor.report import Report, SettingNames
 from plugin.doctor.state import check_replicas, check_store
 from plugin.store import MIGRATIONS, Liveness, ReplicaInfo, SQLiteStore
+from plugin.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from plugin.store.postgres import PostgresStore
 from tests.servers.postgres import PostgresServer, empty_schema
 
@@ -65,6 +66,16 @@ async def test_a_database_reached_in_use_or_out_of_reach(
         assert await report_on(dsn) == [
             f"[  ok] the state store is the PostgreSQL database {dsn} (schema up to date); 2 "
             "replicas run on it"]
+        # A rolling upgrade: the first new replica migrated; this version is one behind.
+        await running[0].engine.run(lambda c: c.execute(
+            "INSERT INTO switchboard_schema(version) VALUES ($1)", len(PG_MIGRATIONS) + 1))
+        (upgrading,) = await report_on(dsn)
+        assert upgrading.startswith(f"[warn] the PostgreSQL database {dsn} has schema version "
+                                    f"{len(PG_MIGRATIONS) + 1}, one newer than")
+        await running[0].engine.run(lambda c: c.execute(
+            "INSERT INTO switchboard_schema(version) VALUES ($1)", len(PG_MIGRATIONS) + 2))
+        (too_new,) = await report_on(dsn)
+        assert too_new.startswith("[FAIL]") and "newer than this Switchboard" in too_new
     finally:
         for store in running:
             await store.close()
