@@ -98,7 +98,8 @@ class Bot:
             public_url=(public_url or s.listener.public_url).rstrip("/"),
             ephemeral_permission=s.mattermost.ephemeral_permission,
             stream_enabled=s.stream.enabled, help_text=self.routes.help_text,
-            apology=s.dispatch.apology, metrics=self.metrics)
+            apology=s.dispatch.apology, metrics=self.metrics,
+            leads=lambda: self.replica.role == "leader")
         self.pipeline = Pipeline(s, api=self.api, store=self.store, routes=self.routes,
                                  dispatcher=self.dispatcher, cursors=self.cursors,
                                  metrics=self.metrics, locales=self.locales,

@@ -31,7 +31,8 @@ class Runtime:
                  locales: Locales, tasks: Dispatcher, stopping: asyncio.Event,
                  public_url: str, ephemeral_permission: bool, stream_enabled: bool,
                  help_text: Callable[[], str], apology: str = "",
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 leads: Callable[[], bool] = lambda: True) -> None:
         self.api = api
         #: The bot's Prometheus metrics: a feature counts what it does there.
         self.metrics = metrics if metrics is not None else Metrics()
@@ -52,11 +53,19 @@ class Runtime:
         self._stopping = stopping
         self._help_text = help_text
         self._apology = apology
+        self._leads = leads
 
     # --- lifetime -------------------------------------------------------------------------------
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    @property
+    def leads(self) -> bool:
+        """Whether this replica leads those sharing the store (always, on an SQLite file):
+        periodic looks at other systems (a tracker's tickets) are the leader's, and move with
+        the leadership when a replica dies."""
+        return self._leads()
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when the bot stops."""

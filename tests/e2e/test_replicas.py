@@ -170,6 +170,19 @@ def test_replicas_share_the_work_clicks_reach_any_and_a_leader_is_replaced_quick
         assert len(cluster.opened(p)) == 1, p["message"]
     assert len(cluster.tickets()) == 35
 
+    # The watch moved with the leadership: a follow-up written in GLPI reaches its thread,
+    # once, and a reply in a thread reaches its ticket whichever replica filed it.
+    first = posts[0]
+    number = int(re.search(r"#(\d+)", cluster.opened(first)[0]).group(1))  # type: ignore
+    cluster.glpi_thread.call(lambda: cluster.glpi.add_followup(number, "Toner replaced."))
+    cluster.reply(first, "Toner replaced", timeout=20)
+    cluster.say("still blinking", root_id=first["id"])
+    wait_until(lambda: any("still blinking" in f["content"] for f in cluster.glpi_thread.call(
+        lambda: cluster.glpi.followups(number))), 20, "the reply in the ticket")
+    time.sleep(1.5)
+    told = [r for r in replies_to(cluster.mm, first["id"]) if "Toner replaced" in r["message"]]
+    assert len(told) == 1
+
 
 CHAOS_BURST = 500
 

@@ -123,10 +123,6 @@ class Helpdesk(Slash, LateRequests, TriageActions, FollowUps, Watch):
         self.linked |= await self._linked_since(since)
 
     async def stop(self) -> None:
-        try:
-            await self.rt.store.leases.release("helpdesk-watch", self.rt.replica)
-        except Exception as exc:
-            log.warning("could not hand the watch over: %s", exc)
         for tracker in self.trackers.values():
             try:
                 await tracker.aclose()

@@ -1,6 +1,6 @@
-"""The watch: every `poll_interval`, the process holding the watch's lease looks at the open linked
-tickets and posts into their threads what changed in the tracker: technicians' public follow-ups
-and status changes; a solved or closed ticket is also told to its requester directly. Solved and
+"""The watch: every `poll_interval`, the replica that leads looks at the open linked tickets
+and posts into their threads what changed in the tracker: technicians' public follow-ups and
+status changes; a solved or closed ticket is also told to its requester directly. Solved and
 closed tickets stay watched for `watch_closed_days`, looked at every `closed_poll_interval`, so
 that a reopening or a late follow-up still reaches the thread."""
 
@@ -23,9 +23,11 @@ class Watch(Solutions):
     """The periodic look at linked tickets."""
 
     async def watch(self) -> None:
-        """One look at linked tickets, by whichever process holds the watch's lease."""
-        if await self.rt.store.leases.take("helpdesk-watch", self.rt.replica,
-                                          self.settings.poll_interval * 3):
+        """One look at linked tickets, by the replica that leads: when it dies, the next
+        leader looks (within `replicas.takeover_after`). Should two look at once (a leader
+        cut off while another took over), each change is told under the ticket's lock, from
+        the status stored: once."""
+        if self.rt.leads:
             await self.poll_once()
 
     async def poll_once(self) -> None:
