@@ -9,7 +9,7 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +116,26 @@ def click(cluster: Cluster, bot: BotProcess, user: str, post: dict[str, Any],
         "type": "button", "context": action["integration"]["context"]})
 
 
-def takeover(cluster: Cluster, dead: BotProcess, died_at: float) -> float:
+Show = Callable[[str], None]
+
+
+@pytest.fixture
+def show(capsys: pytest.CaptureFixture[str]) -> Show:
+    """A line for the test run's own output (the figures the issue asks to see)."""
+    def line(text: str) -> None:
+        with capsys.disabled():
+            print(f"\n    {text}", end="")
+    return line
+
+
+def takeover(cluster: Cluster, dead: BotProcess, died_at: float, show: Show) -> float:
     """Seconds from a replica's death until another leads with its stream up."""
     def led() -> BotProcess | None:
         new = cluster.leader()
         return new if new is not None and new is not dead else None
     wait_until(led, 20, "another replica to lead", interval=0.05)
     took = time.monotonic() - died_at
-    print(f"takeover: a new leader read the stream {took:.1f} s after the leader's death")
+    show(f"takeover: a new leader read the stream {took:.1f} s after the leader's death")
     return took
 
 
@@ -135,7 +147,7 @@ def cluster(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[Cluster
 
 
 def test_replicas_share_the_work_clicks_reach_any_and_a_leader_is_replaced_quickly(
-        cluster: Cluster) -> None:
+        cluster: Cluster, show: Show) -> None:
     a, b, c = cluster.start(3)
     wait_until(cluster.leader, 20, "one leader")
     roles = sorted(h["role"] for bot in (a, b, c) if (h := health(bot)))
@@ -164,7 +176,7 @@ def test_replicas_share_the_work_clicks_reach_any_and_a_leader_is_replaced_quick
     leader.kill()
     died = time.monotonic()
     after = [cluster.say(f"112 scanner {i} broken") for i in range(5)]
-    assert takeover(cluster, leader, died) < 10
+    assert takeover(cluster, leader, died, show) < 10
     wait_until(lambda: cluster.settled(35), 60, "the tickets asked for during the takeover")
     for p in after:
         assert len(cluster.opened(p)) == 1, p["message"]
@@ -188,16 +200,16 @@ CHAOS_BURST = 500
 
 
 def test_chaos_three_replicas_two_sigkills_and_a_database_restart(
-        tmp_path: Path, postgres_server: PostgresServer) -> None:
+        tmp_path: Path, postgres_server: PostgresServer, show: Show) -> None:
     # A tracker slow enough that tickets are in flight when the leader dies.
     cluster = Cluster(tmp_path, postgres_server, glpi_latency=0.02)
     try:
-        chaos(cluster, postgres_server)
+        chaos(cluster, postgres_server, show)
     finally:
         cluster.close()
 
 
-def chaos(cluster: Cluster, postgres_server: PostgresServer) -> None:
+def chaos(cluster: Cluster, postgres_server: PostgresServer, show: Show) -> None:
     cluster.start(3)
     wait_until(cluster.leader, 20, "one leader")
     # Alerts to click during the burst, each through a replica picked at random.
@@ -226,7 +238,7 @@ def chaos(cluster: Cluster, postgres_server: PostgresServer) -> None:
             leader.kill()
             died = time.monotonic()
             cluster.start(1)  # its replacement, as a supervisor would start it
-            takeovers.append(takeover(cluster, leader, died))
+            takeovers.append(takeover(cluster, leader, died, show))
         if i == 220:
             postgres_server.restart(down_for=1.0)
         if i % 40 == 20 and len(acknowledged) < len(alerts):
@@ -268,7 +280,7 @@ def chaos(cluster: Cluster, postgres_server: PostgresServer) -> None:
     # leaders had claimed was taken up again by another replica.
     assert "the PostgreSQL state store went away" in logs
     resumed = logs.count("resuming the handler for post")
-    print(f"chaos: {resumed} posts claimed by a dead leader were handled by another replica")
+    show(f"chaos: {resumed} posts claimed by a dead leader were handled by another replica")
 
 
 def test_a_rolling_restart_during_a_burst_loses_nothing(cluster: Cluster) -> None:
