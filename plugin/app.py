@@ -154,15 +154,22 @@ class Bot:
                 loop.add_signal_handler(sig, self.stop)
             except (NotImplementedError, RuntimeError):
                 pass
+        beats: asyncio.Task[None] | None = None
         try:
             await self.start()
-            # Beats until the bot stops, and reads the stream while this replica leads.
-            try:
-                await self.replica.run(self._stopping)
-            except FatalStreamError as exc:
-                raise BotError(str(exc), EXIT_AUTH) from None
+            # Beats until the bot's work is done, and reads the stream while this replica
+            # leads and the bot is not stopping.
+            beats = asyncio.create_task(self.replica.run(self._stopping), name="replica")
+            stopper = asyncio.create_task(self._stopping.wait(), name="stop")
+            await asyncio.wait({beats, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if beats.done() and beats.exception() is not None:
+                exc = beats.exception()
+                if isinstance(exc, FatalStreamError):
+                    raise BotError(str(exc), EXIT_AUTH)
+                raise exc  # type: ignore[misc]
         finally:
-            await self.shutdown()
+            await self.shutdown(beats)
 
     async def _lead(self) -> None:
         """This replica's work as the leader: the stream (its rounds, `pipeline.recover`, come
@@ -217,7 +224,7 @@ class Bot:
         self.dispatcher.spawn(self._housekeeping(), "housekeeping")
         self.dispatcher.spawn(self.outbox.run(self._stopping), "outbox")
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, beats: asyncio.Task[None] | None = None) -> None:
         grace = self.settings.dispatch.shutdown_grace
         self._stopping.set()
         # No new clicks or webhooks while the rest winds down.
@@ -235,6 +242,10 @@ class Bot:
             await self._flush_cursors()
         except Exception:
             log.exception("could not save cursors")
+        if beats is not None:
+            # Seen running until here: what it did not finish is taken over from now on.
+            self.replica.finish()
+            await asyncio.gather(beats, return_exceptions=True)
         await self.store.close()
         self.api.close()
 

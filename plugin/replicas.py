@@ -61,6 +61,7 @@ class Replica:
         self._running = running
         self._lease = lease
         self._task: asyncio.Task[None] | None = None
+        self._finished = asyncio.Event()
 
     @property
     def alive(self) -> bool:
@@ -69,15 +70,37 @@ class Replica:
             time.monotonic() - self.last_beat < self.settings.takeover_after
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Beat until `stopping`; raises what ended the leading work with an error (a token
-        Mattermost refused)."""
+        """Beat until `stopping`, leading when this replica may; raises what ended the leading
+        work with an error (a token Mattermost refused). Once stopping, it hands the
+        leadership over at once and goes on saying it runs, standing by, until `finish`: the
+        work it still finishes (handlers, outbox entries) is not taken over meanwhile."""
         try:
-            while not stopping.is_set():
-                await self.beat()
+            try:
+                while not stopping.is_set():
+                    await self.beat()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), self.settings.heartbeat)
+            finally:
+                await self.resign()
+            while not self._finished.is_set():
+                try:
+                    await self.announce()
+                    await self.store.outbox.renew(self._running(), self._lease)
+                except Exception as exc:
+                    log.warning("cannot reach the state store for this replica's heartbeat: "
+                                "%s", exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), self.settings.heartbeat)
+                    await asyncio.wait_for(self._finished.wait(), self.settings.heartbeat)
         finally:
-            await self.resign()
+            # Gone: whatever it still held is taken over at once.
+            try:
+                await self.store.replicas.forget(self.id)
+            except Exception as exc:
+                log.warning("could not tell the other replicas this one stopped: %s", exc)
+
+    def finish(self) -> None:
+        """The stopping replica's work is done: `run` stops beating and says it is gone."""
+        self._finished.set()
 
     async def announce(self) -> None:
         """Say this replica runs (standing by), before it claims or leases anything."""
@@ -149,14 +172,13 @@ class Replica:
             log.warning("leading ended with %r", task.exception())
 
     async def resign(self) -> None:
-        """Stop leading and say this replica is gone, so that another leads at once."""
+        """Stop leading, and let another replica lead at once."""
         task = self._task
         await self._step_down()
         try:
             await self.store.leases.release(LEADER_LEASE, self.id)
-            await self.store.replicas.forget(self.id)
         except Exception as exc:
-            log.warning("could not tell the other replicas this one stops: %s", exc)
+            log.warning("could not hand the leadership over: %s", exc)
         if task is not None and task.done() and not task.cancelled() and \
                 task.exception() is not None:
             raise task.exception()  # type: ignore[misc]

@@ -154,8 +154,9 @@ class OutboxRepository(Protocol):
         was queued), for the metrics."""
         ...
 
-    async def open(self, kind: str) -> list[OutboxEntry]:
-        """Entries of a kind not done yet (queued or half-way), oldest first."""
+    async def open(self, kind: str, since: float = 0.0) -> list[OutboxEntry]:
+        """Entries of a kind not done yet (queued or half-way), oldest first; only those
+        queued at or after `since`, when given."""
         ...
 
     async def requeue(self, key: str, kind: str, payload: dict[str, Any]) -> None:

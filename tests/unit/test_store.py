@@ -9,6 +9,7 @@ import dataclasses
 import os
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,8 @@ async def test_outbox_entries_are_queued_once_leased_and_updated(store: SQLiteSt
     assert entry is not None
     assert (entry.state, entry.result, entry.notified) == ("filed", {"id": 7}, True)
     assert [e.key for e in await outbox.open("job")] == ["a"]
+    assert [e.key for e in await outbox.open("job", since=entry.created_at)] == ["a"]
+    assert await outbox.open("job", since=entry.created_at + 1) == []
     await outbox.update("a", state="done")
     assert await outbox.open("job") == []
     assert await outbox.get("missing") is None
@@ -249,6 +252,8 @@ async def test_ticket_links_statuses_and_seen_comments(store: SQLiteStore) -> No
     assert await tickets.get("glpi", "7") == first
     assert await tickets.get("redmine", "7") is None
     assert await tickets.linked_roots() == {"root", "r8"}
+    assert await tickets.linked_roots(since=time.time() - 60) == {"root", "r8"}
+    assert await tickets.linked_roots(since=time.time() + 60) == set()
     assert await tickets.set_status("glpi", "7", "solved", False) == 1
     assert await tickets.set_status("glpi", "404", "solved", False) == 0
     assert [t.ticket_id for t in await tickets.find()] == ["8"]

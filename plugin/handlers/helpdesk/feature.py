@@ -109,8 +109,8 @@ class Helpdesk(Slash, LateRequests, TriageActions, FollowUps, Watch):
         """Threads linked to a ticket since then; threads of tickets still queued take
         replies too (they are filed later)."""
         store = self.rt.store
-        queued = {e.payload.get("root_id", "") for e in await store.outbox.open("ticket")
-                  if e.created_at >= since}
+        queued = {e.payload.get("root_id", "") for e in await store.outbox.open("ticket",
+                                                                                 since)}
         return (await store.tickets.linked_roots(since) | queued) - {""}
 
     async def _learn_linked(self) -> None:

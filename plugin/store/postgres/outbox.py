@@ -101,10 +101,11 @@ class PostgresOutbox(PostgresRepository):
             "WHERE state IN ('queued', 'filed') GROUP BY kind, state"))
         return [(str(r[0]), str(r[1]), int(r[2]), float(r[3])) for r in rows]
 
-    async def open(self, kind: str) -> list[OutboxEntry]:
+    async def open(self, kind: str, since: float = 0.0) -> list[OutboxEntry]:
         rows = await self._engine.one(lambda c: c.fetch(
             f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE kind = $1 "
-            "AND state IN ('queued', 'filed') ORDER BY created_at", kind))
+            "AND state IN ('queued', 'filed') AND created_at >= $2 ORDER BY created_at",
+            kind, since))
         return [outbox_entry(r) for r in rows]
 
     async def requeue(self, key: str, kind: str, payload: dict[str, Any]) -> None:

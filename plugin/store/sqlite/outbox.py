@@ -92,10 +92,11 @@ class SQLiteOutbox(SQLiteRepository):
             durable=False)
         return [(str(kind), str(state), int(n), float(oldest)) for kind, state, n, oldest in rows]
 
-    async def open(self, kind: str) -> list[OutboxEntry]:
+    async def open(self, kind: str, since: float = 0.0) -> list[OutboxEntry]:
         rows = await self._engine.run(lambda db: db.execute(
             f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE kind = ? "
-            "AND state IN ('queued', 'filed') ORDER BY created_at", (kind,)).fetchall())
+            "AND state IN ('queued', 'filed') AND created_at >= ? ORDER BY created_at",
+            (kind, since)).fetchall())
         return [outbox_entry(r) for r in rows]
 
     async def requeue(self, key: str, kind: str, payload: dict[str, Any]) -> None:
