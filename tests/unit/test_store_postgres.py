@@ -15,6 +15,7 @@ from plugin.store import (
     Liveness,
     ReplicaInfo,
     StoreError,
+    StoreInUse,
     change_setting,
     open_store,
     read_setting,
@@ -207,3 +208,33 @@ async def test_a_named_lock_is_held_by_one_replica_at_a_time(
         async with asyncio.timeout(1):
             async with replicas[1].locked("alert|am|cpu"):
                 pass
+
+
+async def test_a_bot_of_the_release_before_replicas_is_waited_for(
+        postgres_server: PostgresServer) -> None:
+    """That release ran alone, holding an advisory lock: a replica does not start beside it
+    (each would take the other's claims for those of a replica gone)."""
+    await empty_schema(postgres_server.dsn)
+    alone = await asyncpg.connect(postgres_server.dsn)
+    try:
+        assert await alone.fetchval("SELECT pg_try_advisory_lock($1)", 0x73776272)
+        with pytest.raises(StoreInUse, match="release before replicas"):
+            await PostgresStore(postgres_server.dsn).open()
+    finally:
+        await alone.close()
+    store = PostgresStore(postgres_server.dsn)  # once it stopped
+    await store.open()
+    await store.close()
+
+
+async def test_a_claim_asked_again_after_its_answer_was_lost_is_still_won(
+        replicas: list[PostgresStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request cut after its commit is asked again: the claim it made must not look like
+    another's (the post would be dropped as a duplicate)."""
+    a, b, _ = replicas
+    monkeypatch.setattr("plugin.store.postgres.basics.secrets.token_hex", lambda n: "call-1")
+    assert await a.claims.claim("p1", "c")
+    assert await a.claims.claim("p1", "c")  # the same call, again
+    monkeypatch.setattr("plugin.store.postgres.basics.secrets.token_hex", lambda n: "call-2")
+    assert not await b.claims.claim("p1", "c")  # another call: taken
+    assert not await a.claims.claim("p1", "c")

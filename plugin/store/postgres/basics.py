@@ -4,6 +4,7 @@ tables."""
 
 from __future__ import annotations
 
+import secrets
 import time
 
 from ..records import PendingClaim, ReplicaInfo
@@ -15,22 +16,28 @@ REPLICAS_LISTED_FOR = 600.0
 
 class PostgresClaims(PostgresRepository):
     async def claim(self, post_id: str, channel_id: str, *, durable: bool = True) -> bool:
-        # One row per post, whichever replica inserts it first: the others find it taken.
-        status = await self._engine.one(lambda c: c.execute(
-            "INSERT INTO handled(post_id, channel_id, state, claimed_at, owner) "
-            "VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT (post_id) DO NOTHING",
-            post_id, channel_id, time.time(), self._engine.liveness.owner))
-        return rowcount(status) == 1
+        # One row per post, whichever replica inserts it first: the others find it taken. The
+        # token is this call's: asked again after its answer was lost with a connection, the
+        # claim finds the row it made (and only that one) and is still won.
+        token = secrets.token_hex(8)
+        won = await self._engine.one(lambda c: c.fetchval(
+            "INSERT INTO handled(post_id, channel_id, state, claimed_at, owner, token) "
+            "VALUES ($1, $2, 'pending', $3, $4, $5) ON CONFLICT (post_id) DO UPDATE "
+            "SET token = EXCLUDED.token WHERE handled.token = EXCLUDED.token RETURNING TRUE",
+            post_id, channel_id, time.time(), self._engine.liveness.owner, token))
+        return bool(won)
 
     async def reclaim(self, post_id: str) -> int:
         live = self._engine.liveness
+        token = secrets.token_hex(8)
         # Taken from the run that is gone by one replica only: the first to change its owner
         # (PostgreSQL checks `owner` again on a row another transaction changed meanwhile, and
-        # the others find it owned by a replica that runs).
+        # the others find it owned by a replica that runs); asked again, the token finds it.
         value = await self._engine.one(lambda c: c.fetchval(
-            "UPDATE handled SET attempts = attempts + 1, owner = $2 "
-            "WHERE post_id = $1 AND state = 'pending' AND owner = ANY($3::text[]) "
-            "RETURNING attempts", post_id, live.owner, live.gone))
+            "UPDATE handled SET attempts = attempts + 1 - (token = $4)::int, owner = $2, "
+            "token = $4 WHERE post_id = $1 AND state = 'pending' "
+            "AND (owner = ANY($3::text[]) OR token = $4) RETURNING attempts",
+            post_id, live.owner, live.gone, token))
         return int(value or 0)
 
     async def complete(self, post_id: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 
 import asyncpg  # type: ignore[import-untyped]
 
-from ..records import Liveness, StoreError
+from ..records import Liveness, StoreError, StoreInUse
 from .schema import MIGRATIONS
 
 log = logging.getLogger("switchboard.store")
@@ -24,6 +24,8 @@ Connection = Any  # asyncpg.Connection (its stubs are not typed)
 
 #: The advisory lock key that serializes migrations between replicas ("swbd").
 _MIGRATION_LOCK = 0x73776264
+#: The advisory lock a bot of the release before replicas held while it ran, alone ("swbr").
+_ALONE_LOCK = 0x73776272
 
 
 
@@ -33,6 +35,8 @@ def is_outage(exc: BaseException) -> bool:
     again."""
     if isinstance(exc, asyncpg.InterfaceError):
         return "closed" in str(exc)  # the pool's connection was cut; others are misuse
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return False  # a statement timeout: the database answers, the request was too slow
     # A connection the server cut while a request was on its way is left in a state it cannot
     # leave ("cannot switch to state …"): nothing more was sent on it.
     return isinstance(exc, (OSError, TimeoutError, asyncpg.PostgresConnectionError,
@@ -108,6 +112,14 @@ class PostgresEngine:
                 self.dsn, min_size=0, max_size=self.max_connections, command_timeout=30,
                 reset=_kept)
             async with self._pool.acquire() as conn:
+                if await conn.fetchval(
+                        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND classid = 0 AND objid = $1 AND granted)", _ALONE_LOCK):
+                    # It would take this replica's claims and leases for its own, and this
+                    # one its, as if it were gone.
+                    raise StoreInUse(
+                        "the PostgreSQL state store is in use by a Switchboard of the release "
+                        "before replicas, which runs alone: stop it, then start this one")
                 await migrate(conn)
         except (OSError, asyncpg.PostgresError) as exc:
             await self.close()
@@ -182,8 +194,11 @@ class PostgresEngine:
         delay = 0.05
         while True:
             committed, result = False, cast(T, None)
+            pool = self._pool
+            if pool is None:
+                raise StoreError("the PostgreSQL state store was closed")
             try:
-                async with self._pool.acquire() as conn:
+                async with pool.acquire() as conn:
                     if transaction:
                         async with conn.transaction():
                             result = await fn(conn)

@@ -92,7 +92,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX alert_notes_pending ON alert_notes(source, key, posted);
     """,
     # Replicas: each says it runs every few seconds; the claims and outbox leases of one not
-    # seen for a while are taken over. Additive only, so the version before runs on it too.
+    # seen for a while are taken over. A claim's token tells a claim asked again (its answer
+    # lost with a connection) from one made by another. Additive only, so the version before
+    # runs on it too.
     """
     CREATE TABLE replicas (
         id TEXT PRIMARY KEY,
@@ -103,6 +105,7 @@ MIGRATIONS: list[str] = [
         seen_at DOUBLE PRECISION NOT NULL
     );
     ALTER TABLE handled ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE handled ADD COLUMN token TEXT NOT NULL DEFAULT '';
     ALTER TABLE outbox ADD COLUMN owner TEXT NOT NULL DEFAULT '';
     """,
 ]
