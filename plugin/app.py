@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -45,6 +46,15 @@ EXIT_AUTH = 3
 EXIT_CONFIG = 2
 #: The state store could not be opened (a database out of reach, a file that is no database).
 EXIT_STORE = 4
+
+
+def own_address(host: str, port: int) -> str:
+    """Where this process's listener is reached by the other replicas and `doctor` (the public
+    URL may be a load balancer's): the address it listens on, or the host's name when it
+    listens on every address."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.getfqdn()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class BotError(Exception):
@@ -119,10 +129,12 @@ class Bot:
                                  s.listener.host, s.listener.port)
         self._mm_token = mm_token
         self.stream = self._new_stream()
+        #: Since when (monotonic) the leader has had no stream; None: it has one.
+        self._stream_down_since: float | None = None
         self.replica = Replica(self.store, s.replicas, version=__version__, lead=self._lead,
-                               stop_leading=self._stop_leading,
-                               while_leading=self.pipeline.recover,
-                               running=self.outbox.running, lease=self.outbox.lease)
+                               stop_leading=self._stop_leading, rounds=self.pipeline.recover,
+                               running=self.outbox.running, lease=self.outbox.lease,
+                               stream_down=self._stream_down_for)
         self._outbox_counts: dict[str, int] = {}
         i18n.set_default(s.language.default_locale)
 
@@ -160,14 +172,16 @@ class Bot:
             # Beats until the bot's work is done, and reads the stream while this replica
             # leads and the bot is not stopping.
             beats = asyncio.create_task(self.replica.run(self._stopping), name="replica")
-            stopper = asyncio.create_task(self._stopping.wait(), name="stop")
-            await asyncio.wait({beats, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if beats.done() and beats.exception() is not None:
-                exc = beats.exception()
-                if isinstance(exc, FatalStreamError):
-                    raise BotError(str(exc), EXIT_AUTH)
-                raise exc  # type: ignore[misc]
+            ends = {asyncio.create_task(self._stopping.wait(), name="stop"),
+                    asyncio.create_task(self.replica.failed.wait(), name="failed"), beats}
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            for task in ends - {beats}:
+                task.cancel()
+            exc = self.replica.failure or (beats.exception() if beats.done() else None)
+            if isinstance(exc, FatalStreamError):
+                raise BotError(str(exc), EXIT_AUTH)
+            if exc is not None:
+                raise exc
         finally:
             await self.shutdown(beats)
 
@@ -175,15 +189,29 @@ class Bot:
         """This replica's work as the leader: the stream (its rounds, `pipeline.recover`, come
         with each beat). Webhook-only mode: no websocket (so no probes), only a backfill of
         what was posted while no bot read it, and a periodic look at the token."""
-        self.backfill.fresh = await self.store.kv.get("initialized") is None
+        self._stream_down_since = time.monotonic()
         if self.settings.stream.enabled:
-            self.stream = self._new_stream()
-            await self.stream.run()
+            # Made before anything is awaited: a step-down from here on stops this one.
+            self.stream = stream = self._new_stream()
+            self.backfill.fresh = await self.store.kv.get("initialized") is None
+            await stream.run()
         else:
+            self.backfill.fresh = await self.store.kv.get("initialized") is None
             await self.rest_watch.run()
 
-    def _stop_leading(self) -> None:
+    def _stop_leading(self) -> bool:
+        """Tell the leading work to stop; False when it is to be cancelled instead (the REST
+        watch of webhook-only mode, which holds nothing to close)."""
+        if not self.settings.stream.enabled:
+            return False
         self.stream.stop()
+        return True
+
+    def _stream_down_for(self) -> float:
+        """Seconds the leader has had no stream (0: it has one, or it reads none)."""
+        if not self.settings.stream.enabled or self._stream_down_since is None:
+            return 0.0
+        return time.monotonic() - self._stream_down_since
 
     async def start(self) -> None:
         try:
@@ -212,7 +240,7 @@ class Bot:
                            "address") from None
         if not self.runtime.public_url:
             self.runtime.public_url = f"http://{self.listener.host}:{port}"
-        self.replica.listener = self.runtime.public_url
+        self.replica.listener = own_address(self.listener.host, port)
         log.info("Switchboard %s started as %s; listener on %s:%d", __version__,
                  self.pipeline.mention, self.listener.host, port)
         for hook in self.routes.declared.starts:
@@ -284,6 +312,7 @@ class Bot:
     # --- the stream's supervision ---------------------------------------------------------------
     def _on_stream_state(self, up: bool) -> None:
         self.metrics.connected.set(1 if up else 0)
+        self._stream_down_since = None if up else time.monotonic()
         if not up and not self.stopping:
             self.cursors.freeze_all()
 

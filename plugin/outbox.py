@@ -124,6 +124,13 @@ class Outbox:
             relay_task.cancel()
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=5)
+        if self._running:
+            # Cut short, as a crash would: each resumes (looking first) wherever it is
+            # taken up again, and none runs on here once this replica says it is gone.
+            left = list(self._running.values())
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
 
     async def _work(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():

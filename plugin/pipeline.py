@@ -228,13 +228,22 @@ class Pipeline:
                        team_id=str(channel.get("team_id", "")), source=source, attempt=attempt)
 
     async def recover(self) -> None:
-        """Re-run handlers that a previous run claimed but never finished."""
+        """Re-run handlers that a run now gone (a previous run, a replica that died) claimed
+        but never finished. The leader's round, at each beat: what cannot be read from
+        Mattermost now is tried again at the next."""
         for claim in await self.store.claims.pending():
             try:
                 raw = await self.api.get_post(claim.post_id)
                 post = Post.from_dict(raw)
                 channel = await self.api.channel(post.channel_id)
-            except (MattermostError, BadPayload) as exc:
+            except MattermostError as exc:
+                if exc.retryable:  # Mattermost down or busy: the next round tries again
+                    log.warning("cannot read post %s to recover it yet: %s", claim.post_id, exc)
+                    return
+                log.warning("cannot recover post %s (%s); dropping it", claim.post_id, exc)
+                await self.store.claims.complete(claim.post_id)
+                continue
+            except BadPayload as exc:
                 log.warning("cannot recover post %s (%s); dropping it", claim.post_id, exc)
                 await self.store.claims.complete(claim.post_id)
                 continue

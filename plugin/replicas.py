@@ -31,15 +31,20 @@ log = logging.getLogger("switchboard.replicas")
 LEADER_LEASE = "stream"
 #: Seconds a leader stepping down waits for its stream to close before cancelling it.
 STEP_DOWN_GRACE = 5.0
+#: A leader with no stream for this many times `takeover_after` gives the lead up to another
+#: replica, which may reach Mattermost.
+STREAM_LOST_AFTER = 5
 
 
 class Replica:
-    """This replica: `run` beats until the bot stops, and runs `lead()` while it leads."""
+    """This replica: `run` beats until the bot's work is done, and runs `lead()` while it
+    leads. A failure of the leading work (a token Mattermost refused) is `failure`, and sets
+    `failed`: the bot then stops."""
 
     def __init__(self, store: Store, settings: ReplicaSettings, *, version: str,
-                 lead: Callable[[], Coroutine[Any, Any, None]], stop_leading: Callable[[], None],
-                 while_leading: Callable[[], Awaitable[None]],
-                 running: Callable[[], list[str]], lease: float) -> None:
+                 lead: Callable[[], Coroutine[Any, Any, None]], stop_leading: Callable[[], bool],
+                 rounds: Callable[[], Awaitable[None]], running: Callable[[], list[str]],
+                 lease: float, stream_down: Callable[[], float] = lambda: 0.0) -> None:
         self.store = store
         self.settings = settings
         self.version = version
@@ -48,19 +53,27 @@ class Replica:
         self.role = "standby"
         #: The leader as last seen from here (this replica's id when it leads; "" unknown).
         self.leader = ""
-        #: Where this replica's listener is reached (known once it listens).
+        #: Where this replica's own listener is reached (known once it listens).
         self.listener = ""
         self.started_at = time.time()
         #: When this replica began to lead (wall clock), and its last beat that reached the
         #: store (monotonic; 0: none yet).
         self.leading_since = 0.0
         self.last_beat = 0.0
+        self.failure: BaseException | None = None
+        self.failed = asyncio.Event()
         self._lead = lead
         self._stop_leading = stop_leading
-        self._while_leading = while_leading
+        self._rounds_of = rounds
         self._running = running
         self._lease = lease
+        self._stream_down = stream_down
         self._task: asyncio.Task[None] | None = None
+        self._rounds: asyncio.Task[None] | None = None
+        self._leaving: set[asyncio.Task[None]] = set()
+        #: Not leading again before this (monotonic): it gave the lead up for a stream it could
+        #: not keep up.
+        self._rest_until = 0.0
         self._finished = asyncio.Event()
 
     @property
@@ -70,18 +83,16 @@ class Replica:
             time.monotonic() - self.last_beat < self.settings.takeover_after
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Beat until `stopping`, leading when this replica may; raises what ended the leading
-        work with an error (a token Mattermost refused). Once stopping, it hands the
-        leadership over at once and goes on saying it runs, standing by, until `finish`: the
-        work it still finishes (handlers, outbox entries) is not taken over meanwhile."""
+        """Beat until `stopping` (or the leading work failed), leading when this replica may.
+        Then it hands the leadership over at once and goes on saying it runs, standing by,
+        until `finish`: the work it still finishes (handlers, outbox entries) is not taken
+        over meanwhile. Gone at the end, whatever happened."""
         try:
-            try:
-                while not stopping.is_set():
-                    await self.beat()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stopping.wait(), self.settings.heartbeat)
-            finally:
-                await self.resign()
+            while not stopping.is_set() and not self.failed.is_set():
+                await self.beat()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), self.settings.heartbeat)
+            await self.resign()
             while not self._finished.is_set():
                 try:
                     await self.announce()
@@ -103,37 +114,62 @@ class Replica:
         self._finished.set()
 
     async def announce(self) -> None:
-        """Say this replica runs (standing by), before it claims or leases anything."""
+        """Say this replica runs, before it claims or leases anything, and at each beat."""
         await self.store.replicas.beat(ReplicaInfo(
             self.id, self.role, self.version, self.listener, self.started_at, 0.0))
         self.last_beat = time.monotonic()
 
     async def beat(self) -> None:
-        """One sign of life: take or keep the leadership, say so, renew what is being worked
-        on; the leader then does its rounds."""
-        self._raise_if_lead_failed()
+        """One sign of life, first and never held up by other work: then the leases of what
+        is being worked on, the leadership taken, kept or given up, and the leader's rounds
+        started (in a task of their own)."""
+        self._check_lead()
         try:
-            leads = await self.store.leases.take(LEADER_LEASE, self.id,
-                                                 self.settings.takeover_after)
+            await self.announce()
+            await self.store.outbox.renew(self._running(), self._lease)
+            may_lead = time.monotonic() >= self._rest_until and not self.failed.is_set()
+            leads = may_lead and await self.store.leases.take(
+                LEADER_LEASE, self.id, self.settings.takeover_after)
             if leads and self.role != "leader":
                 await self._take_lead()
             elif not leads and self.role == "leader":
                 log.warning("another replica leads now; this one stands by")
-                await self._step_down()
+                self._step_down()
             if not leads:
                 held = await self.store.leases.holder(LEADER_LEASE)
                 self.leader = held[0] if held else ""
-            await self.store.replicas.beat(ReplicaInfo(
-                self.id, self.role, self.version, self.listener, self.started_at, 0.0))
-            await self.store.outbox.renew(self._running(), self._lease)
-            self.last_beat = time.monotonic()
-            if self.role == "leader":
-                await self._while_leading()
+            elif await self._stream_lost():
+                self._step_down()
+                await self.store.leases.release(LEADER_LEASE, self.id)
+            elif self._rounds is None or self._rounds.done():
+                self._rounds = asyncio.create_task(self._do_rounds(), name="leader-rounds")
         except Exception as exc:
             # The store out of reach: the work goes on, and nobody here is judged gone
             # until everyone had time to be seen again.
             self.store.liveness.outage()
             log.warning("cannot reach the state store for this replica's heartbeat: %s", exc)
+
+    async def _do_rounds(self) -> None:
+        try:
+            await self._rounds_of()
+        except Exception:
+            log.exception("the leader's rounds failed")
+
+    async def _stream_lost(self) -> bool:
+        """Whether this leader has had no stream for long while another replica runs: it
+        gives the lead up (and rests a while), since that one may reach Mattermost."""
+        down = self._stream_down()
+        if down < self.settings.takeover_after * STREAM_LOST_AFTER:
+            return False
+        now = time.time()
+        others = [r for r in await self.store.replicas.listed() if r.id != self.id
+                  and now - r.seen_at < self.settings.takeover_after]
+        if not others:
+            return False
+        log.warning("no event stream for %.0f s: this replica gives the lead up to another",
+                    down)
+        self._rest_until = time.monotonic() + self.settings.takeover_after * 3
+        return True
 
     async def _take_lead(self) -> None:
         previous = await self._previous_leader()
@@ -150,35 +186,46 @@ class Replica:
                   if r.id != self.id and r.role == "leader"]
         return others[-1].id if others else ""
 
-    def _raise_if_lead_failed(self) -> None:
+    def _check_lead(self) -> None:
+        """The leading work ended by itself: a failure stops the bot, an end leads again."""
         task = self._task
-        if task is not None and task.done():
-            self._task = None
-            self.role = "standby"
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        if task is None or not task.done():
+            return
+        self._task = None
+        self.role, self.leading_since = "standby", 0.0
+        if not task.cancelled() and task.exception() is not None:
+            self.failure = task.exception()
+            self.failed.set()
 
-    async def _step_down(self) -> None:
+    def _step_down(self) -> None:
+        """Stand by: the leading work is told to stop, and cancelled if it has not within
+        `STEP_DOWN_GRACE`; the beat does not wait for it."""
         self.role, self.leading_since = "standby", 0.0
         task, self._task = self._task, None
         if task is None:
             return
-        self._stop_leading()
-        done, _ = await asyncio.wait({task}, timeout=STEP_DOWN_GRACE)
-        if not done:
-            task.cancel()
+        graceful = self._stop_leading()
+
+        async def leave() -> None:
+            if graceful:
+                await asyncio.wait({task}, timeout=STEP_DOWN_GRACE)
+            if not task.done():
+                task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        elif not task.cancelled() and task.exception() is not None:
-            log.warning("leading ended with %r", task.exception())
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("leading ended with %r", task.exception())
+
+        leaving = asyncio.create_task(leave(), name="stepping-down")
+        self._leaving.add(leaving)
+        leaving.add_done_callback(self._leaving.discard)
 
     async def resign(self) -> None:
         """Stop leading, and let another replica lead at once."""
-        task = self._task
-        await self._step_down()
+        self._check_lead()
+        self._step_down()
+        if self._leaving:
+            await asyncio.gather(*self._leaving, return_exceptions=True)
         try:
             await self.store.leases.release(LEADER_LEASE, self.id)
         except Exception as exc:
             log.warning("could not hand the leadership over: %s", exc)
-        if task is not None and task.done() and not task.cancelled() and \
-                task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]

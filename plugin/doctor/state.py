@@ -97,13 +97,18 @@ async def _check_one(report: Report, client: httpx.AsyncClient, r: ReplicaInfo,
         return
     try:
         answer = await client.get(r.listener.rstrip("/") + "/healthz")
-        status = answer.json().get("status", "?")
-    except (httpx.HTTPError, ValueError) as exc:
+        body = answer.json()
+        status, who = body.get("status", "?"), body.get("replica", "")
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
         report.warn(f"replica {r.id} ({seen}): its listener {r.listener} does not answer "
                     f"from here ({type(exc).__name__})",
                     "check that this host can reach it (Mattermost must)")
         return
-    if answer.status_code == 200:
+    if who and who != r.id:
+        report.warn(f"replica {r.id} ({seen}): {r.listener} is answered by replica {who}",
+                    "each replica must be reached at an address of its own (SWITCHBOARD_LISTEN "
+                    "on its host), not through the load balancer")
+    elif answer.status_code == 200:
         report.ok(f"replica {r.id} ({seen}): /healthz {status}")
     else:
         report.warn(f"replica {r.id} ({seen}): /healthz says {status} ({answer.status_code})",

@@ -47,15 +47,16 @@ class SQLiteKeyValue(SQLiteRepository):
 class SQLiteLeases(SQLiteRepository):
     async def take(self, name: str, owner: str, seconds: float) -> bool:
         now = time.time()
+        # Not waited onto the disk: the file's leases are void at the next opening anyway.
         return await self._engine.run(lambda db: db.execute(
             "INSERT INTO leases(name, owner, until) VALUES (?, ?, ?) "
             "ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until "
             "WHERE leases.until < ? OR leases.owner = excluded.owner",
-            (name, owner, now + seconds, now)).rowcount == 1)
+            (name, owner, now + seconds, now)).rowcount == 1, durable=False)
 
     async def release(self, name: str, owner: str) -> None:
         await self._engine.run(lambda db: db.execute(
-            "DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner)))
+            "DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner)), durable=False)
 
     async def holder(self, name: str) -> tuple[str, float] | None:
         row = await self._engine.run(lambda db: db.execute(
