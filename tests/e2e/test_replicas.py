@@ -22,6 +22,7 @@ from tests.servers.postgres import PostgresServer, empty_schema
 
 from .harness import BOT_TOKEN, BotProcess, replies_to, wait_until
 from .test_helpdesk import GLPI_TOKEN, HELPDESK, World, linked
+from .test_ways_in import outgoing_hook
 
 pytestmark = [pytest.mark.e2e, pytest.mark.servers]
 
@@ -44,16 +45,18 @@ class Cluster(World):
         self.db = db
         self.replicas: list[BotProcess] = []
 
+    def make(self, **env: str) -> BotProcess:
+        """A replica, not started yet."""
+        bot = BotProcess(self.mm, self.tmp, settings=SETTINGS, env={
+            "GLPI_URL": self.glpi.api_url, "GLPI_USER_TOKEN": GLPI_TOKEN,
+            "HELPDESK_TRACKER": "glpi", "SWITCHBOARD_DB": self.db.dsn,
+            "ALERTS_TOKEN": ALERTS_TOKEN, "ALERTS_CHANNEL": "sandbox/town-square",
+            "SWITCHBOARD_LOG_LEVEL": "INFO", **env})
+        self.replicas.append(bot)
+        return bot
+
     def start(self, n: int = 1) -> list[BotProcess]:
-        started = []
-        for _ in range(n):
-            bot = BotProcess(self.mm, self.tmp, settings=SETTINGS, env={
-                "GLPI_URL": self.glpi.api_url, "GLPI_USER_TOKEN": GLPI_TOKEN,
-                "HELPDESK_TRACKER": "glpi", "SWITCHBOARD_DB": self.db.dsn,
-                "ALERTS_TOKEN": ALERTS_TOKEN, "ALERTS_CHANNEL": "sandbox/town-square",
-                "SWITCHBOARD_LOG_LEVEL": "INFO"}).start()
-            self.replicas.append(bot)
-            started.append(bot)
+        started = [self.make().start() for _ in range(n)]
         for bot in started:
             bot.wait_ready(40)
         return started
@@ -62,9 +65,10 @@ class Cluster(World):
         return [b for b in self.replicas if b.proc is not None and b.proc.poll() is None]
 
     def leader(self) -> BotProcess | None:
-        """The replica that leads with its stream up (None: none, or several)."""
+        """The replica that leads with its stream up, or in webhook-only mode its REST watch
+        (None: none, or several)."""
         leading = [b for b in self.running() if (h := health(b)) and h["role"] == "leader"
-                   and h["websocket"] == "connected"]
+                   and h["websocket"] in ("connected", "disabled") and h["status"] == "ok"]
         return leading[0] if len(leading) == 1 else None
 
     def close(self) -> None:
@@ -129,13 +133,15 @@ def show(capsys: pytest.CaptureFixture[str]) -> Show:
 
 
 def takeover(cluster: Cluster, dead: BotProcess, died_at: float, show: Show) -> float:
-    """Seconds from a replica's death until another leads with its stream up."""
+    """Seconds from a replica's death until another leads with its stream (or, in
+    webhook-only mode, its REST watch) up."""
     def led() -> BotProcess | None:
         new = cluster.leader()
         return new if new is not None and new is not dead else None
     wait_until(led, 20, "another replica to lead", interval=0.05)
     took = time.monotonic() - died_at
-    show(f"takeover: a new leader read the stream {took:.1f} s after the leader's death")
+    show(f"takeover: another replica led (its stream, or its REST watch, up) {took:.1f} s "
+         "after the leader's death")
     return took
 
 
@@ -301,3 +307,30 @@ def test_a_rolling_restart_during_a_burst_loses_nothing(cluster: Cluster) -> Non
         sorted(f"rolling problem {i}" for i in range(burst))
     doubled = {p["message"]: n for p in posts if (n := len(cluster.opened(p))) != 1}
     assert doubled == {}, f"posts without exactly one reply: {doubled}"
+
+
+def test_webhook_only_replicas_serve_the_hook_and_the_lead_moves(cluster: Cluster,
+                                                                  show: Show) -> None:
+    """Without the stream, an outgoing webhook (a load balancer's address; here a standby's)
+    brings the requests; the leader keeps the REST watch and the marks of when a bot ran."""
+    leader, standby = (cluster.make(SWITCHBOARD_STREAM="false") for _ in range(2))
+    hook = outgoing_hook(cluster.mm, f"{standby.url}/outgoing", "application/json")
+    for bot in (leader, standby):
+        bot.env["OUTGOING_TOKEN"] = hook["token"]
+    leader.start().wait_ready(40)
+    assert wait_until(cluster.leader, 20, "the first to start leading") is leader
+    standby.start().wait_ready(40)
+    assert (health(standby) or {}).get("role") == "standby"
+    posts = [cluster.say(f"112 webhook problem {i}") for i in range(5)]
+    wait_until(lambda: cluster.settled(5), 30, "5 tickets through the standby's hook")
+    for p in posts:
+        assert len(cluster.opened(p)) == 1, p["message"]
+    assert cluster.mm.ws_connects == 0
+    leader.kill()
+    died = time.monotonic()
+    takeover(cluster, leader, died, show)
+    more = [cluster.say(f"112 webhook problem {i}") for i in range(5, 8)]
+    wait_until(lambda: cluster.settled(8), 30, "the tickets after the takeover")
+    for p in more:
+        assert len(cluster.opened(p)) == 1, p["message"]
+    assert cluster.mm.ws_connects == 0
