@@ -132,6 +132,17 @@ def show(capsys: pytest.CaptureFixture[str]) -> Show:
     return line
 
 
+def filed(bot: BotProcess) -> float:
+    """The tickets a replica filed since it started (its own count, from /metrics)."""
+    try:
+        text = httpx.get(bot.url + "/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return 0.0
+    found = re.search(r'^switchboard_tickets_total\{[^}]*outcome="filed"[^}]*\} (\S+)$', text,
+                      re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def takeover(cluster: Cluster, dead: BotProcess, died_at: float, show: Show) -> float:
     """Seconds from a replica's death until another leads with its stream (or, in
     webhook-only mode, its REST watch) up."""
@@ -240,11 +251,15 @@ def chaos(cluster: Cluster, postgres_server: PostgresServer, show: Show) -> None
             def some_filed(s: int = sent) -> bool:
                 return len(cluster.tickets()) >= s // 3
             wait_until(some_filed, 30, "some tickets before the kill")
-            leader = wait_until(cluster.leader, 20, "a leader to kill")
-            leader.kill()
+            leader = wait_until(cluster.leader, 20, "a leader")
+            busiest = max(cluster.running(), key=filed)
+            busiest.kill()
             died = time.monotonic()
             cluster.start(1)  # its replacement, as a supervisor would start it
-            takeovers.append(takeover(cluster, leader, died, show))
+            if busiest is leader:
+                takeovers.append(takeover(cluster, leader, died, show))
+            show(f"chaos: killed the replica that filed the most tickets, the "
+                 f"{'leader' if busiest is leader else 'standby'}")
         if i == 220:
             postgres_server.restart(down_for=1.0)
         if i % 40 == 20 and len(acknowledged) < len(alerts):
