@@ -29,7 +29,7 @@ from .mattermost import MattermostAPI, MattermostError
 from .metrics import Metrics
 from .router import Match, RouteTable
 from .runtime import Runtime
-from .store import Store
+from .store import Store, StoreError
 
 log = logging.getLogger("switchboard")
 
@@ -174,8 +174,7 @@ class Pipeline:
         # outgoing webhook's call is answered in its response, which nothing can hold back.
         lazy = msg.source != "webhook"
         try:
-            claimed = True if msg.attempt > 1 else await self.store.claims.claim(
-                post.id, post.channel_id, durable=not lazy)
+            claimed = True if msg.attempt > 1 else await self._claim(post, durable=not lazy)
         finally:
             self.cursors.release(post.channel_id, post.id)
             self.metrics.in_flight.dec()
@@ -187,6 +186,23 @@ class Pipeline:
                 await self._run(msg, match, received)
         else:
             await self._run(msg, match, received)
+
+    #: Seconds between tries of a claim while the store is out of reach.
+    CLAIM_RETRY = 5.0
+
+    async def _claim(self, post: Post, *, durable: bool) -> bool:
+        """Claim the post, waiting for a store out of reach (a database down longer than its
+        own patience) as long as the bot runs: the post's cursor stays held meanwhile, so a
+        stop or a crash reads it again."""
+        while True:
+            try:
+                return await self.store.claims.claim(post.id, post.channel_id, durable=durable)
+            except StoreError as exc:
+                if self.runtime.stopping:
+                    raise
+                log.warning("cannot claim post %s yet (%s); trying again in %.0f s", post.id,
+                            exc, self.CLAIM_RETRY)
+                await self.runtime.sleep(self.CLAIM_RETRY)
 
     async def _run(self, msg: Message, match: Match, received: float) -> None:
         post = msg.post

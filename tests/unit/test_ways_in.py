@@ -27,7 +27,7 @@ from plugin.listener import HTTPError, Listener, build, token_matches
 from plugin.mattermost import MattermostAuthError, MattermostError
 from plugin.review import warnings
 from plugin.router import Router
-from plugin.store import SQLiteStore
+from plugin.store import SQLiteStore, StoreError
 
 BOT_ID = "b" * 26
 ALICE = "a" * 26
@@ -594,3 +594,28 @@ def test_replacing_a_teams_entries_leaves_other_teams_and_drops_teamless_ones() 
     found = {"d": {"team_id": "t1", "trigger": "ticket", "token": "d"}}
     assert replace_teams(current, {"t1"}, found) == {"b": current["b"], "d": found["d"]}
     assert replace_teams(current, {"t1"}, {}) == {"b": current["b"]}
+
+
+async def test_a_claim_waits_for_a_store_out_of_reach_and_the_post_is_handled_once(
+        world: tuple[Bot, httpx.AsyncClient, FakeREST], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database down longer than its own patience: the post waits, held, and is handled
+    once the store answers again, not dropped."""
+    bot, _, rest = world
+    rest.text = "112 while the store is away"
+    claim = bot.store.claims.claim
+    failures = [StoreError("out of reach"), StoreError("out of reach")]
+
+    async def away(post_id: str, channel_id: str, *, durable: bool = True) -> bool:
+        if failures:
+            raise failures.pop()
+        return await claim(post_id, channel_id, durable=durable)
+
+    monkeypatch.setattr(bot.store.claims, "claim", away)
+    monkeypatch.setattr(bot.pipeline, "CLAIM_RETRY", 0.05)
+    msg = Message.from_frame({"post": json.dumps(await rest.get_post("p" * 26)),
+                              "channel_type": "O"})
+    assert bot.pipeline.ingest(msg, 0.0)
+    await bot.dispatcher.join(5)
+    assert failures == []
+    assert calls == [("p" * 26, "while the store is away")]
+    assert await bot.store.claims.is_handled("p" * 26)
