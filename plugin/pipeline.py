@@ -175,9 +175,17 @@ class Pipeline:
         lazy = msg.source != "webhook"
         try:
             claimed = True if msg.attempt > 1 else await self._claim(post, durable=not lazy)
-        finally:
+        except StoreError:
+            # Never claimed (the bot stops while the store is away): its cursor stays held,
+            # so the cursors saved at the stop leave it to be read again.
+            self.metrics.in_flight.dec()
+            raise
+        except BaseException:
             self.cursors.release(post.channel_id, post.id)
             self.metrics.in_flight.dec()
+            raise
+        self.cursors.release(post.channel_id, post.id)
+        self.metrics.in_flight.dec()
         if not claimed:
             self.metrics.duplicates.inc()
             return

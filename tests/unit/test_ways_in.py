@@ -619,3 +619,25 @@ async def test_a_claim_waits_for_a_store_out_of_reach_and_the_post_is_handled_on
     assert failures == []
     assert calls == [("p" * 26, "while the store is away")]
     assert await bot.store.claims.is_handled("p" * 26)
+
+
+async def test_a_post_not_claimed_when_the_bot_stops_keeps_its_cursor_back(
+        world: tuple[Bot, httpx.AsyncClient, FakeREST], monkeypatch: pytest.MonkeyPatch) -> None:
+    bot, _, rest = world
+    rest.text = "112 never claimed"
+
+    async def away(post_id: str, channel_id: str, *, durable: bool = True) -> bool:
+        raise StoreError("out of reach")
+
+    monkeypatch.setattr(bot.store.claims, "claim", away)
+    monkeypatch.setattr(bot.pipeline, "CLAIM_RETRY", 0.05)
+    bot.cursors.gap(set())  # cursors may move (the stream is up)
+    raw = await rest.get_post("p" * 26)
+    msg = Message.from_frame({"post": json.dumps(raw), "channel_type": "O"})
+    assert bot.pipeline.ingest(msg, 0.0)
+    await asyncio.sleep(0.2)
+    bot.stop()
+    await bot.dispatcher.join(2)
+    assert calls == []
+    # The channel's cursor stays before the post: a later run reads it again.
+    assert bot.cursors.take_dirty().get(CHANNEL, 0) < raw["create_at"]
