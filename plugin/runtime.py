@@ -46,8 +46,6 @@ class Runtime:
         self.stream_enabled = stream_enabled
         #: When this run of the bot began (work queued before it is being resumed).
         self.started_at = time.time()
-        #: This run among the replicas sharing a store: the owner of the leases it takes.
-        self.replica = store.liveness.owner
         self._locales = locales
         self._tasks = tasks
         self._stopping = stopping

@@ -14,6 +14,14 @@ from .engine import Connection, PostgresRepository, rowcount
 REPLICAS_LISTED_FOR = 600.0
 
 
+async def seen_since(conn: Connection, since: float) -> list[ReplicaInfo]:
+    """The replicas seen after `since`, first started first."""
+    rows = await conn.fetch(
+        "SELECT id, role, version, listener, started_at, seen_at FROM replicas "
+        "WHERE seen_at > $1 ORDER BY started_at, id", since)
+    return [ReplicaInfo(r[0], r[1], r[2], r[3], float(r[4]), float(r[5])) for r in rows]
+
+
 class PostgresClaims(PostgresRepository):
     async def claim(self, post_id: str, channel_id: str, *, durable: bool = True) -> bool:
         # One row per post, whichever replica inserts it first: the others find it taken. The
@@ -134,10 +142,8 @@ class PostgresReplicas(PostgresRepository):
         live.learn(await self._engine.run(go))
 
     async def listed(self) -> list[ReplicaInfo]:
-        rows = await self._engine.one(lambda c: c.fetch(
-            "SELECT id, role, version, listener, started_at, seen_at FROM replicas "
-            "WHERE seen_at > $1 ORDER BY started_at, id", time.time() - REPLICAS_LISTED_FOR))
-        return [ReplicaInfo(r[0], r[1], r[2], r[3], float(r[4]), float(r[5])) for r in rows]
+        return await self._engine.one(
+            lambda c: seen_since(c, time.time() - REPLICAS_LISTED_FOR))
 
     async def forget(self, replica_id: str) -> None:
         # Kept, as gone: what it still owns is taken over at once.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import asyncpg  # type: ignore[import-untyped]
 
 from ..records import ReplicaInfo, StoreError
+from .basics import seen_since
 from .engine import connect, migrate
 
 
@@ -67,9 +68,6 @@ async def replicas(dsn: str, within: float) -> list[ReplicaInfo]:
     try:
         if not await conn.fetchval("SELECT to_regclass('replicas') IS NOT NULL"):
             return []
-        rows = await conn.fetch(
-            "SELECT id, role, version, listener, started_at, seen_at FROM replicas "
-            "WHERE seen_at > $1 ORDER BY started_at, id", time.time() - within)
-        return [ReplicaInfo(r[0], r[1], r[2], r[3], float(r[4]), float(r[5])) for r in rows]
+        return await seen_since(conn, time.time() - within)
     finally:
         await conn.close()
